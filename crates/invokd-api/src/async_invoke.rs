@@ -1,0 +1,101 @@
+//! DigitalOcean's async-invoke surface: the create body and the invocation object.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Body of `POST /v1/async-invoke`. Unknown top-level keys are ignored, because pydo's helper
+/// wrappers put their keyword arguments into the body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateInvocation {
+    pub model_id: String,
+    pub input: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+}
+
+/// A `{key, value}` tag attached to an invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+/// Job status as the DigitalOcean surface shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Queued,
+    InProgress,
+    Completed,
+    Failed,
+    Canceled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "QUEUED",
+            Self::InProgress => "IN_PROGRESS",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+            Self::Canceled => "CANCELED",
+        }
+    }
+
+    /// Whether the job will never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Canceled)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The invocation object returned by create, get and status.
+///
+/// godo decodes it strictly: timestamps are RFC 3339 strings, `output` is an object or null,
+/// `error` is a string or null.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Invocation {
+    pub request_id: String,
+    pub model_id: String,
+    pub status: Status,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub output: Option<Map<String, Value>>,
+    pub error: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_body_ignores_unknown_top_level_keys() {
+        let body: CreateInvocation = serde_json::from_str(
+            r#"{"model_id":"m","input":{"prompt":"p","x":1},"enforce_https":false}"#,
+        )
+        .unwrap();
+        assert_eq!(body.model_id, "m");
+        assert_eq!(body.input.len(), 2);
+        assert!(body.tags.is_none());
+    }
+
+    #[test]
+    fn status_serializes_in_screaming_case() {
+        assert_eq!(
+            serde_json::to_string(&Status::InProgress).unwrap(),
+            "\"IN_PROGRESS\""
+        );
+        for s in [Status::Queued, Status::Completed, Status::Failed] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
+}

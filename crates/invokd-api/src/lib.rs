@@ -1,0 +1,7 @@
+#![doc = include_str!("../README.md")]
+
+pub mod async_invoke;
+pub mod error_code;
+pub mod fal_queue;
+
+pub use error_code::ErrorCode;

@@ -1,0 +1,201 @@
+//! One model of the catalog: its id, kind, input schema (JSON Schema) and output shape.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::CatalogError;
+
+/// What a model produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Image,
+    Audio,
+    Speech,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Image => "image",
+            Self::Audio => "audio",
+            Self::Speech => "speech",
+        }
+    }
+}
+
+/// How many images: an input field, or a fixed number.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum CountSpec {
+    Field(String),
+    Fixed(u32),
+}
+
+/// Which input field picks the image format, and the format when it is absent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormatSpec {
+    #[serde(default)]
+    pub field: Option<String>,
+    pub default: String,
+}
+
+/// How the image size follows from the input.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum SizeSpec {
+    /// An aspect-ratio enum field, with the pixel size of each ratio.
+    Ratios {
+        field: String,
+        ratios: BTreeMap<String, [u32; 2]>,
+    },
+    /// A field holding an `image_size` preset or `{width, height}`.
+    Field { field: String },
+    /// Always this size.
+    Fixed { fixed: [u32; 2] },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesSpec {
+    pub count: CountSpec,
+    pub format: FormatSpec,
+    pub size: SizeSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioSpec {
+    pub duration_field: String,
+    pub format: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeechSpec {
+    pub text_field: String,
+    #[serde(default)]
+    pub speed_field: Option<String>,
+    pub format: String,
+}
+
+/// The output's top-level fields and the hints for producing its files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    pub fields: Vec<String>,
+    #[serde(default)]
+    pub images: Option<ImagesSpec>,
+    #[serde(default)]
+    pub audio: Option<AudioSpec>,
+    #[serde(default)]
+    pub speech: Option<SpeechSpec>,
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelFile {
+    id: String,
+    title: String,
+    kind: Kind,
+    description: String,
+    input: Value,
+    output: OutputSpec,
+}
+
+/// A model: what it accepts and what it returns.
+pub struct Model {
+    pub id: String,
+    pub title: String,
+    pub kind: Kind,
+    pub description: String,
+    /// The input's JSON Schema, as written in the catalog file.
+    pub input_schema: Value,
+    pub output: OutputSpec,
+    pub(super) validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Parses and checks one catalog file.
+    pub fn from_json(file: &str, text: &str) -> Result<Self, CatalogError> {
+        let invalid = |reason: String| CatalogError::Invalid {
+            file: file.to_owned(),
+            reason,
+        };
+        let f: ModelFile = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        if f.input.get("type").and_then(Value::as_str) != Some("object") {
+            return Err(invalid(
+                "input schema must have \"type\": \"object\"".into(),
+            ));
+        }
+        let kind_ok = match f.kind {
+            Kind::Image => f.output.images.is_some(),
+            Kind::Audio => f.output.audio.is_some(),
+            Kind::Speech => f.output.speech.is_some(),
+        };
+        if !kind_ok {
+            return Err(invalid(format!(
+                "kind {} needs an output.{} section",
+                f.kind.as_str(),
+                match f.kind {
+                    Kind::Image => "images",
+                    Kind::Audio => "audio",
+                    Kind::Speech => "speech",
+                }
+            )));
+        }
+        let validator = jsonschema::validator_for(&f.input)
+            .map_err(|e| invalid(format!("input schema: {e}")))?;
+        Ok(Self {
+            id: f.id,
+            title: f.title,
+            kind: f.kind,
+            description: f.description,
+            input_schema: f.input,
+            output: f.output,
+            validator,
+        })
+    }
+
+    /// The schema of one top-level input field.
+    pub fn field_schema(&self, name: &str) -> Option<&Value> {
+        self.input_schema.get("properties")?.get(name)
+    }
+
+    /// The names of the required input fields.
+    pub fn required_fields(&self) -> impl Iterator<Item = &str> {
+        self.input_schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+    }
+}
+
+/// The pixel size of fal's `image_size` presets.
+pub fn image_size_preset(name: &str) -> Option<(u32, u32)> {
+    Some(match name {
+        "square_hd" => (1024, 1024),
+        "square" => (512, 512),
+        "portrait_4_3" => (768, 1024),
+        "portrait_16_9" => (576, 1024),
+        "landscape_4_3" => (1024, 768),
+        "landscape_16_9" => (1024, 576),
+        _ => return None,
+    })
+}

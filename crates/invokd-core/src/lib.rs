@@ -1,0 +1,15 @@
+#![doc = include_str!("../README.md")]
+
+pub mod blob;
+pub mod catalog;
+pub mod ids;
+pub mod job;
+pub mod keys;
+pub mod provider;
+pub mod running;
+pub mod service;
+pub mod signing;
+pub mod store;
+
+pub use ids::{JobId, KeyId};
+pub use job::{CancelOutcome, Job, JobError, JobStatus, Lease, NewJob, Outcome};

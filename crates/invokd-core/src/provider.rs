@@ -1,0 +1,159 @@
+//! The provider interface: something that runs one attempt of a job and returns the model output.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    blob::{BLOB_SCHEME, BlobError, BlobStore},
+    catalog::Model,
+    ids::JobId,
+    store::Store,
+};
+
+/// One log line a provider emits while it runs a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub message: String,
+    /// fal's levels: STDERR, STDOUT, ERROR, INFO, WARN, DEBUG.
+    pub level: String,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// What a provider is asked to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub job_id: JobId,
+    pub attempt: u32,
+    pub model: Arc<Model>,
+    pub input: Map<String, Value>,
+}
+
+/// What a provider gets to do its work: a place for output files, a place for log lines, and a
+/// cancellation signal.
+#[derive(Clone)]
+pub struct RunContext {
+    blobs: Arc<dyn BlobStore>,
+    logs: Option<Arc<dyn Store>>,
+    job_id: JobId,
+    key_prefix: String,
+    pub cancel: CancellationToken,
+}
+
+impl RunContext {
+    pub fn new(
+        blobs: Arc<dyn BlobStore>,
+        job_id: JobId,
+        attempt: u32,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            blobs,
+            logs: None,
+            job_id,
+            // One prefix per attempt, so a late writer from an expired lease never overwrites
+            // the files of the attempt that finished the job.
+            key_prefix: format!("{job_id}/{attempt}"),
+            cancel,
+        }
+    }
+
+    /// Log lines go to this store, where clients read them while the job runs.
+    pub fn with_log_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.logs = Some(store);
+        self
+    }
+
+    /// Records a log line of the job (fal's levels: INFO, WARN, ERROR, DEBUG, STDOUT, STDERR).
+    /// Logging is best effort: a failure to store a line never fails the run.
+    pub async fn log(&self, level: &str, message: impl Into<String>) {
+        let line = LogLine {
+            message: message.into(),
+            level: level.to_owned(),
+            timestamp: Utc::now(),
+        };
+        tracing::debug!(job_id = %self.job_id, level, message = %line.message, "job log");
+        if let Some(store) = &self.logs
+            && let Err(e) = store
+                .append_logs(self.job_id, std::slice::from_ref(&line))
+                .await
+        {
+            tracing::warn!(job_id = %self.job_id, error = %e, "storing a log line failed");
+        }
+    }
+
+    /// Stores an output file and returns the `blob:` reference to put in the output's `url`.
+    pub async fn put_file(&self, file_name: &str, bytes: Bytes) -> Result<String, BlobError> {
+        let key = format!("{}/{file_name}", self.key_prefix);
+        crate::blob::validate_key(&key)?;
+        self.blobs.put(&key, bytes).await?;
+        Ok(format!("{BLOB_SCHEME}{key}"))
+    }
+}
+
+/// Whether trying again could help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Try again on another attempt, if the job has attempts left.
+    Yes,
+    /// The job fails now.
+    No,
+}
+
+/// A failed run.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ProviderError {
+    pub message: String,
+    /// fal's `error_type` vocabulary, e.g. `runner_server_error`.
+    pub error_type: String,
+    pub retry: Retry,
+}
+
+impl ProviderError {
+    pub fn permanent(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            error_type: error_type.into(),
+            retry: Retry::No,
+        }
+    }
+
+    pub fn transient(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            error_type: error_type.into(),
+            retry: Retry::Yes,
+        }
+    }
+}
+
+impl From<BlobError> for ProviderError {
+    fn from(e: BlobError) -> Self {
+        Self::transient(
+            "internal_error",
+            format!("storing an output file failed: {e}"),
+        )
+    }
+}
+
+/// A provider's result: the model's output object, file URLs as `blob:` references.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutput {
+    pub output: Map<String, Value>,
+}
+
+/// Runs jobs. Implementations: the emulator, fal upstream, worker pools.
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// A short stable name, shown in logs and `models list`.
+    fn name(&self) -> &'static str;
+
+    /// Runs one attempt. It should stop early, with any error, when `ctx.cancel` fires.
+    async fn run(&self, req: RunRequest, ctx: RunContext) -> Result<RunOutput, ProviderError>;
+}

@@ -1,0 +1,154 @@
+//! The store interface: jobs and keys, with leases that fence who may finish a running job.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::{
+    ids::{JobId, KeyId},
+    job::{CancelOutcome, Job, JobError, Lease, NewJob, Outcome},
+    keys::{KeyHash, KeyRecord},
+    provider::LogLine,
+};
+
+/// A store failure. Only the store knows SQL; everyone else sees this.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("a record with this id already exists")]
+    Conflict,
+    #[error("store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Which running jobs `requeue_stale` takes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stale {
+    /// Jobs whose lease has expired.
+    Expired,
+    /// Every running job: only safe when no other process can hold a lease (start-up of the
+    /// embedded store, which locks its data directory).
+    AllRunning,
+}
+
+/// What `requeue_stale` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requeued {
+    /// Jobs put back in the queue for another attempt.
+    pub requeued: u64,
+    /// Jobs that had used their last attempt and failed.
+    pub failed: u64,
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    /// The lease is still ours and was extended.
+    Held,
+    /// The lease is still ours and was extended, but a cancel was asked for: stop the run.
+    CancelRequested,
+    /// The lease is gone (requeued, finished or cancelled elsewhere): stop at once.
+    Lost,
+}
+
+/// What a claim asks for.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    /// Identifies this dispatcher; it is recorded as the lease owner.
+    pub owner: &'a str,
+    /// At most this many jobs.
+    pub limit: u32,
+    /// How many more jobs of each model may start now; a model that is absent may start
+    /// `default_capacity`. A model at 0 is skipped.
+    pub capacity: &'a BTreeMap<String, u32>,
+    pub default_capacity: u32,
+    pub now: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+}
+
+/// Jobs: insert, read, claim with a lease, heartbeat, finish (fenced), requeue stale leases.
+#[async_trait]
+pub trait JobRepo: Send + Sync {
+    /// Inserts a QUEUED job. When it returns, the job is committed durably.
+    async fn insert_job(&self, job: NewJob) -> Result<Job, StoreError>;
+
+    /// The job with this id, if it belongs to `key_id` (or to anyone when `key_id` is `None`).
+    async fn get_job(&self, id: JobId, key_id: Option<KeyId>) -> Result<Option<Job>, StoreError>;
+
+    /// Claims up to `limit` QUEUED jobs, highest priority then oldest first, never more of a
+    /// model than its capacity, and makes them IN_PROGRESS under a new lease owned by `owner`.
+    /// Jobs whose start deadline has passed are never claimed.
+    async fn claim_jobs(&self, req: ClaimRequest<'_>) -> Result<Vec<Job>, StoreError>;
+
+    /// Extends a lease, and tells the holder whether to go on.
+    async fn heartbeat(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        until: DateTime<Utc>,
+    ) -> Result<Beat, StoreError>;
+
+    /// Ends a run. Only the holder of the current lease can finish a job; `false` means the
+    /// lease was lost and nothing changed.
+    async fn finish(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives a run back to the queue (a retryable failure), or fails it when it has used its
+    /// last attempt, or cancels it when a cancel was asked for. Fenced like `finish`.
+    async fn release(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        error: JobError,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Takes back running jobs whose holder is gone: QUEUED again, FAILED when no attempt is
+    /// left, CANCELED when a cancel was asked for.
+    async fn requeue_stale(&self, which: Stale, now: DateTime<Utc>)
+    -> Result<Requeued, StoreError>;
+
+    /// Fails every QUEUED job whose start deadline is before `now`; returns how many.
+    async fn expire_deadlines(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Cancels the caller's job: a queued one at once, a running one by request.
+    async fn cancel(
+        &self,
+        id: JobId,
+        key_id: Option<KeyId>,
+        now: DateTime<Utc>,
+    ) -> Result<CancelOutcome, StoreError>;
+
+    /// How many queued jobs of the same model run before this one (0: it is next).
+    async fn queue_position(&self, job: &Job) -> Result<u64, StoreError>;
+
+    /// Appends log lines to a job.
+    async fn append_logs(&self, id: JobId, lines: &[LogLine]) -> Result<(), StoreError>;
+
+    /// A job's log lines, oldest first.
+    async fn logs(&self, id: JobId) -> Result<Vec<LogLine>, StoreError>;
+}
+
+/// Access keys, stored hashed.
+#[async_trait]
+pub trait KeyRepo: Send + Sync {
+    async fn insert_key(&self, key: KeyRecord) -> Result<(), StoreError>;
+    /// The key with this hash, revoked or not.
+    async fn find_key(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError>;
+    async fn count_keys(&self) -> Result<u64, StoreError>;
+}
+
+/// Everything the server needs from a store.
+#[async_trait]
+pub trait Store: JobRepo + KeyRepo + 'static {
+    /// Whether the store answers.
+    async fn check(&self) -> Result<(), StoreError>;
+}

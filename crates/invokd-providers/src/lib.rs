@@ -1,0 +1,5 @@
+#![doc = include_str!("../README.md")]
+
+pub mod emulator;
+
+pub use emulator::{Emulator, EmulatorConfig};

@@ -1,0 +1,94 @@
+//! The server's settings, one struct per concern, with the defaults of the embedded setup.
+
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+/// Everything `invokd serve` can be told.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// The URL clients reach the server at, used in file URLs; by default the request's `Host`.
+    pub public_url: Option<String>,
+    /// An operator's catalog directory, added to (and overriding) the embedded models.
+    pub catalog_dir: Option<PathBuf>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// How long a signed file URL stays valid.
+    pub file_url_ttl: Duration,
+    /// The first key, for scripted deployments (`INVOKD_BOOTSTRAP_KEY`).
+    pub bootstrap_key: Option<String>,
+    pub dispatch: DispatchConfig,
+    pub emulator: EmulatorSettings,
+}
+
+/// How the dispatcher runs jobs.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// Jobs of one model running at once.
+    pub per_model_concurrency: u32,
+    /// Jobs running at once in this process.
+    pub max_concurrency: u32,
+    /// A claim holds its job this long unless the heartbeat extends it.
+    pub lease: Duration,
+    /// How often a running job's lease is extended.
+    pub heartbeat: Duration,
+    /// How often the queue is checked when nothing wakes the dispatcher.
+    pub poll: Duration,
+    /// Claims per job before it fails.
+    pub max_attempts: u32,
+    /// Longest one attempt may run.
+    pub run_timeout: Duration,
+    /// On shutdown, how long running jobs get to finish.
+    pub shutdown_grace: Duration,
+    /// After a cancel, how long the provider gets to pass it on before the job is closed.
+    pub cancel_grace: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            per_model_concurrency: 4,
+            max_concurrency: 16,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            poll: Duration::from_secs(1),
+            max_attempts: 3,
+            run_timeout: Duration::from_secs(600),
+            shutdown_grace: Duration::from_secs(10),
+            cancel_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The emulator's latency, overall and per model.
+#[derive(Debug, Clone)]
+pub struct EmulatorSettings {
+    pub latency: Duration,
+    pub latency_per_model: HashMap<String, Duration>,
+}
+
+impl Default for EmulatorSettings {
+    fn default() -> Self {
+        Self {
+            latency: Duration::from_millis(500),
+            latency_per_model: HashMap::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The embedded defaults: `127.0.0.1:8080` and `./invokd-data`.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            data_dir,
+            public_url: None,
+            catalog_dir: None,
+            max_body_bytes: 4 * 1024 * 1024,
+            file_url_ttl: Duration::from_secs(24 * 3600),
+            bootstrap_key: None,
+            dispatch: DispatchConfig::default(),
+            emulator: EmulatorSettings::default(),
+        }
+    }
+}

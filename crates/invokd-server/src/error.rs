@@ -1,0 +1,119 @@
+//! API errors: one code from the error-code table, a message, and the one status mapping.
+//!
+//! Handlers return `ApiError`; its response carries the error in an extension, and the request
+//! context middleware renders the body, because only it knows the request id.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use invokd_api::ErrorCode;
+use invokd_core::{blob::BlobError, catalog::Violation, service::ServiceError, store::StoreError};
+
+/// An error as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        status_of(self.code)
+    }
+}
+
+/// The one mapping from error code to HTTP status.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode::UnprocessableEntity => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = self.status().into_response();
+        res.extensions_mut().insert(self);
+        res
+    }
+}
+
+/// `input.a.b: message` for each violation, joined.
+pub fn describe_violations(prefix: &str, violations: &[Violation]) -> String {
+    violations
+        .iter()
+        .map(|v| {
+            let path = v.dotted_path();
+            let sep = if path.is_empty() || path.starts_with('[') {
+                ""
+            } else {
+                "."
+            };
+            format!("{prefix}{sep}{path}: {}", v.message)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Unauthorized => Self::new(
+                ErrorCode::Unauthorized,
+                "missing or invalid access key: send Authorization: Bearer <key>",
+            ),
+            ServiceError::UnknownModel(m) => Self::new(
+                ErrorCode::NotFound,
+                format!("model {m:?} is not in the catalog (see GET /v1/models)"),
+            ),
+            ServiceError::InvalidInput(v) => Self::new(
+                ErrorCode::UnprocessableEntity,
+                describe_violations("input", &v),
+            ),
+            ServiceError::NotFound(id) => {
+                Self::new(ErrorCode::NotFound, format!("request {id:?} not found"))
+            }
+            ServiceError::Store(e) => e.into(),
+            _ => Self::new(ErrorCode::ServerError, "internal error"),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store error");
+        match e {
+            StoreError::Unavailable(_) => Self::new(
+                ErrorCode::ServiceUnavailable,
+                "the store is unavailable, try again",
+            ),
+            _ => Self::new(ErrorCode::ServerError, "internal error"),
+        }
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        tracing::error!(error = %e, "blob storage error");
+        Self::new(
+            ErrorCode::ServiceUnavailable,
+            "file storage is unavailable, try again",
+        )
+    }
+}

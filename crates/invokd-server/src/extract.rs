@@ -1,0 +1,166 @@
+//! Our own extractors, so every rejection uses the API's error body: JSON bodies, paths, callers.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Request, rejection::BytesRejection},
+    http::{header, request::Parts},
+};
+use invokd_api::ErrorCode;
+use invokd_core::service::Caller;
+use serde::de::DeserializeOwned;
+
+use crate::{error::ApiError, state::AppState};
+
+/// A JSON body: 415 for another content type, 413 over the size limit, 400 when it is not JSON,
+/// 422 when it is JSON of the wrong shape (naming the field).
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+            let essence = ct.split(';').next().unwrap_or_default().trim();
+            if essence != "application/json" && !essence.ends_with("+json") {
+                return Err(ApiError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    format!("the body must be application/json, not {essence:?}"),
+                ));
+            }
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+fn body_rejection(e: BytesRejection) -> ApiError {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            "the request body is larger than the server accepts",
+        )
+    } else {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("cannot read the request body: {e}"),
+        )
+    }
+}
+
+/// Parses `bytes` as `T`, telling apart malformed JSON (400) from JSON of the wrong shape (422).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "the request body is empty; send a JSON object",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize(de) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.classify() == serde_json::error::Category::Data {
+                let msg = inner.to_string();
+                let msg = msg.split(" at line ").next().unwrap_or(&msg);
+                let message = if path == "." {
+                    msg.to_owned()
+                } else {
+                    format!("{path}: {msg}")
+                };
+                Err(ApiError::new(ErrorCode::UnprocessableEntity, message))
+            } else {
+                Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("malformed JSON: {inner}"),
+                ))
+            }
+        }
+    }
+}
+
+/// The authenticated caller: `Authorization: Bearer <key>` (or fal's `Key <key>`).
+pub struct Auth(pub Caller);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let secret = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, rest) = v.trim().split_once(' ')?;
+                (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("key"))
+                    .then(|| rest.trim())
+            })
+            .unwrap_or_default();
+        Ok(Self(state.service.authenticate(secret).await?))
+    }
+}
+
+/// The base URL clients reach this server at: the configured public URL, else the `Host` header.
+pub struct BaseUrl(pub String);
+
+impl FromRequestParts<AppState> for BaseUrl {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(url) = &state.config.public_url {
+            return Ok(Self(url.trim_end_matches('/').to_owned()));
+        }
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_owned)
+            .unwrap_or_else(|| state.config.listen.to_string());
+        Ok(Self(format!("http://{host}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Body {
+        model_id: String,
+        input: serde_json::Map<String, serde_json::Value>,
+    }
+
+    #[test]
+    fn syntax_errors_are_400_and_shape_errors_422_naming_the_field() {
+        let e = parse_json::<Body>(b"{\"model_id\": ").unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        let e = parse_json::<Body>(b"{\"input\": {}}").unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnprocessableEntity);
+        assert!(e.message.contains("model_id"), "{}", e.message);
+        let e = parse_json::<Body>(b"{\"model_id\": 5, \"input\": {}}").unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnprocessableEntity);
+        assert!(e.message.starts_with("model_id:"), "{}", e.message);
+        let e = parse_json::<Body>(b"{\"model_id\": \"m\", \"input\": []}").unwrap_err();
+        assert!(e.message.starts_with("input:"), "{}", e.message);
+        assert_eq!(
+            parse_json::<Body>(b"  ").unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            parse_json::<Body>(b"\xff\xfe").unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+    }
+}

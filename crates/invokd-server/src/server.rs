@@ -1,0 +1,141 @@
+//! Assembling and running the server: store, blobs, catalog, service, dispatcher, router.
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use chrono::Utc;
+use invokd_core::{
+    blob::BlobStore,
+    catalog::Catalog,
+    running::RunningJobs,
+    service::{JobService, ServiceConfig},
+    signing::UrlSigner,
+    store::{Stale, Store},
+};
+use invokd_providers::{Emulator, EmulatorConfig};
+use invokd_store::{LocalBlobStore, SqliteStore};
+use tokio::{net::TcpListener, sync::Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::{bootstrap, config::ServerConfig, dispatcher::Dispatcher, router, state::App};
+
+/// A started server: bound, migrated, recovered, ready to run.
+pub struct Server {
+    listener: TcpListener,
+    app: Arc<App>,
+    dispatcher: Dispatcher,
+    local_addr: SocketAddr,
+    created_key: Option<String>,
+    _data_dir: bootstrap::DataDir,
+}
+
+impl Server {
+    /// Opens the data directory, migrates the store, requeues what the last process left
+    /// running, creates the first key if there is none, and binds the listener.
+    pub async fn start(config: ServerConfig) -> anyhow::Result<Self> {
+        let data_dir = bootstrap::DataDir::open(&config.data_dir)?;
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&data_dir.root.join("invokd.sqlite"))
+                .await
+                .context("cannot open the job store")?,
+        );
+        let blobs: Arc<dyn BlobStore> = Arc::new(
+            LocalBlobStore::open(data_dir.root.join("files"))
+                .context("cannot open the file store")?,
+        );
+        let mut catalog = Catalog::embedded().context("the embedded catalog is invalid")?;
+        if let Some(dir) = &config.catalog_dir {
+            catalog.extend_from_dir(dir)?;
+        }
+        let catalog = Arc::new(catalog);
+
+        // This process holds the data directory's lock, so nothing else can be running a job.
+        let recovered = store.requeue_stale(Stale::AllRunning, Utc::now()).await?;
+        if recovered.requeued + recovered.failed > 0 {
+            tracing::warn!(
+                requeued = recovered.requeued,
+                failed = recovered.failed,
+                "recovered jobs left running by the last process"
+            );
+        }
+        let created_key =
+            bootstrap::first_key(store.as_ref(), config.bootstrap_key.as_deref()).await?;
+
+        let wake = Arc::new(Notify::new());
+        let running = RunningJobs::default();
+        let service = JobService::new(
+            store.clone(),
+            catalog.clone(),
+            wake.clone(),
+            running.clone(),
+            ServiceConfig {
+                max_attempts: config.dispatch.max_attempts,
+            },
+        );
+        let emulator = Emulator::new(EmulatorConfig {
+            latency: config.emulator.latency,
+            latency_per_model: config.emulator.latency_per_model.clone(),
+            ..EmulatorConfig::default()
+        });
+        let dispatcher = Dispatcher {
+            store,
+            catalog,
+            provider: Arc::new(emulator),
+            blobs: blobs.clone(),
+            wake,
+            config: config.dispatch.clone(),
+            owner: format!("invokd-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
+            running,
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let signer = UrlSigner::new(data_dir.signing_secret()?);
+        let app = Arc::new(App {
+            service,
+            blobs,
+            signer,
+            config,
+        });
+        Ok(Self {
+            listener,
+            app,
+            dispatcher,
+            local_addr,
+            created_key,
+            _data_dir: data_dir,
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The access key created on this first start, to show once.
+    pub fn created_key(&self) -> Option<&str> {
+        self.created_key.as_deref()
+    }
+
+    /// Serves until `shutdown` resolves, then stops taking requests, lets running jobs finish
+    /// within the grace period, and returns.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let dispatcher = tokio::spawn(self.dispatcher.run(stop.clone()));
+        let stop_http = stop.clone();
+        axum::serve(self.listener, router::router(self.app))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                stop_http.cancel();
+            })
+            .await
+            .context("the HTTP server failed")?;
+        stop.cancel();
+        dispatcher.await.context("the dispatcher panicked")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,16 @@
+//! What every handler can reach: the job service, blob storage, the URL signer, the settings.
+
+use std::sync::Arc;
+
+use invokd_core::{blob::BlobStore, service::JobService, signing::UrlSigner};
+
+use crate::config::ServerConfig;
+
+pub type AppState = Arc<App>;
+
+pub struct App {
+    pub service: JobService,
+    pub blobs: Arc<dyn BlobStore>,
+    pub signer: UrlSigner,
+    pub config: ServerConfig,
+}

@@ -1,0 +1,549 @@
+//! The SQLite store: one database file in WAL mode with full fsync, so a committed job survives
+//! a crash of the process or the machine.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use invokd_core::{
+    CancelOutcome, Job, JobError, JobId, JobStatus, KeyId, Lease, NewJob, Outcome,
+    job::{cancelled_error, start_timeout_error},
+    keys::{KeyHash, KeyRecord},
+    provider::LogLine,
+    store::{Beat, ClaimRequest, JobRepo, KeyRepo, Requeued, Stale, Store, StoreError},
+};
+use serde_json::{Map, Value};
+use sqlx::{
+    Row,
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+        SqliteSynchronous,
+    },
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The message a job gets when its last attempt was cut off.
+const ATTEMPTS_EXHAUSTED: &str =
+    "the job was interrupted on its last allowed attempt (the worker stopped or lost its lease)";
+
+/// Jobs and keys in one SQLite database.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(v: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(v).ok_or_else(|| StoreError::Corrupt(format!("timestamp {v}")))
+}
+
+fn opt_time(v: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    v.map(from_micros).transpose()
+}
+
+fn corrupt(what: &str) -> impl Fn(String) -> StoreError + '_ {
+    move |e| StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and runs pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before the 202 goes out, even across power loss.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("temp_store", "memory");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
+        let get_str = |c: &str| {
+            row.try_get::<String, _>(c)
+                .map_err(|e| StoreError::Corrupt(format!("{c}: {e}")))
+        };
+        let id = JobId::from_str(&get_str("id")?).map_err(|e| corrupt("job id")(e.to_string()))?;
+        let key_id =
+            KeyId::from_str(&get_str("key_id")?).map_err(|e| corrupt("key id")(e.to_string()))?;
+        let input: Map<String, Value> = serde_json::from_str(&get_str("input")?)
+            .map_err(|e| corrupt("input")(e.to_string()))?;
+        let tags: Vec<(String, String)> =
+            serde_json::from_str(&get_str("tags")?).map_err(|e| corrupt("tags")(e.to_string()))?;
+        let status = JobStatus::from_str(&get_str("status")?)
+            .map_err(|e| corrupt("status")(e.to_string()))?;
+        let output: Option<String> = row
+            .try_get("output")
+            .map_err(|e| corrupt("output")(e.to_string()))?;
+        let output = output
+            .map(|s| serde_json::from_str::<Map<String, Value>>(&s))
+            .transpose()
+            .map_err(|e| corrupt("output")(e.to_string()))?;
+        let int = |c: &str| {
+            row.try_get::<i64, _>(c)
+                .map_err(|e| StoreError::Corrupt(format!("{c}: {e}")))
+        };
+        let opt_int = |c: &str| {
+            row.try_get::<Option<i64>, _>(c)
+                .map_err(|e| StoreError::Corrupt(format!("{c}: {e}")))
+        };
+        let opt_str = |c: &str| {
+            row.try_get::<Option<String>, _>(c)
+                .map_err(|e| StoreError::Corrupt(format!("{c}: {e}")))
+        };
+        let attempt =
+            u32::try_from(int("attempt")?).map_err(|e| corrupt("attempt")(e.to_string()))?;
+        let lease = match (opt_str("lease_owner")?, opt_int("lease_expires_at")?) {
+            (Some(owner), Some(exp)) => Some(Lease {
+                owner,
+                attempt,
+                expires_at: from_micros(exp)?,
+            }),
+            _ => None,
+        };
+        let error = match (opt_str("error_message")?, opt_str("error_type")?) {
+            (Some(message), error_type) => Some(JobError {
+                message,
+                error_type: error_type.unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        Ok(Job {
+            id,
+            key_id,
+            model_id: get_str("model_id")?,
+            input,
+            tags,
+            status,
+            priority: i32::try_from(int("priority")?)
+                .map_err(|e| corrupt("priority")(e.to_string()))?,
+            created_at: from_micros(int("created_at")?)?,
+            started_at: opt_time(opt_int("started_at")?)?,
+            completed_at: opt_time(opt_int("completed_at")?)?,
+            attempt,
+            max_attempts: u32::try_from(int("max_attempts")?)
+                .map_err(|e| corrupt("max_attempts")(e.to_string()))?,
+            lease,
+            output,
+            error,
+            start_deadline: opt_time(opt_int("start_deadline")?)?,
+            cancel_requested: opt_int("cancel_requested_at")?.is_some(),
+        })
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[async_trait]
+impl JobRepo for SqliteStore {
+    async fn insert_job(&self, job: NewJob) -> Result<Job, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO jobs (id, key_id, model_id, input, tags, status, priority, created_at, max_attempts, start_deadline)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'QUEUED', ?6, ?7, ?8, ?9) RETURNING *",
+        )
+        .bind(job.id.to_string())
+        .bind(job.key_id.to_string())
+        .bind(&job.model_id)
+        .bind(to_json(&job.input)?)
+        .bind(to_json(&job.tags)?)
+        .bind(job.priority)
+        .bind(micros(job.created_at))
+        .bind(i64::from(job.max_attempts))
+        .bind(job.start_deadline.map(micros))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Self::job_from_row(&row)
+    }
+
+    async fn get_job(&self, id: JobId, key_id: Option<KeyId>) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?1 AND (?2 IS NULL OR key_id = ?2)")
+            .bind(id.to_string())
+            .bind(key_id.map(|k| k.to_string()))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(Self::job_from_row).transpose()
+    }
+
+    async fn claim_jobs(&self, req: ClaimRequest<'_>) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE jobs
+             SET status = 'IN_PROGRESS', attempt = attempt + 1, lease_owner = ?1,
+                 lease_expires_at = ?2, started_at = COALESCE(started_at, MAX(?3, created_at))
+             WHERE id IN (
+                 SELECT id FROM (
+                     SELECT id, model_id, priority, created_at,
+                            ROW_NUMBER() OVER (PARTITION BY model_id ORDER BY priority, created_at, id) AS nth
+                     FROM jobs
+                     WHERE status = 'QUEUED' AND (start_deadline IS NULL OR start_deadline >= ?3))
+                 WHERE nth <= COALESCE((SELECT value FROM json_each(?4) WHERE key = model_id), ?5)
+                 ORDER BY priority, created_at, id
+                 LIMIT ?6)
+             RETURNING *",
+        )
+        .bind(req.owner)
+        .bind(micros(req.lease_until))
+        .bind(micros(req.now))
+        .bind(to_json(req.capacity)?)
+        .bind(i64::from(req.default_capacity))
+        .bind(i64::from(req.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let mut jobs = rows
+            .iter()
+            .map(Self::job_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        jobs.sort_by_key(|j| (j.priority, j.created_at, j.id));
+        Ok(jobs)
+    }
+
+    async fn heartbeat(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        until: DateTime<Utc>,
+    ) -> Result<Beat, StoreError> {
+        let cancel: Option<Option<i64>> = sqlx::query_scalar(
+            "UPDATE jobs SET lease_expires_at = ?1
+             WHERE id = ?2 AND status = 'IN_PROGRESS' AND lease_owner = ?3 AND attempt = ?4
+             RETURNING cancel_requested_at",
+        )
+        .bind(micros(until))
+        .bind(id.to_string())
+        .bind(&lease.owner)
+        .bind(i64::from(lease.attempt))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(match cancel {
+            None => Beat::Lost,
+            Some(None) => Beat::Held,
+            Some(Some(_)) => Beat::CancelRequested,
+        })
+    }
+
+    async fn finish(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (status, output, error) = match outcome {
+            Outcome::Completed(output) => (JobStatus::Completed, Some(to_json(&output)?), None),
+            Outcome::Failed(e) => (JobStatus::Failed, None, Some(e)),
+            Outcome::Canceled(e) => (JobStatus::Canceled, None, Some(e)),
+        };
+        let done = sqlx::query(
+            "UPDATE jobs
+             SET status = ?1, output = ?2, error_message = ?3, error_type = ?4, completed_at = ?5,
+                 lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = ?6 AND status = 'IN_PROGRESS' AND lease_owner = ?7 AND attempt = ?8",
+        )
+        .bind(status.as_str())
+        .bind(output)
+        .bind(error.as_ref().map(|e| e.message.clone()))
+        .bind(error.as_ref().map(|e| e.error_type.clone()))
+        .bind(micros(now))
+        .bind(id.to_string())
+        .bind(&lease.owner)
+        .bind(i64::from(lease.attempt))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        error: JobError,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        // Cancelled if asked; back to the queue while attempts remain; else the error is final.
+        let cancelled = cancelled_error();
+        let done = sqlx::query(
+            "UPDATE jobs
+             SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'CANCELED'
+                               WHEN attempt >= max_attempts THEN 'FAILED' ELSE 'QUEUED' END,
+                 error_message = CASE WHEN cancel_requested_at IS NOT NULL THEN ?7
+                                      WHEN attempt >= max_attempts THEN ?1 END,
+                 error_type = CASE WHEN cancel_requested_at IS NOT NULL THEN ?8
+                                   WHEN attempt >= max_attempts THEN ?2 END,
+                 completed_at = CASE WHEN cancel_requested_at IS NOT NULL OR attempt >= max_attempts
+                                     THEN ?3 END,
+                 lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = ?4 AND status = 'IN_PROGRESS' AND lease_owner = ?5 AND attempt = ?6",
+        )
+        .bind(&error.message)
+        .bind(&error.error_type)
+        .bind(micros(now))
+        .bind(id.to_string())
+        .bind(&lease.owner)
+        .bind(i64::from(lease.attempt))
+        .bind(&cancelled.message)
+        .bind(&cancelled.error_type)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn requeue_stale(
+        &self,
+        which: Stale,
+        now: DateTime<Utc>,
+    ) -> Result<Requeued, StoreError> {
+        let all = matches!(which, Stale::AllRunning);
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let cancelled = cancelled_error();
+        sqlx::query(
+            "UPDATE jobs
+             SET status = 'CANCELED', error_message = ?1, error_type = ?2,
+                 completed_at = ?3, lease_owner = NULL, lease_expires_at = NULL
+             WHERE status = 'IN_PROGRESS' AND (?4 OR lease_expires_at < ?3)
+               AND cancel_requested_at IS NOT NULL",
+        )
+        .bind(&cancelled.message)
+        .bind(&cancelled.error_type)
+        .bind(micros(now))
+        .bind(all)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let failed = sqlx::query(
+            "UPDATE jobs
+             SET status = 'FAILED', error_message = ?1, error_type = 'runner_disconnected',
+                 completed_at = ?2, lease_owner = NULL, lease_expires_at = NULL
+             WHERE status = 'IN_PROGRESS' AND (?3 OR lease_expires_at < ?2) AND attempt >= max_attempts",
+        )
+        .bind(ATTEMPTS_EXHAUSTED)
+        .bind(micros(now))
+        .bind(all)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        let requeued = sqlx::query(
+            "UPDATE jobs SET status = 'QUEUED', lease_owner = NULL, lease_expires_at = NULL
+             WHERE status = 'IN_PROGRESS' AND (?1 OR lease_expires_at < ?2)",
+        )
+        .bind(all)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Requeued { requeued, failed })
+    }
+
+    async fn expire_deadlines(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let e = start_timeout_error();
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'FAILED', error_message = ?1, error_type = ?2, completed_at = ?3
+             WHERE status = 'QUEUED' AND start_deadline IS NOT NULL AND start_deadline < ?3",
+        )
+        .bind(&e.message)
+        .bind(&e.error_type)
+        .bind(micros(now))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn cancel(
+        &self,
+        id: JobId,
+        key_id: Option<KeyId>,
+        now: DateTime<Utc>,
+    ) -> Result<CancelOutcome, StoreError> {
+        let e = cancelled_error();
+        let (id, key) = (id.to_string(), key_id.map(|k| k.to_string()));
+        // Each statement is atomic on its own; a job that moves between them (claimed, finished,
+        // requeued) is caught by the next one, or by the next round.
+        for _ in 0..5 {
+            let queued = sqlx::query(
+                "UPDATE jobs SET status = 'CANCELED', error_message = ?1, error_type = ?2, completed_at = ?3
+                 WHERE id = ?4 AND (?5 IS NULL OR key_id = ?5) AND status = 'QUEUED'",
+            )
+            .bind(&e.message)
+            .bind(&e.error_type)
+            .bind(micros(now))
+            .bind(&id)
+            .bind(&key)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            if queued.rows_affected() == 1 {
+                return Ok(CancelOutcome::Canceled);
+            }
+            let running = sqlx::query(
+                "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?1)
+                 WHERE id = ?2 AND (?3 IS NULL OR key_id = ?3) AND status = 'IN_PROGRESS'",
+            )
+            .bind(micros(now))
+            .bind(&id)
+            .bind(&key)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            if running.rows_affected() == 1 {
+                return Ok(CancelOutcome::Requested);
+            }
+            let status: Option<String> = sqlx::query_scalar(
+                "SELECT status FROM jobs WHERE id = ?1 AND (?2 IS NULL OR key_id = ?2)",
+            )
+            .bind(&id)
+            .bind(&key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            match status.as_deref() {
+                None => return Ok(CancelOutcome::NotFound),
+                Some("QUEUED" | "IN_PROGRESS") => continue,
+                Some(_) => return Ok(CancelOutcome::AlreadyDone),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the job kept changing state during cancel".into(),
+        ))
+    }
+
+    async fn queue_position(&self, job: &Job) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs
+             WHERE status = 'QUEUED' AND model_id = ?1
+               AND (priority, created_at, id) < (?2, ?3, ?4)",
+        )
+        .bind(&job.model_id)
+        .bind(job.priority)
+        .bind(micros(job.created_at))
+        .bind(job.id.to_string())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn append_logs(&self, id: JobId, lines: &[LogLine]) -> Result<(), StoreError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        for l in lines {
+            sqlx::query(
+                "INSERT INTO job_logs (job_id, ts, level, message) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .bind(id.to_string())
+            .bind(micros(l.timestamp))
+            .bind(&l.level)
+            .bind(&l.message)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn logs(&self, id: JobId) -> Result<Vec<LogLine>, StoreError> {
+        let rows =
+            sqlx::query("SELECT ts, level, message FROM job_logs WHERE job_id = ?1 ORDER BY seq")
+                .bind(id.to_string())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok(LogLine {
+                    timestamp: from_micros(r.try_get("ts").map_err(unavailable)?)?,
+                    level: r.try_get("level").map_err(unavailable)?,
+                    message: r.try_get("message").map_err(unavailable)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl KeyRepo for SqliteStore {
+    async fn insert_key(&self, key: KeyRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO keys (id, hash, prefix, name, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .bind(key.id.to_string())
+            .bind(&key.hash.0)
+            .bind(&key.prefix)
+            .bind(&key.name)
+            .bind(micros(key.created_at))
+            .bind(key.revoked_at.map(micros))
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn find_key(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        let Some(r) = sqlx::query("SELECT * FROM keys WHERE hash = ?1")
+            .bind(&hash.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let id: String = r.try_get("id").map_err(unavailable)?;
+        Ok(Some(KeyRecord {
+            id: KeyId::from_str(&id).map_err(|e| corrupt("key id")(e.to_string()))?,
+            hash: KeyHash(r.try_get("hash").map_err(unavailable)?),
+            prefix: r.try_get("prefix").map_err(unavailable)?,
+            name: r.try_get("name").map_err(unavailable)?,
+            created_at: from_micros(r.try_get("created_at").map_err(unavailable)?)?,
+            revoked_at: opt_time(r.try_get("revoked_at").map_err(unavailable)?)?,
+        }))
+    }
+
+    async fn count_keys(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keys")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn check(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}

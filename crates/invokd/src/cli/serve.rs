@@ -1,0 +1,155 @@
+//! `invokd serve`: start the gateway, show the first key once, write the local client context.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use clap::Args;
+use invokd_client::config::{ClientConfig, Context, default_path};
+use invokd_server::{Server, ServerConfig};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "INVOKD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory for the database, output files and secrets.
+    #[arg(long, env = "INVOKD_DATA_DIR", default_value = "./invokd-data")]
+    data_dir: PathBuf,
+    /// URL clients reach this server at, used in file URLs (default: from the request's Host).
+    #[arg(long, env = "INVOKD_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Extra catalog directory: its model files add to or replace the built-in ones.
+    #[arg(long, env = "INVOKD_CATALOG_DIR")]
+    catalog_dir: Option<PathBuf>,
+    /// The emulator's latency per job, in milliseconds.
+    #[arg(long, env = "INVOKD_EMULATOR_LATENCY_MS", default_value_t = 500)]
+    emulator_latency_ms: u64,
+    /// The emulator's latency for one model, as MODEL=MS (repeatable).
+    #[arg(long = "emulator-model-latency", value_name = "MODEL=MS", value_parser = parse_model_latency)]
+    emulator_model_latency: Vec<(String, u64)>,
+    /// Jobs of one model that may run at once.
+    #[arg(long, env = "INVOKD_PER_MODEL_CONCURRENCY", default_value_t = 4)]
+    per_model_concurrency: u32,
+    /// Jobs that may run at once in this process.
+    #[arg(long, env = "INVOKD_MAX_CONCURRENCY", default_value_t = 16)]
+    max_concurrency: u32,
+    /// Seconds a claimed job's lease lasts without a heartbeat.
+    #[arg(long, env = "INVOKD_LEASE_SECONDS", default_value_t = 30)]
+    lease_seconds: u64,
+    /// Claims per job before it fails.
+    #[arg(long, env = "INVOKD_MAX_ATTEMPTS", default_value_t = 3)]
+    max_attempts: u32,
+    /// On shutdown, how long running jobs may take to finish before they go back to the queue.
+    #[arg(long, env = "INVOKD_SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
+    shutdown_grace_seconds: u64,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "INVOKD_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// How long signed file URLs stay valid, in seconds.
+    #[arg(long, env = "INVOKD_FILE_URL_TTL_SECONDS", default_value_t = 24 * 3600)]
+    file_url_ttl_seconds: u64,
+    /// Where to write the client config on first start (default: the CLI's config path).
+    #[arg(long, env = "INVOKD_CONFIG")]
+    client_config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `invokd_server=debug`.
+    #[arg(long, env = "INVOKD_LOG", default_value = "info")]
+    log: String,
+}
+
+fn parse_model_latency(s: &str) -> Result<(String, u64), String> {
+    let (model, ms) = s.rsplit_once('=').ok_or("expected MODEL=MS")?;
+    let ms = ms
+        .parse()
+        .map_err(|_| format!("{ms:?} is not a number of milliseconds"))?;
+    Ok((model.to_owned(), ms))
+}
+
+pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&a.log).context("invalid --log filter")?)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut config = ServerConfig::new(a.listen, a.data_dir.clone());
+    config.public_url = a.public_url.clone();
+    config.catalog_dir = a.catalog_dir.clone();
+    config.max_body_bytes = a.max_body_bytes;
+    config.file_url_ttl = Duration::from_secs(a.file_url_ttl_seconds);
+    config.bootstrap_key = std::env::var("INVOKD_BOOTSTRAP_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
+    config.emulator.latency = Duration::from_millis(a.emulator_latency_ms);
+    config.emulator.latency_per_model = a
+        .emulator_model_latency
+        .iter()
+        .map(|(m, ms)| (m.clone(), Duration::from_millis(*ms)))
+        .collect();
+    config.dispatch.per_model_concurrency = a.per_model_concurrency.max(1);
+    config.dispatch.max_concurrency = a.max_concurrency.max(1);
+    config.dispatch.lease = Duration::from_secs(a.lease_seconds.max(2));
+    config.dispatch.heartbeat = config.dispatch.lease / 3;
+    config.dispatch.max_attempts = a.max_attempts.max(1);
+    config.dispatch.shutdown_grace = Duration::from_secs(a.shutdown_grace_seconds);
+
+    let server = Server::start(config).await?;
+    let url = format!("http://{}", server.local_addr());
+    if let Some(key) = server.created_key() {
+        announce_first_key(key, &url, a.client_config.clone());
+    }
+    println!("invokd listening on {url}");
+    tracing::info!(%url, data_dir = %a.data_dir.display(), "invokd ready");
+    server.run(shutdown_signal()).await?;
+    tracing::info!("invokd stopped");
+    Ok(())
+}
+
+/// Shows the first key once and saves it as the `local` context of the CLI's config.
+fn announce_first_key(key: &str, url: &str, path: Option<PathBuf>) {
+    println!("Created the first access key (shown once, keep it safe):\n\n    {key}\n");
+    let saved = path
+        .map(Ok)
+        .unwrap_or_else(default_path)
+        .map_err(anyhow::Error::from)
+        .and_then(|path| {
+            let mut cfg = ClientConfig::load(&path)?;
+            cfg.upsert(
+                "local",
+                Context {
+                    api_url: url.to_owned(),
+                    access_token: key.to_owned(),
+                },
+            );
+            cfg.save(&path)?;
+            Ok(path)
+        });
+    match saved {
+        Ok(p) => println!(
+            "Saved it as context \"local\" in {}; `invokd async-invoke` uses it.",
+            p.display()
+        ),
+        Err(e) => eprintln!("warning: could not write the client config: {e:#}"),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown requested");
+}
