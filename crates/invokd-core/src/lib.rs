@@ -2,6 +2,7 @@
 
 pub mod blob;
 pub mod catalog;
+pub mod events;
 pub mod ids;
 pub mod job;
 pub mod keys;

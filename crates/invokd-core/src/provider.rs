@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     blob::{BLOB_SCHEME, BlobError, BlobStore},
     catalog::Model,
+    events::JobEvents,
     ids::JobId,
     store::Store,
 };
@@ -39,7 +40,7 @@ pub struct RunRequest {
 #[derive(Clone)]
 pub struct RunContext {
     blobs: Arc<dyn BlobStore>,
-    logs: Option<Arc<dyn Store>>,
+    logs: Option<(Arc<dyn Store>, JobEvents)>,
     job_id: JobId,
     key_prefix: String,
     pub cancel: CancellationToken,
@@ -63,9 +64,10 @@ impl RunContext {
         }
     }
 
-    /// Log lines go to this store, where clients read them while the job runs.
-    pub fn with_log_store(mut self, store: Arc<dyn Store>) -> Self {
-        self.logs = Some(store);
+    /// Log lines go to this store, where clients read them while the job runs, and each line
+    /// wakes the job's live readers.
+    pub fn with_log_store(mut self, store: Arc<dyn Store>, events: JobEvents) -> Self {
+        self.logs = Some((store, events));
         self
     }
 
@@ -78,12 +80,16 @@ impl RunContext {
             timestamp: Utc::now(),
         };
         tracing::debug!(job_id = %self.job_id, level, message = %line.message, "job log");
-        if let Some(store) = &self.logs
-            && let Err(e) = store
+        if let Some((store, events)) = &self.logs {
+            match store
                 .append_logs(self.job_id, std::slice::from_ref(&line))
                 .await
-        {
-            tracing::warn!(job_id = %self.job_id, error = %e, "storing a log line failed");
+            {
+                Ok(()) => events.notify(self.job_id),
+                Err(e) => {
+                    tracing::warn!(job_id = %self.job_id, error = %e, "storing a log line failed")
+                }
+            }
         }
     }
 

@@ -5,15 +5,14 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::{Map, Value};
-use tokio::sync::Notify;
 
 use crate::{
     catalog::{Catalog, Violation},
+    events::Signals,
     ids::{JobId, KeyId},
     job::{CancelOutcome, Job, NewJob},
     keys::KeyHash,
     provider::LogLine,
-    running::RunningJobs,
     store::{Store, StoreError},
 };
 
@@ -73,28 +72,28 @@ impl Default for ServiceConfig {
 pub struct JobService {
     store: Arc<dyn Store>,
     catalog: Arc<Catalog>,
-    wake: Arc<Notify>,
-    running: RunningJobs,
+    signals: Signals,
     config: ServiceConfig,
 }
 
 impl JobService {
-    /// `wake` is notified after each committed submission, so the dispatcher claims at once;
-    /// `running` reaches the runs of this process, for cancels.
+    /// `signals` connects the service to this process's dispatcher.
     pub fn new(
         store: Arc<dyn Store>,
         catalog: Arc<Catalog>,
-        wake: Arc<Notify>,
-        running: RunningJobs,
+        signals: Signals,
         config: ServiceConfig,
     ) -> Self {
         Self {
             store,
             catalog,
-            wake,
-            running,
+            signals,
             config,
         }
+    }
+
+    pub fn signals(&self) -> &Signals {
+        &self.signals
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -145,7 +144,8 @@ impl JobService {
                 start_deadline,
             })
             .await?;
-        self.wake.notify_one();
+        self.signals.wake.notify_one();
+        self.signals.events.notify(job.id);
         tracing::info!(job_id = %job.id, model = %job.model_id, "job queued");
         Ok(job)
     }
@@ -170,8 +170,9 @@ impl JobService {
             .cancel(job_id, Some(caller.key_id), Utc::now())
             .await?;
         if outcome == CancelOutcome::Requested {
-            self.running.cancel(job_id);
+            self.signals.running.cancel(job_id);
         }
+        self.signals.events.notify(job_id);
         tracing::info!(job_id = %job_id, ?outcome, "cancel");
         Ok(outcome)
     }

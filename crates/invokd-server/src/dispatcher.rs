@@ -12,9 +12,9 @@ use invokd_core::{
     Job, JobError, Lease, Outcome,
     blob::BlobStore,
     catalog::Catalog,
+    events::Signals,
     job::cancelled_error,
     provider::{Provider, Retry, RunContext, RunRequest},
-    running::RunningJobs,
     store::{Beat, ClaimRequest, Stale, Store},
 };
 use tokio::{sync::Notify, task::JoinSet};
@@ -28,13 +28,11 @@ pub struct Dispatcher {
     pub catalog: Arc<Catalog>,
     pub provider: Arc<dyn Provider>,
     pub blobs: Arc<dyn BlobStore>,
-    /// Notified when a job is submitted.
-    pub wake: Arc<Notify>,
+    /// Shared with the job service: wake-ups, cancels, job-change news.
+    pub signals: Signals,
     pub config: DispatchConfig,
     /// This process's lease owner id.
     pub owner: String,
-    /// This process's runs, reachable by cancels.
-    pub running: RunningJobs,
 }
 
 /// Jobs running now, by model.
@@ -96,7 +94,7 @@ impl Dispatcher {
             while tasks.try_join_next().is_some() {}
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = this.wake.notified() => {}
+                () = this.signals.wake.notified() => {}
                 () = freed.notified() => {}
                 () = tokio::time::sleep(this.config.poll) => {}
             }
@@ -138,7 +136,7 @@ impl Dispatcher {
                     failed = r.failed,
                     "took back jobs with expired leases"
                 );
-                self.wake.notify_one();
+                self.signals.wake.notify_one();
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "requeue of expired leases failed"),
@@ -191,6 +189,9 @@ impl Dispatcher {
                 return Vec::new();
             }
         };
+        for j in &jobs {
+            self.signals.events.notify(j.id);
+        }
         if let Ok(mut r) = running.lock() {
             for j in &jobs {
                 r.total += 1;
@@ -220,7 +221,7 @@ impl Dispatcher {
         // the client cancels (here, or seen by the heartbeat when cancelled through another
         // process); the provider is told through `provider_stop`.
         let lost = CancellationToken::new();
-        let registration = self.running.register(job.id);
+        let registration = self.signals.running.register(job.id);
         let cancel = registration.token.clone();
         if job.cancel_requested {
             cancel.cancel();
@@ -233,7 +234,7 @@ impl Dispatcher {
             job.attempt,
             provider_stop.clone(),
         )
-        .with_log_store(self.store.clone());
+        .with_log_store(self.store.clone(), self.signals.events.clone());
         let req = RunRequest {
             job_id: job.id,
             attempt: job.attempt,
@@ -295,7 +296,10 @@ impl Dispatcher {
     /// Gives the job back to the queue (or fails it if it has no attempt left), fenced.
     async fn release(&self, job: &Job, lease: &Lease, err: JobError) {
         match self.store.release(job.id, lease, err, Utc::now()).await {
-            Ok(true) => self.wake.notify_one(),
+            Ok(true) => {
+                self.signals.wake.notify_one();
+                self.signals.events.notify(job.id);
+            }
             Ok(false) => tracing::warn!(job_id = %job.id, "lease lost before release"),
             Err(e) => {
                 tracing::error!(job_id = %job.id, error = %e, "release failed; the lease will expire")
@@ -347,7 +351,10 @@ impl Dispatcher {
             Outcome::Canceled(_) => "CANCELED",
         };
         match self.store.finish(job.id, lease, outcome, Utc::now()).await {
-            Ok(true) => tracing::info!(job_id = %job.id, status, "job finished"),
+            Ok(true) => {
+                self.signals.events.notify(job.id);
+                tracing::info!(job_id = %job.id, status, "job finished")
+            }
             Ok(false) => tracing::warn!(job_id = %job.id, "lease lost; result discarded"),
             Err(e) => {
                 tracing::error!(job_id = %job.id, error = %e, "finishing failed; the lease will expire and the job rerun")

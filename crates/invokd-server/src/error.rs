@@ -15,6 +15,8 @@ use invokd_core::{blob::BlobError, catalog::Violation, service::ServiceError, st
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// The broken rules of an invalid input, for surfaces that list them (fal's 422).
+    pub violations: Vec<Violation>,
 }
 
 impl ApiError {
@@ -22,6 +24,7 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            violations: Vec::new(),
         }
     }
 
@@ -80,12 +83,13 @@ impl From<ServiceError> for ApiError {
             ),
             ServiceError::UnknownModel(m) => Self::new(
                 ErrorCode::NotFound,
-                format!("model {m:?} is not in the catalog (see GET /v1/models)"),
+                format!("model {m:?} is not in the catalog (GET /v1/models lists the models)"),
             ),
-            ServiceError::InvalidInput(v) => Self::new(
-                ErrorCode::UnprocessableEntity,
-                describe_violations("input", &v),
-            ),
+            ServiceError::InvalidInput(v) => Self {
+                code: ErrorCode::UnprocessableEntity,
+                message: describe_violations("input", &v),
+                violations: v,
+            },
             ServiceError::NotFound(id) => {
                 Self::new(ErrorCode::NotFound, format!("request {id:?} not found"))
             }

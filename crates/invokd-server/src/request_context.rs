@@ -1,5 +1,6 @@
 //! Per-request context: the request id (from `x-request-id` or new), echoed on every response,
-//! and the rendering of `ApiError`s into DigitalOcean's `{id, message, request_id}` body.
+//! and the rendering of `ApiError`s in the shape of the surface the request came in on:
+//! DigitalOcean's `{id, message, request_id}`, or fal's `{"detail": ...}`.
 
 use axum::{
     extract::Request,
@@ -7,11 +8,21 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use invokd_api::error_code::ErrorBody;
+use invokd_api::{
+    error_code::ErrorBody,
+    fal_queue::{Detail, ErrorDetail, ValidationDetail},
+};
+use invokd_core::catalog::{PathItem, Violation, ViolationKind};
+use serde_json::Value;
 
-use crate::error::ApiError;
+use crate::{
+    error::ApiError,
+    router::{Surface, surface_of},
+};
 
 pub const REQUEST_ID: &str = "x-request-id";
+/// fal's clients read the request id from this header, on results and on errors.
+pub const FAL_REQUEST_ID: &str = "x-fal-request-id";
 
 fn acceptable(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
@@ -27,19 +38,18 @@ pub async fn request_context(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let surface = surface_of(&path);
 
     let mut res = next.run(req).await;
     if let Some(err) = res.extensions_mut().remove::<ApiError>() {
         if err.status().is_server_error() {
             tracing::error!(request_id = %id, %method, %path, code = err.code.id(), message = %err.message, "request failed");
         }
-        let body = ErrorBody {
-            id: err.code.id().to_owned(),
-            message: err.message,
-            request_id: Some(id.clone()),
-        };
         let status = res.status();
-        let mut rendered = (status, axum::Json(body)).into_response();
+        let mut rendered = match surface {
+            Surface::AsyncInvoke => (status, axum::Json(do_body(err, &id))).into_response(),
+            Surface::FalQueue => (status, axum::Json(fal_body(err))).into_response(),
+        };
         for (k, v) in res.headers() {
             if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
                 rendered.headers_mut().insert(k.clone(), v.clone());
@@ -48,7 +58,52 @@ pub async fn request_context(req: Request, next: Next) -> Response {
         res = rendered;
     }
     if let Ok(v) = HeaderValue::from_str(&id) {
+        if surface == Surface::FalQueue && !res.headers().contains_key(FAL_REQUEST_ID) {
+            res.headers_mut().insert(FAL_REQUEST_ID, v.clone());
+        }
         res.headers_mut().insert(REQUEST_ID, v);
     }
     res
+}
+
+fn do_body(err: ApiError, request_id: &str) -> ErrorBody {
+    ErrorBody {
+        id: err.code.id().to_owned(),
+        message: err.message,
+        request_id: Some(request_id.to_owned()),
+    }
+}
+
+/// fal's error body: a validation list when the input broke the schema, else the message.
+fn fal_body(err: ApiError) -> ErrorDetail {
+    let detail = if err.violations.is_empty() {
+        Detail::Message(err.message)
+    } else {
+        Detail::Validation(err.violations.iter().map(validation_detail).collect())
+    };
+    ErrorDetail {
+        detail,
+        error_type: None,
+    }
+}
+
+/// A violation as a pydantic-style entry; the body of a fal submit is the input itself.
+fn validation_detail(v: &Violation) -> ValidationDetail {
+    let mut loc = vec![Value::from("body")];
+    loc.extend(v.path.iter().map(|p| match p {
+        PathItem::Key(k) => Value::from(k.clone()),
+        PathItem::Index(i) => Value::from(*i),
+    }));
+    let kind = match v.kind {
+        ViolationKind::Missing => "missing",
+        ViolationKind::Type => "type_error",
+        ViolationKind::Enum => "enum",
+        ViolationKind::Bound => "value_error.number",
+        _ => "value_error",
+    };
+    ValidationDetail {
+        loc,
+        msg: v.message.clone(),
+        kind: kind.into(),
+    }
 }

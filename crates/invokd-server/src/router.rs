@@ -1,7 +1,8 @@
 //! The one router: every route of every surface, and the layers around them.
 //!
-//! DigitalOcean's surface lives under `/v1/`, files under `/files/`, health at the root. fal's
-//! queue paths (`/{owner}/{app}/...`) will join here; owners named `v1` or `files` are not served.
+//! DigitalOcean's surface lives under `/v1/`, files under `/files/`, health at the root; fal's
+//! queue surface takes every other path (`/{owner}/{app}/...`). Static routes win over fal's
+//! captures, and owners named like the other surfaces' prefixes are not served as fal apps.
 
 use axum::{
     Router,
@@ -12,6 +13,29 @@ use axum::{
 use invokd_api::ErrorCode;
 
 use crate::{error::ApiError, request_context::request_context, routes, state::AppState};
+
+/// Which surface a request is on, which decides the shape of its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    AsyncInvoke,
+    FalQueue,
+}
+
+/// First path segments that belong to invokd's own routes, never to a fal app.
+pub const RESERVED_OWNERS: [&str; 5] = ["v1", "files", "healthz", "readyz", ".well-known"];
+
+pub fn surface_of(path: &str) -> Surface {
+    let first = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    if RESERVED_OWNERS.contains(&first) {
+        Surface::AsyncInvoke
+    } else {
+        Surface::FalQueue
+    }
+}
 
 async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such route")
@@ -38,7 +62,19 @@ pub fn router(state: AppState) -> Router {
             "/v1/async-invoke/{request_id}/status",
             get(routes::async_invoke::get),
         )
+        .route("/v1/models", get(routes::models::list))
         .route("/files/{*key}", get(routes::files::get))
+        // Nothing but submits lives at an app's root; a read there is a wrong address.
+        .route(
+            "/{owner}/{app}",
+            post(routes::fal_queue::submit_app).get(not_found),
+        )
+        .route(
+            "/{owner}/{app}/{*rest}",
+            post(routes::fal_queue::submit_sub)
+                .get(routes::fal_queue::read)
+                .put(routes::fal_queue::cancel),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -7,14 +7,14 @@ use chrono::Utc;
 use invokd_core::{
     blob::BlobStore,
     catalog::Catalog,
-    running::RunningJobs,
+    events::Signals,
     service::{JobService, ServiceConfig},
     signing::UrlSigner,
     store::{Stale, Store},
 };
 use invokd_providers::{Emulator, EmulatorConfig};
 use invokd_store::{LocalBlobStore, SqliteStore};
-use tokio::{net::TcpListener, sync::Notify};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{bootstrap, config::ServerConfig, dispatcher::Dispatcher, router, state::App};
@@ -61,13 +61,11 @@ impl Server {
         let created_key =
             bootstrap::first_key(store.as_ref(), config.bootstrap_key.as_deref()).await?;
 
-        let wake = Arc::new(Notify::new());
-        let running = RunningJobs::default();
+        let signals = Signals::default();
         let service = JobService::new(
             store.clone(),
             catalog.clone(),
-            wake.clone(),
-            running.clone(),
+            signals.clone(),
             ServiceConfig {
                 max_attempts: config.dispatch.max_attempts,
             },
@@ -82,10 +80,9 @@ impl Server {
             catalog,
             provider: Arc::new(emulator),
             blobs: blobs.clone(),
-            wake,
+            signals,
             config: config.dispatch.clone(),
             owner: format!("invokd-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
-            running,
         };
         let listener = TcpListener::bind(config.listen)
             .await

@@ -113,11 +113,24 @@ impl Provider for Emulator {
         .await;
         tracing::info!(job_id = %req.job_id, model = %req.model.id, "emulator running job (synthetic output)");
 
+        // The latency passes in a few steps, each logged, as a real model reports progress.
         let latency = self.latency(&req.model.id);
-        tokio::select! {
-            () = tokio::time::sleep(latency) => {}
-            () = ctx.cancel.cancelled() => {
-                return Err(ProviderError::permanent("client_cancelled", "the job was cancelled"));
+        let steps: u32 = if latency >= Duration::from_millis(100) {
+            4
+        } else {
+            1
+        };
+        for step in 1..=steps {
+            tokio::select! {
+                () = tokio::time::sleep(latency / steps) => {}
+                () = ctx.cancel.cancelled() => {
+                    ctx.log("WARN", "invokd emulator: cancelled").await;
+                    return Err(ProviderError::permanent("client_cancelled", "the job was cancelled"));
+                }
+            }
+            if steps > 1 {
+                ctx.log("INFO", format!("invokd emulator: step {step}/{steps}"))
+                    .await;
             }
         }
 

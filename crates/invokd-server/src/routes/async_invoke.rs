@@ -12,17 +12,9 @@ use invokd_core::service::{PRIORITY_NORMAL, Submission};
 use crate::{
     error::ApiError,
     extract::{Auth, BaseUrl, JsonBody},
-    present::{self, UrlRenderer},
+    present::{UrlRenderer, async_invoke::invocation},
     state::AppState,
 };
-
-fn renderer<'a>(state: &'a AppState, base: &'a BaseUrl) -> UrlRenderer<'a> {
-    UrlRenderer {
-        base_url: &base.0,
-        signer: &state.signer,
-        expires: present::expiry(state.config.file_url_ttl),
-    }
-}
 
 /// `POST /v1/async-invoke`: validate, store (committed), answer 202 with the QUEUED invocation.
 pub async fn create(
@@ -58,7 +50,7 @@ pub async fn create(
         .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(present::invocation(&job, &renderer(&state, &base))),
+        Json(invocation(&job, &UrlRenderer::new(&state, &base.0))),
     ))
 }
 
@@ -70,5 +62,5 @@ pub async fn get(
     Path(request_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let job = state.service.get(caller, &request_id).await?;
-    Ok(Json(present::invocation(&job, &renderer(&state, &base))))
+    Ok(Json(invocation(&job, &UrlRenderer::new(&state, &base.0))))
 }

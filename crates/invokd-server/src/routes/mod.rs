@@ -2,5 +2,7 @@
 //! the result to a view.
 
 pub mod async_invoke;
+pub mod fal_queue;
 pub mod files;
 pub mod health;
+pub mod models;

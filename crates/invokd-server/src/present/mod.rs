@@ -1,8 +1,13 @@
-//! Jobs as the DigitalOcean surface shows them, with `blob:` references turned into signed URLs.
+//! How jobs are shown on each surface; here, what both share: `blob:` references turned into
+//! signed, expiring file URLs.
+
+pub mod async_invoke;
+pub mod fal_queue;
 
 use chrono::Utc;
-use invokd_api::async_invoke::{Invocation, Status, Tag};
-use invokd_core::{Job, JobId, JobStatus, blob::BLOB_SCHEME, signing::UrlSigner};
+use invokd_core::{JobId, blob::BLOB_SCHEME, signing::UrlSigner};
+
+use crate::state::App;
 use serde_json::{Map, Value};
 
 /// Turns `blob:<key>` into `<base>/files/<key>?expires=..&sig=..`.
@@ -13,6 +18,17 @@ pub struct UrlRenderer<'a> {
     pub base_url: &'a str,
     pub signer: &'a UrlSigner,
     pub expires: i64,
+}
+
+impl<'a> UrlRenderer<'a> {
+    /// The renderer for a request reaching the server at `base_url`.
+    pub fn new(state: &'a App, base_url: &'a str) -> Self {
+        Self {
+            base_url,
+            signer: &state.signer,
+            expires: expiry(state.config.file_url_ttl),
+        }
+    }
 }
 
 /// Expiry rounded up to the hour, so repeated reads give the same URL and caches can work.
@@ -53,37 +69,6 @@ impl UrlRenderer<'_> {
             Value::Object(m) => m,
             _ => Map::new(),
         }
-    }
-}
-
-pub fn status(s: JobStatus) -> Status {
-    match s {
-        JobStatus::Queued => Status::Queued,
-        JobStatus::InProgress => Status::InProgress,
-        JobStatus::Completed => Status::Completed,
-        JobStatus::Failed => Status::Failed,
-        JobStatus::Canceled => Status::Canceled,
-    }
-}
-
-pub fn invocation(job: &Job, urls: &UrlRenderer<'_>) -> Invocation {
-    Invocation {
-        request_id: job.id.to_string(),
-        model_id: job.model_id.clone(),
-        status: status(job.status),
-        created_at: job.created_at,
-        started_at: job.started_at,
-        completed_at: job.completed_at,
-        output: job.output.as_ref().map(|o| urls.output(job.id, o)),
-        error: job.error.as_ref().map(|e| e.message.clone()),
-        tags: job
-            .tags
-            .iter()
-            .map(|(key, value)| Tag {
-                key: key.clone(),
-                value: value.clone(),
-            })
-            .collect(),
     }
 }
 

@@ -1,0 +1,452 @@
+//! fal's queue surface over HTTP, as fal's clients use it: submit, status with logs, the SSE
+//! stream, the result, cancel, queue headers, and fal's error shapes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Options, TestServer};
+
+async fn submit(
+    server: &TestServer,
+    path: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut req = server
+        .http
+        .post(server.at(path))
+        .header("authorization", format!("Key {}", server.key))
+        .json(&body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let fal_id = resp
+        .headers()
+        .get("x-fal-request-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body: Value = resp.json().await.unwrap();
+    if status == 200 {
+        assert_eq!(
+            fal_id.as_deref(),
+            body["request_id"].as_str(),
+            "x-fal-request-id on submit"
+        );
+    }
+    (status, body)
+}
+
+async fn get(server: &TestServer, url: &str) -> (u16, Value) {
+    let resp = server
+        .http
+        .get(url)
+        .header("authorization", format!("Key {}", server.key))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    assert!(resp.headers().contains_key("x-fal-request-id"), "{url}");
+    (status, resp.json().await.unwrap())
+}
+
+async fn wait_done(server: &TestServer, status_url: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = get(server, &format!("{status_url}?logs=1")).await;
+        if body["status"] == "COMPLETED" {
+            assert_eq!(code, 200);
+            return body;
+        }
+        assert_eq!(code, 202, "{body}");
+        assert!(Instant::now() < deadline, "not done: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn submit_poll_and_fetch_the_result_through_both_path_forms() {
+    let server = TestServer::start().await;
+    let (code, sub) = submit(
+        &server,
+        "/fal-ai/flux/schnell",
+        json!({"prompt": "a cat", "image_size": "square"}),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 200, "{sub}");
+    assert_eq!(sub["status"], "IN_QUEUE");
+    assert!(sub["queue_position"].is_u64());
+    let id = sub["request_id"].as_str().unwrap();
+    assert_eq!(sub["gateway_request_id"], id);
+    let app_url = server.at(&format!("/fal-ai/flux/requests/{id}"));
+    assert_eq!(sub["response_url"], app_url);
+    assert_eq!(sub["status_url"], format!("{app_url}/status"));
+    assert_eq!(sub["cancel_url"], format!("{app_url}/cancel"));
+
+    let done = wait_done(&server, sub["status_url"].as_str().unwrap()).await;
+    assert!(done.as_object().unwrap().contains_key("logs"));
+    let logs = done["logs"].as_array().unwrap();
+    assert!(
+        logs.iter()
+            .any(|l| l["message"].as_str().unwrap().contains("emulator")),
+        "{done}"
+    );
+    assert!(
+        logs.iter()
+            .all(|l| l["source"] == "USER" && l["level"].is_string() && l["timestamp"].is_string())
+    );
+    assert!(done["metrics"]["inference_time"].is_f64(), "{done}");
+    assert!(done.get("error").is_none());
+
+    // Without logs=1 the key is there, null.
+    let (_, plain) = get(&server, sub["status_url"].as_str().unwrap()).await;
+    assert!(plain.as_object().unwrap().contains_key("logs") && plain["logs"].is_null());
+
+    // The result: the bare model output, through the app-only and the full path.
+    for url in [
+        app_url.clone(),
+        server.at(&format!("/fal-ai/flux/schnell/requests/{id}")),
+    ] {
+        let (code, out) = get(&server, &url).await;
+        assert_eq!(code, 200);
+        assert_eq!(out["images"][0]["width"], 512, "{out}");
+        let (ct, bytes) = server
+            .download(out["images"][0]["url"].as_str().unwrap())
+            .await;
+        assert_eq!(ct, "image/jpeg");
+        assert!(!bytes.is_empty());
+    }
+    // The full path's status works too, and the DO surface sees the same job.
+    let (code, _) = get(
+        &server,
+        &server.at(&format!("/fal-ai/flux/schnell/requests/{id}/status")),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(server.get(id).await["status"], "COMPLETED");
+}
+
+#[tokio::test]
+async fn a_do_job_is_readable_on_the_fal_surface() {
+    let server = TestServer::start().await;
+    let job = server
+        .create(&json!({"model_id": "fal-ai/fast-sdxl", "input": {"prompt": "x", "image_size": "square"}}))
+        .await;
+    let id = job["request_id"].as_str().unwrap();
+    server.wait(id).await;
+    let (code, out) = get(
+        &server,
+        &server.at(&format!("/fal-ai/fast-sdxl/requests/{id}")),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(out["images"][0]["height"], 512);
+}
+
+#[tokio::test]
+async fn while_running_the_status_is_202_with_logs_and_the_result_is_not_ready() {
+    let server =
+        TestServer::start_with(Options::default().set("--emulator-latency-ms", "3000")).await;
+    let (_, sub) = submit(
+        &server,
+        "/fal-ai/flux/schnell",
+        json!({"prompt": "slow"}),
+        &[],
+    )
+    .await;
+    let status_url = sub["status_url"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, body) = get(&server, &format!("{status_url}?logs=true")).await;
+        assert_eq!(code, 202);
+        if body["status"] == "IN_PROGRESS" && body["logs"].as_array().is_some_and(|l| !l.is_empty())
+        {
+            assert!(body.get("queue_position").is_none());
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, body) = get(&server, sub["response_url"].as_str().unwrap()).await;
+    assert_eq!(code, 400);
+    assert_eq!(body, json!({"detail": "Request is still in progress"}));
+}
+
+#[tokio::test]
+async fn the_status_stream_sends_each_change_and_closes_after_completed() {
+    let server =
+        TestServer::start_with(Options::default().set("--emulator-latency-ms", "400")).await;
+    let (_, sub) = submit(
+        &server,
+        "/fal-ai/flux/schnell",
+        json!({"prompt": "stream"}),
+        &[],
+    )
+    .await;
+    let url = format!("{}/stream?logs=1", sub["status_url"].as_str().unwrap());
+    let resp = server
+        .http
+        .get(&url)
+        .header("authorization", format!("Key {}", server.key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    // The body ends by itself once the job is COMPLETED.
+    let text = tokio::time::timeout(Duration::from_secs(30), resp.text())
+        .await
+        .unwrap()
+        .unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| serde_json::from_str(d.trim()).unwrap())
+        .collect();
+    assert!(events.len() >= 2, "{text}");
+    assert_eq!(events.last().unwrap()["status"], "COMPLETED");
+    assert!(
+        events[..events.len() - 1]
+            .iter()
+            .all(|e| e["status"] != "COMPLETED")
+    );
+    assert!(
+        events.iter().any(|e| e["status"] == "IN_PROGRESS"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn cancel_a_queued_job_and_a_running_one() {
+    let server = TestServer::start_with(
+        Options::default()
+            .set("--emulator-latency-ms", "30000")
+            .set("--per-model-concurrency", "1"),
+    )
+    .await;
+    let (_, running) = submit(
+        &server,
+        "/fal-ai/flux/schnell",
+        json!({"prompt": "first"}),
+        &[],
+    )
+    .await;
+    let (_, queued) = submit(
+        &server,
+        "/fal-ai/flux/schnell",
+        json!({"prompt": "second"}),
+        &[],
+    )
+    .await;
+    // The first one is already running; this one is next.
+    assert_eq!(queued["queue_position"], 0, "{queued}");
+    // Wait until the first runs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&server, running["status_url"].as_str().unwrap())
+        .await
+        .1["status"]
+        != "IN_PROGRESS"
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for job in [&queued, &running] {
+        let resp = server
+            .http
+            .put(job["cancel_url"].as_str().unwrap())
+            .header("authorization", format!("Key {}", server.key))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        assert_eq!(
+            resp.json::<Value>().await.unwrap(),
+            json!({"status": "CANCELLATION_REQUESTED"})
+        );
+    }
+    for job in [&queued, &running] {
+        let done = wait_done(&server, job["status_url"].as_str().unwrap()).await;
+        assert_eq!(done["error_type"], "client_cancelled", "{done}");
+        assert!(done["error"].is_string());
+        let (code, body) = get(&server, job["response_url"].as_str().unwrap()).await;
+        assert_eq!(code, 499, "{body}");
+        assert_eq!(body["error_type"], "client_cancelled");
+        assert_eq!(
+            server.get(job["request_id"].as_str().unwrap()).await["status"],
+            "CANCELED"
+        );
+    }
+    // The queued one never ran.
+    assert!(server.get(queued["request_id"].as_str().unwrap()).await["started_at"].is_null());
+    // Cancelling again, or an unknown id.
+    let resp = server
+        .http
+        .put(queued["cancel_url"].as_str().unwrap())
+        .header("authorization", format!("Key {}", server.key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"status": "ALREADY_COMPLETED"})
+    );
+    let resp = server
+        .http
+        .put(server.at("/fal-ai/flux/requests/0196b7a4-0000-7000-8000-000000000000/cancel"))
+        .header("authorization", format!("Key {}", server.key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"status": "NOT_FOUND"})
+    );
+}
+
+#[tokio::test]
+async fn priority_orders_the_queue_and_a_start_timeout_expires_queued_jobs() {
+    let server = TestServer::start_with(
+        Options::default()
+            .set("--emulator-latency-ms", "1500")
+            .set("--per-model-concurrency", "1"),
+    )
+    .await;
+    let (_, blocker) = submit(
+        &server,
+        "/fal-ai/flux/schnell",
+        json!({"prompt": "blocker"}),
+        &[],
+    )
+    .await;
+    let (_, low) = submit(
+        &server,
+        "/fal-ai/flux/schnell",
+        json!({"prompt": "low"}),
+        &[("x-fal-queue-priority", "low")],
+    )
+    .await;
+    let (_, normal) = submit(
+        &server,
+        "/fal-ai/flux/schnell",
+        json!({"prompt": "normal"}),
+        &[("x-fal-queue-priority", "normal")],
+    )
+    .await;
+    let (_, timed) = submit(
+        &server,
+        "/fal-ai/flux/schnell",
+        json!({"prompt": "hurry"}),
+        &[("x-fal-request-timeout", "1.0")],
+    )
+    .await;
+    let (_, pos) = get(&server, normal["status_url"].as_str().unwrap()).await;
+    let (_, low_pos) = get(&server, low["status_url"].as_str().unwrap()).await;
+    assert!(
+        pos["queue_position"].as_u64() < low_pos["queue_position"].as_u64(),
+        "{pos} {low_pos}"
+    );
+
+    let timed_out = wait_done(&server, timed["status_url"].as_str().unwrap()).await;
+    assert_eq!(timed_out["error_type"], "request_timeout", "{timed_out}");
+    let (code, _) = get(&server, timed["response_url"].as_str().unwrap()).await;
+    assert_eq!(code, 504);
+    assert!(
+        server.get(timed["request_id"].as_str().unwrap()).await["started_at"].is_null(),
+        "it never ran"
+    );
+
+    for j in [&blocker, &normal, &low] {
+        wait_done(&server, j["status_url"].as_str().unwrap()).await;
+    }
+    let started = |j: &Value| {
+        let id = j["request_id"].as_str().unwrap().to_owned();
+        let server = &server;
+        async move {
+            server.get(&id).await["started_at"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    assert!(
+        started(&normal).await < started(&low).await,
+        "normal priority starts before low"
+    );
+}
+
+#[tokio::test]
+async fn fal_errors_have_fals_shapes() {
+    let server = TestServer::start().await;
+    // Validation: 422 with pydantic-style details.
+    let (code, body) = submit(
+        &server,
+        "/fal-ai/flux/schnell",
+        json!({"num_images": 99}),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 422);
+    let detail = body["detail"].as_array().unwrap();
+    assert!(
+        detail
+            .iter()
+            .any(|d| d["loc"] == json!(["body", "prompt"]) && d["type"] == "missing"),
+        "{body}"
+    );
+    assert!(
+        detail
+            .iter()
+            .any(|d| d["loc"] == json!(["body", "num_images"])),
+        "{body}"
+    );
+    // Bad queue headers.
+    for (h, v) in [
+        ("x-fal-queue-priority", "urgent"),
+        ("x-fal-request-timeout", "soon"),
+    ] {
+        let (code, body) = submit(
+            &server,
+            "/fal-ai/flux/schnell",
+            json!({"prompt": "x"}),
+            &[(h, v)],
+        )
+        .await;
+        assert_eq!(code, 422, "{h}");
+        assert!(body["detail"].as_str().unwrap().contains(v), "{body}");
+    }
+    // Unknown model and unknown request.
+    let (code, body) = submit(&server, "/fal-ai/nope", json!({"prompt": "x"}), &[]).await;
+    assert_eq!(code, 404);
+    assert!(body["detail"].as_str().unwrap().contains("fal-ai/nope"));
+    let (code, body) = get(
+        &server,
+        &server.at("/fal-ai/flux/requests/0196b7a4-0000-7000-8000-000000000000/status"),
+    )
+    .await;
+    assert_eq!(code, 404);
+    assert!(body["detail"].is_string());
+    // A wrong key.
+    let resp = server
+        .http
+        .post(server.at("/fal-ai/flux/schnell"))
+        .header("authorization", "Key invk_not_a_real_key_000000")
+        .json(&json!({"prompt": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["detail"].is_string());
+    assert_eq!(server.stored_jobs().await, 0);
+}
