@@ -17,6 +17,8 @@ pub struct ServerConfig {
     pub file_url_ttl: Duration,
     /// The first key, for scripted deployments (`INVOKD_BOOTSTRAP_KEY`).
     pub bootstrap_key: Option<String>,
+    /// Serve https with this certificate and key; plain http without.
+    pub tls: Option<crate::tls::TlsFiles>,
     pub dispatch: DispatchConfig,
     pub emulator: EmulatorSettings,
 }
@@ -87,6 +89,7 @@ impl ServerConfig {
             max_body_bytes: 4 * 1024 * 1024,
             file_url_ttl: Duration::from_secs(24 * 3600),
             bootstrap_key: None,
+            tls: None,
             dispatch: DispatchConfig::default(),
             emulator: EmulatorSettings::default(),
         }

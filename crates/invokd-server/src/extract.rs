@@ -127,7 +127,12 @@ impl FromRequestParts<AppState> for BaseUrl {
             .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
             .map(str::to_owned)
             .unwrap_or_else(|| state.config.listen.to_string());
-        Ok(Self(format!("http://{host}")))
+        let scheme = if state.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        Ok(Self(format!("{scheme}://{host}")))
     }
 }
 

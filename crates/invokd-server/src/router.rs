@@ -8,11 +8,13 @@ use axum::{
     Router,
     extract::DefaultBodyLimit,
     middleware,
-    routing::{get, post},
+    routing::{any, get, post},
 };
 use invokd_api::ErrorCode;
 
-use crate::{error::ApiError, request_context::request_context, routes, state::AppState};
+use crate::{
+    error::ApiError, fal_proxy, request_context::request_context, routes, state::AppState,
+};
 
 /// Which surface a request is on, which decides the shape of its errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +65,8 @@ pub fn router(state: AppState) -> Router {
             get(routes::async_invoke::get),
         )
         .route("/v1/models", get(routes::models::list))
+        .route(fal_proxy::PROXY_PATHS[0], any(fal_proxy::refuse))
+        .route(fal_proxy::PROXY_PATHS[1], any(fal_proxy::refuse))
         .route("/files/{*key}", get(routes::files::get))
         // Nothing but submits lives at an app's root; a read there is a wrong address.
         .route(

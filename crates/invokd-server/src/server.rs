@@ -1,6 +1,6 @@
 //! Assembling and running the server: store, blobs, catalog, service, dispatcher, router.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use chrono::Utc;
@@ -22,6 +22,7 @@ use crate::{bootstrap, config::ServerConfig, dispatcher::Dispatcher, router, sta
 /// A started server: bound, migrated, recovered, ready to run.
 pub struct Server {
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     app: Arc<App>,
     dispatcher: Dispatcher,
     local_addr: SocketAddr,
@@ -33,6 +34,12 @@ impl Server {
     /// Opens the data directory, migrates the store, requeues what the last process left
     /// running, creates the first key if there is none, and binds the listener.
     pub async fn start(config: ServerConfig) -> anyhow::Result<Self> {
+        // Bad TLS files fail the start before anything else is touched.
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()?;
         let data_dir = bootstrap::DataDir::open(&config.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&data_dir.root.join("invokd.sqlite"))
@@ -97,6 +104,7 @@ impl Server {
         });
         Ok(Self {
             listener,
+            tls,
             app,
             dispatcher,
             local_addr,
@@ -121,18 +129,49 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        // Open streams (SSE) do not end by themselves; after this, connections are closed.
+        const HTTP_DRAIN: Duration = Duration::from_secs(5);
         let stop = CancellationToken::new();
         let dispatcher = tokio::spawn(self.dispatcher.run(stop.clone()));
-        let stop_http = stop.clone();
-        axum::serve(self.listener, router::router(self.app))
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                stop_http.cancel();
-            })
-            .await
-            .context("the HTTP server failed")?;
+        let handle = axum_server::Handle::new();
+        let (stop_http, handle_http) = (stop.clone(), handle.clone());
+        tokio::spawn(async move {
+            shutdown.await;
+            stop_http.cancel();
+            handle_http.graceful_shutdown(Some(HTTP_DRAIN));
+        });
+        // fal's proxy rewrite changes the path, so it runs before routing.
+        let app = tower::make::Shared::new(tower::util::MapRequest::new(
+            router::router(self.app),
+            crate::fal_proxy::rewrite,
+        ));
+        let listener = self
+            .listener
+            .into_std()
+            .context("cannot hand over the listener")?;
+        let served = match self.tls {
+            Some(config) => {
+                let tls = axum_server::tls_rustls::RustlsConfig::from_config(config);
+                axum_server::from_tcp_rustls(listener, tls)?
+                    .handle(handle)
+                    .serve(app)
+                    .await
+            }
+            None => {
+                axum_server::from_tcp(listener)?
+                    .handle(handle)
+                    .serve(app)
+                    .await
+            }
+        };
+        served.context("the HTTP server failed")?;
         stop.cancel();
         dispatcher.await.context("the dispatcher panicked")?;
         Ok(())
+    }
+
+    /// Whether the server speaks https.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 }

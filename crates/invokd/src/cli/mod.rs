@@ -3,6 +3,7 @@
 mod async_invoke;
 mod models;
 mod serve;
+mod tls;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,8 @@ enum Command {
     AsyncInvoke(async_invoke::AsyncInvokeArgs),
     /// The model catalog.
     Models(models::ModelsArgs),
+    /// Certificates for local https.
+    Tls(tls::TlsArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -30,5 +33,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => serve::run(a).await,
         Command::AsyncInvoke(a) => async_invoke::run(a).await,
         Command::Models(a) => models::run(a),
+        Command::Tls(a) => tls::run(a),
     }
 }

@@ -52,6 +52,12 @@ pub struct ServeArgs {
     /// Where to write the client config on first start (default: the CLI's config path).
     #[arg(long, env = "INVOKD_CONFIG")]
     client_config: Option<PathBuf>,
+    /// Serve https with this certificate chain (PEM); needs --tls-key. `invokd tls init` makes one.
+    #[arg(long, env = "INVOKD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "INVOKD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Log filter, e.g. `info` or `invokd_server=debug`.
     #[arg(long, env = "INVOKD_LOG", default_value = "info")]
     log: String,
@@ -76,6 +82,13 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     config.catalog_dir = a.catalog_dir.clone();
     config.max_body_bytes = a.max_body_bytes;
     config.file_url_ttl = Duration::from_secs(a.file_url_ttl_seconds);
+    config.tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(invokd_server::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
     config.bootstrap_key = std::env::var("INVOKD_BOOTSTRAP_KEY")
         .ok()
         .filter(|k| !k.is_empty());
@@ -93,7 +106,8 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     config.dispatch.shutdown_grace = Duration::from_secs(a.shutdown_grace_seconds);
 
     let server = Server::start(config).await?;
-    let url = format!("http://{}", server.local_addr());
+    let scheme = if server.is_tls() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", server.local_addr());
     if let Some(key) = server.created_key() {
         announce_first_key(key, &url, a.client_config.clone());
     }
