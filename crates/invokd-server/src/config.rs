@@ -13,6 +13,8 @@ pub struct ServerConfig {
     pub catalog_dir: Option<PathBuf>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Largest file accepted by fal's storage upload protocol.
+    pub max_upload_bytes: usize,
     /// How long a signed file URL stays valid.
     pub file_url_ttl: Duration,
     /// The first key, for scripted deployments (`INVOKD_BOOTSTRAP_KEY`).
@@ -87,6 +89,7 @@ impl ServerConfig {
             public_url: None,
             catalog_dir: None,
             max_body_bytes: 4 * 1024 * 1024,
+            max_upload_bytes: 100 * 1024 * 1024,
             file_url_ttl: Duration::from_secs(24 * 3600),
             bootstrap_key: None,
             tls: None,

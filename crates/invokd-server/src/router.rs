@@ -8,7 +8,7 @@ use axum::{
     Router,
     extract::DefaultBodyLimit,
     middleware,
-    routing::{any, get, post},
+    routing::{any, get, post, put},
 };
 use invokd_api::ErrorCode;
 
@@ -52,6 +52,7 @@ async fn method_not_allowed() -> ApiError {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
+    let upload_limit = DefaultBodyLimit::max(state.config.max_upload_bytes);
     Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
@@ -68,6 +69,16 @@ pub fn router(state: AppState) -> Router {
         .route(fal_proxy::PROXY_PATHS[0], any(fal_proxy::refuse))
         .route(fal_proxy::PROXY_PATHS[1], any(fal_proxy::refuse))
         .route("/files/{*key}", get(routes::files::get))
+        .route("/storage/auth/token", post(routes::storage::token))
+        .route("/storage/upload/initiate", post(routes::storage::initiate))
+        .route(
+            "/files/upload",
+            post(routes::storage::upload_direct).layer(upload_limit),
+        )
+        .route(
+            "/files/upload/{*key}",
+            put(routes::storage::put_signed).layer(upload_limit),
+        )
         // Nothing but submits lives at an app's root; a read there is a wrong address.
         .route(
             "/{owner}/{app}",

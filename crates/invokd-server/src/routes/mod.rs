@@ -6,3 +6,4 @@ pub mod fal_queue;
 pub mod files;
 pub mod health;
 pub mod models;
+pub mod storage;
