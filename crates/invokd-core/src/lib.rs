@@ -4,6 +4,7 @@ pub mod blob;
 pub mod catalog;
 pub mod events;
 pub mod ids;
+pub mod input_files;
 pub mod job;
 pub mod keys;
 pub mod provider;

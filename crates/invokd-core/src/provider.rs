@@ -26,6 +26,17 @@ pub struct LogLine {
     pub timestamp: DateTime<Utc>,
 }
 
+/// A file an input names (`*_url` fields), fetched before the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputFile {
+    /// Where it is named, e.g. `input_image_urls[0]`.
+    pub field: String,
+    /// As the client gave it.
+    pub url: String,
+    pub content_type: String,
+    pub bytes: Bytes,
+}
+
 /// What a provider is asked to run.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
@@ -33,6 +44,8 @@ pub struct RunRequest {
     pub attempt: u32,
     pub model: Arc<Model>,
     pub input: Map<String, Value>,
+    /// The files the input names, in the order they appear.
+    pub files: Vec<InputFile>,
 }
 
 /// What a provider gets to do its work: a place for output files, a place for log lines, and a

@@ -125,6 +125,10 @@ impl JobService {
         let input = model
             .prepare_input(sub.input)
             .map_err(ServiceError::InvalidInput)?;
+        let file_problems = crate::input_files::violations(&input);
+        if !file_problems.is_empty() {
+            return Err(ServiceError::InvalidInput(file_problems));
+        }
         let created_at = Utc::now();
         let start_deadline = sub
             .start_within

@@ -23,6 +23,8 @@ pub struct ServerConfig {
     pub tls: Option<crate::tls::TlsFiles>,
     pub dispatch: DispatchConfig,
     pub emulator: EmulatorSettings,
+    /// How the files inputs name are fetched.
+    pub fetch: crate::input_fetch::FetchConfig,
 }
 
 /// How the dispatcher runs jobs.
@@ -95,6 +97,7 @@ impl ServerConfig {
             tls: None,
             dispatch: DispatchConfig::default(),
             emulator: EmulatorSettings::default(),
+            fetch: crate::input_fetch::FetchConfig::default(),
         }
     }
 }

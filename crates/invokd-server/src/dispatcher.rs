@@ -20,7 +20,7 @@ use invokd_core::{
 use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::DispatchConfig;
+use crate::{config::DispatchConfig, input_fetch::InputFetcher};
 
 /// Runs jobs until `shutdown` fires.
 pub struct Dispatcher {
@@ -33,6 +33,8 @@ pub struct Dispatcher {
     pub config: DispatchConfig,
     /// This process's lease owner id.
     pub owner: String,
+    /// Fetches the files inputs name.
+    pub inputs: InputFetcher,
 }
 
 /// Jobs running now, by model.
@@ -235,11 +237,22 @@ impl Dispatcher {
             provider_stop.clone(),
         )
         .with_log_store(self.store.clone(), self.signals.events.clone());
+        let files = match self.inputs.fetch_all(&job.input).await {
+            Ok(files) => files,
+            Err(e) => {
+                lost.cancel();
+                heartbeat.abort();
+                let err = JobError::new(e.error_type.clone(), e.message.clone());
+                self.finish(&job, &lease, Outcome::Failed(err)).await;
+                return;
+            }
+        };
         let req = RunRequest {
             job_id: job.id,
             attempt: job.attempt,
             model,
             input: job.input.clone(),
+            files,
         };
         let run = tokio::time::timeout(self.config.run_timeout, self.provider.run(req, ctx));
         tokio::pin!(run);

@@ -6,6 +6,7 @@ mod dispatcher;
 mod error;
 mod extract;
 mod fal_proxy;
+mod input_fetch;
 mod present;
 mod request_context;
 mod router;
@@ -15,4 +16,5 @@ mod state;
 pub mod tls;
 
 pub use config::ServerConfig;
+pub use input_fetch::FetchConfig;
 pub use server::Server;

@@ -82,6 +82,12 @@ impl Server {
             latency_per_model: config.emulator.latency_per_model.clone(),
             ..EmulatorConfig::default()
         });
+        let signer = UrlSigner::new(data_dir.signing_secret()?);
+        let inputs = crate::input_fetch::InputFetcher::new(
+            blobs.clone(),
+            signer.clone(),
+            config.fetch.clone(),
+        )?;
         let dispatcher = Dispatcher {
             store,
             catalog,
@@ -90,12 +96,12 @@ impl Server {
             signals,
             config: config.dispatch.clone(),
             owner: format!("invokd-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
+            inputs,
         };
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
-        let signer = UrlSigner::new(data_dir.signing_secret()?);
         let app = Arc::new(App {
             service,
             blobs,

@@ -450,3 +450,85 @@ async fn fal_errors_have_fals_shapes() {
     assert!(body["detail"].is_string());
     assert_eq!(server.stored_jobs().await, 0);
 }
+
+#[tokio::test]
+async fn input_files_are_checked_at_submit_and_fetched_before_the_run() {
+    let server = TestServer::start().await;
+    let png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVQI12P4z8AAAAMBAQAY3Y2wAAAAAElFTkSuQmCC";
+    // A data URI works; a broken one, or a value that is no URL, is refused at submit.
+    let (code, ok) = submit(
+        &server,
+        "/fal-ai/omnigen-v2",
+        json!({"prompt": "x", "input_image_urls": [png]}),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 200, "{ok}");
+    let done = wait_done(&server, ok["status_url"].as_str().unwrap()).await;
+    assert!(done.get("error").is_none(), "{done}");
+    let logs = done["logs"].as_array().unwrap();
+    assert!(
+        logs.iter().any(|l| l["message"]
+            .as_str()
+            .unwrap()
+            .contains("read 1 input file(s)")),
+        "{done}"
+    );
+    for bad in ["data:image/png;base64,@@@", "file:///etc/passwd"] {
+        let (code, body) = submit(
+            &server,
+            "/fal-ai/omnigen-v2",
+            json!({"prompt": "x", "input_image_urls": [bad]}),
+            &[],
+        )
+        .await;
+        assert_eq!(code, 422, "{bad}: {body}");
+        assert_eq!(
+            body["detail"][0]["loc"],
+            json!(["body", "input_image_urls", 0]),
+            "{body}"
+        );
+    }
+    // A URL on this machine is refused by default: the job fails, naming the field.
+    let local = server.at("/healthz");
+    let (_, sub) = submit(
+        &server,
+        "/fal-ai/omnigen-v2",
+        json!({"prompt": "x", "input_image_urls": [local]}),
+        &[],
+    )
+    .await;
+    let done = wait_done(&server, sub["status_url"].as_str().unwrap()).await;
+    let error = done["error"].as_str().unwrap();
+    assert!(
+        error.contains("input_image_urls[0]") && error.contains("internal address"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn private_urls_are_fetched_when_allowed() {
+    let server = TestServer::start_with(Options::default().arg("--allow-private-urls")).await;
+    let (_, sub) = submit(
+        &server,
+        "/fal-ai/omnigen-v2",
+        json!({"prompt": "x", "input_image_urls": [server.at("/healthz")]}),
+        &[],
+    )
+    .await;
+    let done = wait_done(&server, sub["status_url"].as_str().unwrap()).await;
+    assert!(done.get("error").is_none(), "{done}");
+    // A missing file is a clear failure.
+    let (_, sub) = submit(
+        &server,
+        "/fal-ai/omnigen-v2",
+        json!({"prompt": "x", "input_image_urls": [server.at("/nope.png")]}),
+        &[],
+    )
+    .await;
+    let done = wait_done(&server, sub["status_url"].as_str().unwrap()).await;
+    assert!(
+        done["error"].as_str().unwrap().contains("HTTP 404"),
+        "{done}"
+    );
+}

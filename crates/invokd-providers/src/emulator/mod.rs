@@ -113,6 +113,17 @@ impl Provider for Emulator {
         .await;
         tracing::info!(job_id = %req.job_id, model = %req.model.id, "emulator running job (synthetic output)");
 
+        if !req.files.is_empty() {
+            let total: usize = req.files.iter().map(|f| f.bytes.len()).sum();
+            ctx.log(
+                "INFO",
+                format!(
+                    "invokd emulator: read {} input file(s), {total} bytes",
+                    req.files.len()
+                ),
+            )
+            .await;
+        }
         // The latency passes in a few steps, each logged, as a real model reports progress.
         let latency = self.latency(&req.model.id);
         let steps: u32 = if latency >= Duration::from_millis(100) {

@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, env = "INVOKD_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Let input URLs reach loopback, private and link-local addresses (refused by default).
+    #[arg(long, env = "INVOKD_ALLOW_PRIVATE_URLS")]
+    allow_private_urls: bool,
     /// Log filter, e.g. `info` or `invokd_server=debug`.
     #[arg(long, env = "INVOKD_LOG", default_value = "info")]
     log: String,
@@ -89,6 +92,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         }),
         _ => None,
     };
+    config.fetch.allow_private = a.allow_private_urls;
     config.bootstrap_key = std::env::var("INVOKD_BOOTSTRAP_KEY")
         .ok()
         .filter(|k| !k.is_empty());

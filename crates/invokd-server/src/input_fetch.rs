@@ -1,0 +1,229 @@
+//! Fetching the files an input names, before a run: invokd's own signed file URLs are read from
+//! the blob store, `data:` URIs are decoded, other http(s) URLs are downloaded with limits on
+//! size and time, and never from loopback, private, link-local or metadata addresses unless the
+//! operator allows it.
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use bytes::{Bytes, BytesMut};
+use chrono::Utc;
+use invokd_core::{
+    blob::{BlobStore, content_type_for, validate_key},
+    input_files::{decode_data_uri, file_refs},
+    provider::{InputFile, ProviderError},
+    signing::UrlSigner,
+};
+use serde_json::{Map, Value};
+
+/// Limits and rules of input downloads.
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    pub max_bytes: usize,
+    pub timeout: Duration,
+    /// Allow URLs that resolve to loopback, private or link-local addresses (tests, intranets).
+    pub allow_private: bool,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024 * 1024,
+            timeout: Duration::from_secs(30),
+            allow_private: false,
+        }
+    }
+}
+
+/// Resolves the file references of inputs into bytes.
+#[derive(Clone)]
+pub struct InputFetcher {
+    http: reqwest::Client,
+    blobs: Arc<dyn BlobStore>,
+    signer: UrlSigner,
+    config: FetchConfig,
+}
+
+/// Addresses a fetch must not reach unless allowed: this machine, private networks, link-local
+/// (cloud metadata at 169.254.169.254), and other non-global ranges.
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]) // CGNAT
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link-local
+        }
+    }
+}
+
+impl InputFetcher {
+    pub fn new(
+        blobs: Arc<dyn BlobStore>,
+        signer: UrlSigner,
+        config: FetchConfig,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            // A redirect could lead to an internal address; the caller should give the final URL.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            http,
+            blobs,
+            signer,
+            config,
+        })
+    }
+
+    /// Every file the input names, fetched; the first failure fails the run with its field.
+    pub async fn fetch_all(
+        &self,
+        input: &Map<String, Value>,
+    ) -> Result<Vec<InputFile>, ProviderError> {
+        let mut files = Vec::new();
+        for r in file_refs(input) {
+            let field = r.dotted_path();
+            let fail =
+                |why: String| ProviderError::permanent("bad_request", format!("{field}: {why}"));
+            let (content_type, bytes) = self.fetch(&r.value).await.map_err(fail)?;
+            files.push(InputFile {
+                field,
+                url: r.value,
+                content_type,
+                bytes,
+            });
+        }
+        Ok(files)
+    }
+
+    async fn fetch(&self, value: &str) -> Result<(String, Bytes), String> {
+        if let Some(decoded) = decode_data_uri(value) {
+            let d = decoded?;
+            return Ok((d.content_type, Bytes::from(d.bytes)));
+        }
+        let url = reqwest::Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
+        if let Some(found) = self.own_file(&url).await {
+            return found;
+        }
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("cannot fetch {} URLs", url.scheme()));
+        }
+        if !self.config.allow_private {
+            self.check_public(&url).await?;
+        }
+        let mut resp = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("cannot fetch {url}: HTTP {}", resp.status()));
+        }
+        let too_big = || format!("{url} is larger than {} MiB", self.config.max_bytes >> 20);
+        if resp
+            .content_length()
+            .is_some_and(|n| n > self.config.max_bytes as u64)
+        {
+            return Err(too_big());
+        }
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let mut body = BytesMut::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| format!("reading {url}: {e}"))?
+        {
+            if body.len() + chunk.len() > self.config.max_bytes {
+                return Err(too_big());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((content_type, body.freeze()))
+    }
+
+    /// A signed `/files/` URL of this server, read from the blob store without a network trip.
+    async fn own_file(&self, url: &reqwest::Url) -> Option<Result<(String, Bytes), String>> {
+        // Blob keys use only characters that need no percent-encoding.
+        let key = url.path().strip_prefix("/files/")?.to_owned();
+        let query: std::collections::HashMap<_, _> = url.query_pairs().collect();
+        let expires = query.get("expires")?.parse::<i64>().ok()?;
+        let sig = query.get("sig")?;
+        if !self
+            .signer
+            .verify(&key, expires, sig, Utc::now().timestamp())
+        {
+            return None;
+        }
+        if validate_key(&key).is_err() {
+            return Some(Err("invalid file URL".into()));
+        }
+        Some(match self.blobs.get(&key).await {
+            Ok(Some(bytes)) => Ok((content_type_for(&key).to_owned(), bytes)),
+            Ok(None) => Err(format!("{url} no longer exists")),
+            Err(e) => Err(format!("reading {url}: {e}")),
+        })
+    }
+
+    async fn check_public(&self, url: &reqwest::Url) -> Result<(), String> {
+        let host = url.host_str().ok_or("the URL has no host")?;
+        let port = url.port_or_known_default().unwrap_or(443);
+        let addrs = tokio::net::lookup_host((host.trim_matches(|c| c == '[' || c == ']'), port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+        for a in addrs {
+            if is_internal(a.ip()) {
+                return Err(format!(
+                    "{host} resolves to the internal address {}; fetching it is not allowed",
+                    a.ip()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_addresses_are_recognised() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "169.254.169.254",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "100.64.0.1",
+        ] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "2606:4700:4700::1111"] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
+}
