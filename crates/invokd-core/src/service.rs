@@ -13,8 +13,30 @@ use crate::{
     job::{CancelOutcome, Job, NewJob},
     keys::KeyHash,
     provider::LogLine,
-    store::{Store, StoreError},
+    store::{IdempotencyKey, Inserted, ListQuery, Store, StoreError},
 };
+
+/// A cursor is the last job of a page: its creation time and id, opaque to clients.
+fn encode_cursor(at: chrono::DateTime<Utc>, id: JobId) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{}:{id}", at.timestamp_micros()))
+}
+
+fn decode_cursor(c: &str) -> Result<(chrono::DateTime<Utc>, JobId), ServiceError> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .map_err(|_| ServiceError::InvalidCursor)?;
+    let text = String::from_utf8(raw).map_err(|_| ServiceError::InvalidCursor)?;
+    let (micros, id) = text.split_once(':').ok_or(ServiceError::InvalidCursor)?;
+    let at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .ok_or(ServiceError::InvalidCursor)?;
+    Ok((at, id.parse().map_err(|_| ServiceError::InvalidCursor)?))
+}
 
 /// Why a service call failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +50,10 @@ pub enum ServiceError {
     InvalidInput(Vec<Violation>),
     #[error("request {0} not found")]
     NotFound(String),
+    #[error("idempotency key {0:?} was used with a different request")]
+    IdempotencyKeyReused(String),
+    #[error("invalid cursor")]
+    InvalidCursor,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -48,7 +74,43 @@ pub struct Submission {
     pub priority: i32,
     /// If the job has not started within this time, it fails and never runs.
     pub start_within: Option<std::time::Duration>,
+    /// The client's `Idempotency-Key`: a retried create with the same key and body gives back
+    /// the first job.
+    pub idempotency_key: Option<String>,
 }
+
+impl Submission {
+    /// What identifies the request for idempotency: everything the client sent.
+    fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let canonical = serde_json::json!([
+            self.model_id,
+            self.input,
+            self.tags,
+            self.priority,
+            self.start_within.map(|d| d.as_millis() as u64),
+        ]);
+        hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+    }
+}
+
+/// A committed submission.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    pub job: Job,
+    /// The job was created by an earlier request with the same idempotency key.
+    pub replayed: bool,
+}
+
+/// A page of jobs and the cursor of the next page, if there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub jobs: Vec<Job>,
+    pub next_cursor: Option<String>,
+}
+
+/// The largest page a list returns.
+pub const MAX_PAGE: u32 = 1000;
 
 /// fal's `X-Fal-Queue-Priority` values as queue priorities (lower runs first).
 pub const PRIORITY_NORMAL: i32 = 0;
@@ -59,11 +121,16 @@ pub const PRIORITY_LOW: i32 = 10;
 pub struct ServiceConfig {
     /// How many times a job may be claimed before it fails.
     pub max_attempts: u32,
+    /// How long an idempotency key is remembered.
+    pub idempotency_ttl: std::time::Duration,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        Self { max_attempts: 3 }
+        Self {
+            max_attempts: 3,
+            idempotency_ttl: std::time::Duration::from_secs(24 * 3600),
+        }
     }
 }
 
@@ -117,7 +184,8 @@ impl JobService {
 
     /// Validates the submission against the catalog and stores it as a QUEUED job.
     /// When this returns `Ok`, the job is committed.
-    pub async fn submit(&self, caller: Caller, sub: Submission) -> Result<Job, ServiceError> {
+    pub async fn submit(&self, caller: Caller, sub: Submission) -> Result<Submitted, ServiceError> {
+        let fingerprint = sub.idempotency_key.as_ref().map(|_| sub.fingerprint());
         let model = self
             .catalog
             .get(&sub.model_id)
@@ -134,24 +202,105 @@ impl JobService {
             .start_within
             .and_then(|d| chrono::Duration::from_std(d).ok())
             .and_then(|d| created_at.checked_add_signed(d));
-        let job = self
-            .store
-            .insert_job(NewJob {
-                id: JobId::generate(),
-                key_id: caller.key_id,
-                model_id: model.id.clone(),
-                input,
-                tags: sub.tags,
-                priority: sub.priority,
-                created_at,
-                max_attempts: self.config.max_attempts,
-                start_deadline,
-            })
-            .await?;
+        let new = NewJob {
+            id: JobId::generate(),
+            key_id: caller.key_id,
+            model_id: model.id.clone(),
+            input,
+            tags: sub.tags,
+            priority: sub.priority,
+            created_at,
+            max_attempts: self.config.max_attempts,
+            start_deadline,
+        };
+        let job = match (sub.idempotency_key, fingerprint) {
+            (Some(key), Some(body_hash)) => {
+                let ttl = chrono::Duration::from_std(self.config.idempotency_ttl)
+                    .unwrap_or(chrono::Duration::days(1));
+                let idem = IdempotencyKey {
+                    key: key.clone(),
+                    body_hash,
+                    not_before: created_at - ttl,
+                };
+                match self.store.insert_job_idempotent(new, idem).await? {
+                    Inserted::New(job) => job,
+                    Inserted::Replayed(job) => {
+                        tracing::info!(job_id = %job.id, "idempotent replay");
+                        return Ok(Submitted {
+                            job,
+                            replayed: true,
+                        });
+                    }
+                    Inserted::KeyReused => return Err(ServiceError::IdempotencyKeyReused(key)),
+                }
+            }
+            _ => self.store.insert_job(new).await?,
+        };
         self.signals.wake.notify_one();
         self.signals.events.notify(job.id);
         tracing::info!(job_id = %job.id, model = %job.model_id, "job queued");
-        Ok(job)
+        Ok(Submitted {
+            job,
+            replayed: false,
+        })
+    }
+
+    /// A page of the caller's jobs, newest first. `cursor` is the previous page's `next_cursor`.
+    pub async fn list(
+        &self,
+        caller: Caller,
+        mut q: ListQuery,
+        cursor: Option<&str>,
+    ) -> Result<Page, ServiceError> {
+        q.key_id = Some(caller.key_id);
+        q.limit = q.limit.clamp(1, MAX_PAGE);
+        q.after = cursor.map(decode_cursor).transpose()?;
+        let limit = q.limit as usize;
+        q.limit += 1; // one more tells whether there is a next page
+        let mut jobs = self.store.list_jobs(&q).await?;
+        let next_cursor = if jobs.len() > limit {
+            jobs.truncate(limit);
+            jobs.last().map(|j| encode_cursor(j.created_at, j.id))
+        } else {
+            None
+        };
+        Ok(Page { jobs, next_cursor })
+    }
+
+    /// Waits until the job is terminal or `timeout` passes, and returns it as it is then.
+    pub async fn wait(
+        &self,
+        caller: Caller,
+        id: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Job, ServiceError> {
+        let mut news = self.signals.events.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let job = self.get(caller, id).await?;
+            if job.status.is_terminal() {
+                return Ok(job);
+            }
+            // Changes made by another process arrive by polling, once a second.
+            let tick =
+                (deadline - tokio::time::Instant::now()).min(std::time::Duration::from_secs(1));
+            if tick.is_zero() {
+                return Ok(job);
+            }
+            let _ = tokio::time::timeout(tick, async {
+                loop {
+                    match news.recv().await {
+                        Ok(changed) if changed == job.id => return,
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                }
+            })
+            .await;
+        }
     }
 
     /// The caller's job with this id. Another caller's job is "not found", so ids leak nothing.

@@ -54,6 +54,40 @@ pub enum Beat {
     Lost,
 }
 
+/// Which of a caller's jobs to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub key_id: Option<KeyId>,
+    pub status: Option<crate::JobStatus>,
+    pub model_id: Option<String>,
+    pub tag: Option<(String, String)>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    /// Start after this job (exclusive), in the newest-first order: the previous page's last.
+    pub after: Option<(DateTime<Utc>, JobId)>,
+    pub limit: u32,
+}
+
+/// An `Idempotency-Key` with the hash of the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub body_hash: String,
+    /// Records older than this are forgotten, and the key can be used again.
+    pub not_before: DateTime<Utc>,
+}
+
+/// What an insert with an idempotency key did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    /// A new job.
+    New(Job),
+    /// The key was used before with the same body: the first job.
+    Replayed(Job),
+    /// The key was used before with another body.
+    KeyReused,
+}
+
 /// What a claim asks for.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {
@@ -74,6 +108,18 @@ pub struct ClaimRequest<'a> {
 pub trait JobRepo: Send + Sync {
     /// Inserts a QUEUED job. When it returns, the job is committed durably.
     async fn insert_job(&self, job: NewJob) -> Result<Job, StoreError>;
+
+    /// Inserts a QUEUED job unless `idem` names a key already used (within its window) by the
+    /// same caller: then the first job comes back, or `KeyReused` if the body differed. The
+    /// check and the insert are one transaction, so concurrent creates make one job.
+    async fn insert_job_idempotent(
+        &self,
+        job: NewJob,
+        idem: IdempotencyKey,
+    ) -> Result<Inserted, StoreError>;
+
+    /// A page of jobs, newest first.
+    async fn list_jobs(&self, q: &ListQuery) -> Result<Vec<Job>, StoreError>;
 
     /// The job with this id, if it belongs to `key_id` (or to anyone when `key_id` is `None`).
     async fn get_job(&self, id: JobId, key_id: Option<KeyId>) -> Result<Option<Job>, StoreError>;

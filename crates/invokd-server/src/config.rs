@@ -23,6 +23,8 @@ pub struct ServerConfig {
     pub tls: Option<crate::tls::TlsFiles>,
     pub dispatch: DispatchConfig,
     pub emulator: EmulatorSettings,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl: Duration,
     /// How the files inputs name are fetched.
     pub fetch: crate::input_fetch::FetchConfig,
 }
@@ -97,6 +99,7 @@ impl ServerConfig {
             tls: None,
             dispatch: DispatchConfig::default(),
             emulator: EmulatorSettings::default(),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
             fetch: crate::input_fetch::FetchConfig::default(),
         }
     }

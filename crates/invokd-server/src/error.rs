@@ -40,6 +40,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::UnprocessableEntity => StatusCode::UNPROCESSABLE_ENTITY,
@@ -93,6 +94,16 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(id) => {
                 Self::new(ErrorCode::NotFound, format!("request {id:?} not found"))
             }
+            ServiceError::IdempotencyKeyReused(k) => Self::new(
+                ErrorCode::UnprocessableEntity,
+                format!(
+                    "Idempotency-Key {k:?} was already used with a different request body; use a new key for a new request"
+                ),
+            ),
+            ServiceError::InvalidCursor => Self::new(
+                ErrorCode::BadRequest,
+                "cursor is invalid: pass the next_cursor of the previous page unchanged",
+            ),
             ServiceError::Store(e) => e.into(),
             _ => Self::new(ErrorCode::ServerError, "internal error"),
         }

@@ -136,6 +136,38 @@ impl FromRequestParts<AppState> for BaseUrl {
     }
 }
 
+/// The `Idempotency-Key` header: up to 255 visible ASCII characters.
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v.to_str().unwrap_or_default().trim();
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        ));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// The longest `Prefer: wait=N` honoured, in seconds.
+pub const MAX_WAIT_SECS: u64 = 60;
+
+/// `Prefer: wait=N` (RFC 7240): how long the client is willing to wait for a terminal job.
+/// Invalid preferences are ignored, as the RFC says; N is capped at 60.
+pub fn prefer_wait(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .filter_map(|p| p.trim().strip_prefix("wait="))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .next()
+        .map(|n| n.min(MAX_WAIT_SECS))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +199,17 @@ mod tests {
             parse_json::<Body>(b"\xff\xfe").unwrap_err().code,
             ErrorCode::BadRequest
         );
+    }
+
+    #[test]
+    fn prefer_wait_is_read_capped_and_ignored_when_invalid() {
+        let mut h = axum::http::HeaderMap::new();
+        assert_eq!(prefer_wait(&h), None);
+        h.insert("prefer", "respond-async, wait=5".parse().unwrap());
+        assert_eq!(prefer_wait(&h), Some(5));
+        h.insert("prefer", "wait=999".parse().unwrap());
+        assert_eq!(prefer_wait(&h), Some(60));
+        h.insert("prefer", "wait=soon".parse().unwrap());
+        assert_eq!(prefer_wait(&h), None);
     }
 }

@@ -7,6 +7,7 @@ mod error;
 mod extract;
 mod fal_proxy;
 mod input_fetch;
+mod live;
 mod present;
 mod request_context;
 mod router;

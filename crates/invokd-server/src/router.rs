@@ -56,7 +56,18 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
-        .route("/v1/async-invoke", post(routes::async_invoke::create))
+        .route(
+            "/v1/async-invoke",
+            post(routes::async_invoke::create).get(routes::async_invoke::list),
+        )
+        .route(
+            "/v1/async-invoke/{request_id}/cancel",
+            post(routes::async_invoke::cancel),
+        )
+        .route(
+            "/v1/async-invoke/{request_id}/events",
+            get(routes::async_invoke::events),
+        )
         .route(
             "/v1/async-invoke/{request_id}",
             get(routes::async_invoke::get),

@@ -75,6 +75,7 @@ impl Server {
             signals.clone(),
             ServiceConfig {
                 max_attempts: config.dispatch.max_attempts,
+                idempotency_ttl: config.idempotency_ttl,
             },
         );
         let emulator = Emulator::new(EmulatorConfig {

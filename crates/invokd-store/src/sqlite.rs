@@ -10,7 +10,10 @@ use invokd_core::{
     job::{cancelled_error, start_timeout_error},
     keys::{KeyHash, KeyRecord},
     provider::LogLine,
-    store::{Beat, ClaimRequest, JobRepo, KeyRepo, Requeued, Stale, Store, StoreError},
+    store::{
+        Beat, ClaimRequest, IdempotencyKey, Inserted, JobRepo, KeyRepo, ListQuery, Requeued, Stale,
+        Store, StoreError,
+    },
 };
 use serde_json::{Map, Value};
 use sqlx::{
@@ -153,6 +156,29 @@ impl SqliteStore {
     }
 }
 
+async fn insert_row<'e, E: sqlx::SqliteExecutor<'e>>(
+    ex: E,
+    job: &NewJob,
+) -> Result<Job, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO jobs (id, key_id, model_id, input, tags, status, priority, created_at, max_attempts, start_deadline)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'QUEUED', ?6, ?7, ?8, ?9) RETURNING *",
+    )
+    .bind(job.id.to_string())
+    .bind(job.key_id.to_string())
+    .bind(&job.model_id)
+    .bind(to_json(&job.input)?)
+    .bind(to_json(&job.tags)?)
+    .bind(job.priority)
+    .bind(micros(job.created_at))
+    .bind(i64::from(job.max_attempts))
+    .bind(job.start_deadline.map(micros))
+    .fetch_one(ex)
+    .await
+    .map_err(unavailable)?;
+    SqliteStore::job_from_row(&row)
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -160,23 +186,97 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
 #[async_trait]
 impl JobRepo for SqliteStore {
     async fn insert_job(&self, job: NewJob) -> Result<Job, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO jobs (id, key_id, model_id, input, tags, status, priority, created_at, max_attempts, start_deadline)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'QUEUED', ?6, ?7, ?8, ?9) RETURNING *",
+        insert_row(&self.pool, &job).await
+    }
+
+    async fn insert_job_idempotent(
+        &self,
+        job: NewJob,
+        idem: IdempotencyKey,
+    ) -> Result<Inserted, StoreError> {
+        let key_id = job.key_id.to_string();
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // A write first, so the transaction holds SQLite's write lock from here: concurrent
+        // creates with one key run one after the other.
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE key_id = ?1 AND idem_key = ?2 AND created_at < ?3",
         )
-        .bind(job.id.to_string())
-        .bind(job.key_id.to_string())
-        .bind(&job.model_id)
-        .bind(to_json(&job.input)?)
-        .bind(to_json(&job.tags)?)
-        .bind(job.priority)
-        .bind(micros(job.created_at))
-        .bind(i64::from(job.max_attempts))
-        .bind(job.start_deadline.map(micros))
-        .fetch_one(&self.pool)
+        .bind(&key_id)
+        .bind(&idem.key)
+        .bind(micros(idem.not_before))
+        .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        Self::job_from_row(&row)
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency_keys (key_id, idem_key, body_hash, job_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&key_id)
+        .bind(&idem.key)
+        .bind(&idem.body_hash)
+        .bind(job.id.to_string())
+        .bind(micros(job.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        if claimed == 1 {
+            let inserted = insert_row(&mut *tx, &job).await?;
+            tx.commit().await.map_err(unavailable)?;
+            return Ok(Inserted::New(inserted));
+        }
+        let row = sqlx::query(
+            "SELECT i.body_hash, j.* FROM idempotency_keys i JOIN jobs j ON j.id = i.job_id
+             WHERE i.key_id = ?1 AND i.idem_key = ?2",
+        )
+        .bind(&key_id)
+        .bind(&idem.key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        let Some(row) = row else {
+            return Err(StoreError::Corrupt(format!(
+                "idempotency key {:?} names no job",
+                idem.key
+            )));
+        };
+        let hash: String = row.try_get("body_hash").map_err(unavailable)?;
+        if hash != idem.body_hash {
+            return Ok(Inserted::KeyReused);
+        }
+        Ok(Inserted::Replayed(Self::job_from_row(&row)?))
+    }
+
+    async fn list_jobs(&self, q: &ListQuery) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs
+             WHERE (?1 IS NULL OR key_id = ?1)
+               AND (?2 IS NULL OR status = ?2)
+               AND (?3 IS NULL OR model_id = ?3)
+               AND (?4 IS NULL OR EXISTS (
+                     SELECT 1 FROM json_each(jobs.tags) t
+                     WHERE json_extract(t.value, '$[0]') = ?4 AND json_extract(t.value, '$[1]') = ?5))
+               AND (?6 IS NULL OR created_at > ?6)
+               AND (?7 IS NULL OR created_at < ?7)
+               AND (?8 IS NULL OR (created_at, id) < (?8, ?9))
+             ORDER BY created_at DESC, id DESC
+             LIMIT ?10",
+        )
+        .bind(q.key_id.map(|k| k.to_string()))
+        .bind(q.status.map(|s| s.as_str()))
+        .bind(q.model_id.as_deref())
+        .bind(q.tag.as_ref().map(|t| t.0.as_str()))
+        .bind(q.tag.as_ref().map(|t| t.1.as_str()))
+        .bind(q.created_after.map(micros))
+        .bind(q.created_before.map(micros))
+        .bind(q.after.map(|a| micros(a.0)))
+        .bind(q.after.map(|a| a.1.to_string()))
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(Self::job_from_row).collect()
     }
 
     async fn get_job(&self, id: JobId, key_id: Option<KeyId>) -> Result<Option<Job>, StoreError> {

@@ -1,28 +1,75 @@
-//! DigitalOcean's async-invoke surface: create, get, status.
+//! DigitalOcean's async-invoke surface: create, get, status; and invokd's extensions on it:
+//! list, cancel, live events, and `Prefer: wait`.
+
+use std::time::Duration;
 
 use axum::{
     Json,
-    extract::{Path, State},
-    http::StatusCode,
-    response::IntoResponse,
+    extract::{Path, Query, State, rejection::QueryRejection},
+    http::{HeaderMap, HeaderValue, StatusCode},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
 };
-use invokd_api::{ErrorCode, async_invoke::CreateInvocation};
-use invokd_core::service::{PRIORITY_NORMAL, Submission};
+use invokd_api::{
+    ErrorCode,
+    async_invoke::{CreateInvocation, Invocation},
+};
+use invokd_core::{
+    CancelOutcome, Job, JobStatus,
+    service::{Caller, PRIORITY_NORMAL, Submission},
+    store::ListQuery,
+};
+use serde::Deserialize;
+use serde_json::json;
 
 use crate::{
     error::ApiError,
-    extract::{Auth, BaseUrl, JsonBody},
-    present::{UrlRenderer, async_invoke::invocation},
+    extract::{Auth, BaseUrl, JsonBody, idempotency_key, prefer_wait},
+    live,
+    present::{UrlRenderer, async_invoke::invocation, fal_queue::log_entry},
     state::AppState,
 };
 
+/// The invocation, after waiting for it as long as `Prefer: wait=N` asks.
+async fn waited(
+    state: &AppState,
+    caller: Caller,
+    job: Job,
+    headers: &HeaderMap,
+) -> Result<(Job, Option<u64>), ApiError> {
+    let Some(secs) = prefer_wait(headers) else {
+        return Ok((job, None));
+    };
+    let id = job.id.to_string();
+    let job = state
+        .service
+        .wait(caller, &id, Duration::from_secs(secs))
+        .await?;
+    Ok((job, Some(secs)))
+}
+
+fn respond(code: StatusCode, inv: Invocation, applied: Option<u64>) -> Response {
+    let mut res = (code, Json(inv)).into_response();
+    if let Some(n) = applied
+        && let Ok(v) = HeaderValue::from_str(&format!("wait={n}"))
+    {
+        res.headers_mut().insert("preference-applied", v);
+    }
+    res
+}
+
 /// `POST /v1/async-invoke`: validate, store (committed), answer 202 with the QUEUED invocation.
+/// With `Idempotency-Key`, a retry gives back the first job; with `Prefer: wait=N`, the answer
+/// waits up to N seconds for the job to finish.
 pub async fn create(
     State(state): State<AppState>,
     Auth(caller): Auth,
     base: BaseUrl,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<CreateInvocation>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     if body.model_id.trim().is_empty() {
         return Err(ApiError::new(
             ErrorCode::UnprocessableEntity,
@@ -35,7 +82,7 @@ pub async fn create(
         .into_iter()
         .map(|t| (t.key, t.value))
         .collect();
-    let job = state
+    let submitted = state
         .service
         .submit(
             caller,
@@ -45,13 +92,13 @@ pub async fn create(
                 tags,
                 priority: PRIORITY_NORMAL,
                 start_within: None,
+                idempotency_key: idempotency_key(&headers)?,
             },
         )
         .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(invocation(&job, &UrlRenderer::new(&state, &base.0))),
-    ))
+    let (job, applied) = waited(&state, caller, submitted.job, &headers).await?;
+    let inv = invocation(&job, &UrlRenderer::new(&state, &base.0));
+    Ok(respond(StatusCode::ACCEPTED, inv, applied))
 }
 
 /// `GET /v1/async-invoke/{request_id}` and `.../status`: the invocation object.
@@ -59,8 +106,166 @@ pub async fn get(
     State(state): State<AppState>,
     Auth(caller): Auth,
     base: BaseUrl,
+    headers: HeaderMap,
     Path(request_id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let job = state.service.get(caller, &request_id).await?;
-    Ok(Json(invocation(&job, &UrlRenderer::new(&state, &base.0))))
+    let (job, applied) = waited(&state, caller, job, &headers).await?;
+    let inv = invocation(&job, &UrlRenderer::new(&state, &base.0));
+    Ok(respond(StatusCode::OK, inv, applied))
+}
+
+/// `POST /v1/async-invoke/{request_id}/cancel`: a queued job never runs; a running one is told
+/// to stop. 202 with the invocation; 409 if it had already finished.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    base: BaseUrl,
+    Path(request_id): Path<String>,
+) -> Result<Response, ApiError> {
+    match state.service.cancel(caller, &request_id).await? {
+        CancelOutcome::Canceled | CancelOutcome::Requested => {}
+        CancelOutcome::AlreadyDone => {
+            let job = state.service.get(caller, &request_id).await?;
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("request {request_id} has already finished ({})", job.status),
+            ));
+        }
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("request {request_id:?} not found"),
+            ));
+        }
+    }
+    let job = state.service.get(caller, &request_id).await?;
+    let inv = invocation(&job, &UrlRenderer::new(&state, &base.0));
+    Ok(respond(StatusCode::ACCEPTED, inv, None))
+}
+
+/// Query of `GET /v1/async-invoke`; every value is checked by hand for a clear message.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListParams {
+    status: Option<String>,
+    model_id: Option<String>,
+    tag: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+fn invalid(field: &str, why: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::UnprocessableEntity, format!("{field}: {why}"))
+}
+
+fn time_param(
+    field: &str,
+    v: Option<&str>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    v.map(|t| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .map(|t| t.to_utc())
+            .map_err(|_| invalid(field, format!("must be an RFC 3339 time, got {t:?}")))
+    })
+    .transpose()
+}
+
+impl ListParams {
+    fn query(&self) -> Result<ListQuery, ApiError> {
+        let status = self
+            .status
+            .as_deref()
+            .map(|s| {
+                s.to_ascii_uppercase()
+                    .parse::<JobStatus>()
+                    .map_err(|_| invalid("status", format!("must be one of QUEUED, IN_PROGRESS, COMPLETED, FAILED, CANCELED, got {s:?}")))
+            })
+            .transpose()?;
+        let tag = self
+            .tag
+            .as_deref()
+            .map(|t| {
+                t.split_once(':')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .ok_or_else(|| invalid("tag", format!("must be key:value, got {t:?}")))
+            })
+            .transpose()?;
+        let limit = match self.limit.as_deref() {
+            None => 20,
+            Some(l) => l
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=invokd_core::service::MAX_PAGE).contains(n))
+                .ok_or_else(|| {
+                    invalid(
+                        "limit",
+                        format!("must be an integer from 1 to 1000, got {l:?}"),
+                    )
+                })?,
+        };
+        Ok(ListQuery {
+            status,
+            model_id: self.model_id.clone(),
+            tag,
+            created_after: time_param("created_after", self.created_after.as_deref())?,
+            created_before: time_param("created_before", self.created_before.as_deref())?,
+            limit,
+            ..ListQuery::default()
+        })
+    }
+}
+
+/// `GET /v1/async-invoke?status=&model_id=&tag=key:value&created_after=&created_before=&limit=&cursor=`:
+/// the caller's jobs, newest first, with cursor paging.
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    base: BaseUrl,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) =
+        params.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("invalid query: {e}")))?;
+    let page = state
+        .service
+        .list(caller, params.query()?, params.cursor.as_deref())
+        .await?;
+    let urls = UrlRenderer::new(&state, &base.0);
+    let items: Vec<Invocation> = page.jobs.iter().map(|j| invocation(j, &urls)).collect();
+    Ok(Json(json!({"invocations": items, "next_cursor": page.next_cursor})).into_response())
+}
+
+/// `GET /v1/async-invoke/{request_id}/events`: SSE. `event: status` with the invocation at each
+/// change, `event: log` with each new log line; the stream ends after the terminal status.
+pub async fn events(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    base: BaseUrl,
+    Path(request_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = state.service.get(caller, &request_id).await?;
+    let render_state = state.clone();
+    let mut last_status = None;
+    let mut logs_sent = 0;
+    let stream = live::events(state, job, true, move |snap| {
+        let mut out = Vec::new();
+        for line in snap.logs.iter().flatten().skip(logs_sent) {
+            if let Ok(e) = Event::default().event("log").json_data(log_entry(line)) {
+                out.push(e);
+            }
+            logs_sent += 1;
+        }
+        if last_status != Some(snap.job.status) {
+            let inv = invocation(&snap.job, &UrlRenderer::new(&render_state, &base.0));
+            if let Ok(e) = Event::default().event("status").json_data(inv) {
+                out.push(e);
+            }
+            last_status = Some(snap.job.status);
+        }
+        out
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
 }

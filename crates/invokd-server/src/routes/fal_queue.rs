@@ -1,7 +1,7 @@
 //! fal's queue surface: submit to `/{owner}/{app}[/{sub}]`, then status, the status stream,
 //! the result and cancel under `.../requests/{id}`, with the app-only or the full model path.
 
-use std::{convert::Infallible, time::Duration};
+use std::time::Duration;
 
 use axum::{
     Json,
@@ -12,7 +12,6 @@ use axum::{
         sse::{Event, KeepAlive, Sse},
     },
 };
-use futures::Stream;
 use invokd_api::{
     ErrorCode,
     fal_queue::{CancelStatus, StatusOnly},
@@ -23,11 +22,11 @@ use invokd_core::{
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::{
     error::ApiError,
     extract::{Auth, BaseUrl, JsonBody},
+    live,
     present::{UrlRenderer, fal_queue as present},
     request_context::FAL_REQUEST_ID,
     router::RESERVED_OWNERS,
@@ -201,8 +200,9 @@ async fn submit(
         tags: Vec::new(),
         priority: priority(&headers)?,
         start_within: start_timeout(&headers)?,
+        idempotency_key: crate::extract::idempotency_key(&headers)?,
     };
-    let job = state.service.submit(caller, sub).await?;
+    let job = state.service.submit(caller, sub).await?.job;
     let position = state.service.queue_position(&job).await?.unwrap_or(0);
     let body = present::submit_response(&job, &base.0, position);
     Ok(with_request_id(Json(body).into_response(), &job))
@@ -243,17 +243,17 @@ pub async fn read(
 
 async fn status_of(
     state: &AppState,
-    job: &Job,
+    job: Job,
     base: &str,
     logs: bool,
 ) -> Result<invokd_api::fal_queue::QueueStatus, ApiError> {
-    let position = state.service.queue_position(job).await?;
-    let lines = if logs {
-        Some(state.service.store().logs(job.id).await?)
-    } else {
-        None
-    };
-    Ok(present::queue_status(job, base, position, lines.as_deref()))
+    let snap = live::snapshot(state, job, logs).await?;
+    Ok(present::queue_status(
+        &snap.job,
+        base,
+        snap.queue_position,
+        snap.logs.as_deref(),
+    ))
 }
 
 async fn status(
@@ -264,13 +264,18 @@ async fn status(
     logs: bool,
 ) -> Result<Response, ApiError> {
     let job = state.service.get(caller, id).await?;
-    let body = status_of(state, &job, base, logs).await?;
-    let code = if job.status.is_terminal() {
+    let terminal = job.status.is_terminal();
+    let with_id = job.clone();
+    let body = status_of(state, job, base, logs).await?;
+    let code = if terminal {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };
-    Ok(with_request_id((code, Json(body)).into_response(), &job))
+    Ok(with_request_id(
+        (code, Json(body)).into_response(),
+        &with_id,
+    ))
 }
 
 async fn result(
@@ -321,81 +326,21 @@ async fn stream(
     logs: bool,
 ) -> Result<Response, ApiError> {
     let job = state.service.get(caller, &id).await?;
-    let events = status_events(state, job, base, logs);
+    let mut last: Option<Value> = None;
+    let events = live::events(state, job, logs, move |snap| {
+        let body =
+            present::queue_status(&snap.job, &base, snap.queue_position, snap.logs.as_deref());
+        let value = serde_json::to_value(&body).unwrap_or(Value::Null);
+        if last.as_ref() == Some(&value) {
+            return Vec::new();
+        }
+        let event = Event::default().data(value.to_string());
+        last = Some(value);
+        vec![event]
+    });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
-}
-
-fn status_events(
-    state: AppState,
-    first: Job,
-    base: String,
-    logs: bool,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    // How often to look at the store when no in-process news comes (changes made elsewhere).
-    const FALLBACK_POLL: Duration = Duration::from_secs(1);
-    async_stream(move |tx| async move {
-        let mut news = state.service.signals().events.subscribe();
-        let mut job = first;
-        let mut last: Option<Value> = None;
-        loop {
-            let Ok(body) = status_of(&state, &job, &base, logs).await else {
-                return;
-            };
-            let value = serde_json::to_value(&body).unwrap_or(Value::Null);
-            if last.as_ref() != Some(&value) {
-                let event = Event::default().data(value.to_string());
-                if tx.send(Ok(event)).await.is_err() {
-                    return;
-                }
-                last = Some(value);
-            }
-            if job.status.is_terminal() {
-                return;
-            }
-            let deadline = tokio::time::sleep(FALLBACK_POLL);
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    () = &mut deadline => break,
-                    got = news.recv() => match got {
-                        Ok(changed) if changed == job.id => break,
-                        Ok(_) => {}
-                        Err(RecvError::Lagged(_)) => break,
-                        Err(RecvError::Closed) => return,
-                    },
-                    () = tx.closed() => return,
-                }
-            }
-            match state
-                .service
-                .store()
-                .get_job(job.id, Some(job.key_id))
-                .await
-            {
-                Ok(Some(j)) => job = j,
-                _ => return,
-            }
-        }
-    })
-}
-
-/// A stream fed by a task through a small channel; the task stops when the client goes away.
-fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Result<Event, Infallible>>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<Event, Infallible>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(f(tx));
-    receiver_stream(rx)
-}
-
-fn receiver_stream<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl Stream<Item = T> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// `PUT /{owner}/{app}/{*rest}`: cancel a request.

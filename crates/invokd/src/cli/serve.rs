@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, env = "INVOKD_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// How long an Idempotency-Key is remembered, in seconds.
+    #[arg(long, env = "INVOKD_IDEMPOTENCY_TTL_SECONDS", default_value_t = 24 * 3600)]
+    idempotency_ttl_seconds: u64,
     /// Let input URLs reach loopback, private and link-local addresses (refused by default).
     #[arg(long, env = "INVOKD_ALLOW_PRIVATE_URLS")]
     allow_private_urls: bool,
@@ -93,6 +96,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     config.fetch.allow_private = a.allow_private_urls;
+    config.idempotency_ttl = Duration::from_secs(a.idempotency_ttl_seconds);
     config.bootstrap_key = std::env::var("INVOKD_BOOTSTRAP_KEY")
         .ok()
         .filter(|k| !k.is_empty());
