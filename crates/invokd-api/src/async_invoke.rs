@@ -12,6 +12,9 @@ pub struct CreateInvocation {
     pub input: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
+    /// invokd's extension: where to POST the result when the job ends (fal's webhook payload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
 }
 
 /// A `{key, value}` tag attached to an invocation.
@@ -71,6 +74,24 @@ pub struct Invocation {
     pub error: Option<String>,
     #[serde(default)]
     pub tags: Vec<Tag>,
+    /// invokd's extension: the webhook's delivery, when the job has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookStatus>,
+}
+
+/// Where a job's webhook delivery is: `pending`, `delivered` or `failed`, with each attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookStatus {
+    pub url: String,
+    pub state: String,
+    pub attempts: Vec<WebhookAttempt>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookAttempt {
+    pub at: DateTime<Utc>,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
 }
 
 #[cfg(test)]

@@ -134,6 +134,8 @@ pub struct Job {
     pub start_deadline: Option<DateTime<Utc>>,
     /// A cancel was asked for while it ran.
     pub cancel_requested: bool,
+    /// Where to POST the result when the job ends.
+    pub webhook_url: Option<String>,
 }
 
 /// What the service hands to the store to insert: ids and timestamps are made by the service,
@@ -149,6 +151,7 @@ pub struct NewJob {
     pub created_at: DateTime<Utc>,
     pub max_attempts: u32,
     pub start_deadline: Option<DateTime<Utc>>,
+    pub webhook_url: Option<String>,
 }
 
 /// How a run ended, as the lease holder reports it.

@@ -77,6 +77,8 @@ pub struct Submission {
     /// The client's `Idempotency-Key`: a retried create with the same key and body gives back
     /// the first job.
     pub idempotency_key: Option<String>,
+    /// Where to POST the result when the job ends (checked by the caller for reachability).
+    pub webhook_url: Option<String>,
 }
 
 impl Submission {
@@ -89,6 +91,7 @@ impl Submission {
             self.tags,
             self.priority,
             self.start_within.map(|d| d.as_millis() as u64),
+            self.webhook_url,
         ]);
         hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
     }
@@ -212,6 +215,7 @@ impl JobService {
             created_at,
             max_attempts: self.config.max_attempts,
             start_deadline,
+            webhook_url: sub.webhook_url,
         };
         let job = match (sub.idempotency_key, fingerprint) {
             (Some(key), Some(body_hash)) => {

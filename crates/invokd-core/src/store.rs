@@ -88,6 +88,78 @@ pub enum Inserted {
     KeyReused,
 }
 
+/// Where a webhook delivery is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One try to deliver a webhook.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeliveryAttempt {
+    pub at: DateTime<Utc>,
+    /// The receiver's status code, if it answered.
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+}
+
+/// A job's webhook delivery, as the job shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub job_id: JobId,
+    pub url: String,
+    pub state: DeliveryState,
+    pub created_at: DateTime<Utc>,
+    pub attempts: Vec<DeliveryAttempt>,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterAttempt {
+    Delivered,
+    RetryAt(DateTime<Utc>),
+    GiveUp,
+}
+
+/// Webhook deliveries: an outbox filled when jobs end, worked through under leases.
+#[async_trait]
+pub trait DeliveryRepo: Send + Sync {
+    /// Up to `limit` pending deliveries that are due, leased to `owner` until `lease_until`.
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        limit: u32,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Records an attempt and what follows it; `false` if the lease was lost meanwhile.
+    async fn record_attempt(
+        &self,
+        id: i64,
+        owner: &str,
+        attempt: DeliveryAttempt,
+        then: AfterAttempt,
+    ) -> Result<bool, StoreError>;
+
+    /// The job's delivery with its attempts, if it has one.
+    async fn delivery_of(&self, job: JobId) -> Result<Option<Delivery>, StoreError>;
+}
+
 /// What a claim asks for.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {
@@ -194,7 +266,7 @@ pub trait KeyRepo: Send + Sync {
 
 /// Everything the server needs from a store.
 #[async_trait]
-pub trait Store: JobRepo + KeyRepo + 'static {
+pub trait Store: JobRepo + KeyRepo + DeliveryRepo + 'static {
     /// Whether the store answers.
     async fn check(&self) -> Result<(), StoreError>;
 }

@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub idempotency_ttl: Duration,
     /// How the files inputs name are fetched.
     pub fetch: crate::input_fetch::FetchConfig,
+    /// How webhook deliveries are retried.
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 /// How the dispatcher runs jobs.
@@ -101,6 +103,7 @@ impl ServerConfig {
             emulator: EmulatorSettings::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             fetch: crate::input_fetch::FetchConfig::default(),
+            webhooks: crate::webhooks::WebhookConfig::default(),
         }
     }
 }

@@ -168,6 +168,19 @@ pub fn prefer_wait(headers: &axum::http::HeaderMap) -> Option<u64> {
         .map(|n| n.min(MAX_WAIT_SECS))
 }
 
+/// A webhook URL a client gave in `field`: http(s), and not internal unless allowed.
+pub async fn webhook_url(
+    state: &AppState,
+    field: &str,
+    value: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    let Some(v) = value else { return Ok(None) };
+    crate::outbound::check_url(&v, state.config.fetch.allow_private)
+        .await
+        .map(|u| Some(u.to_string()))
+        .map_err(|why| ApiError::new(ErrorCode::UnprocessableEntity, format!("{field}: {why}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ mod extract;
 mod fal_proxy;
 mod input_fetch;
 mod live;
+mod outbound;
 mod present;
 mod request_context;
 mod router;
@@ -15,7 +16,9 @@ mod routes;
 mod server;
 mod state;
 pub mod tls;
+mod webhooks;
 
 pub use config::ServerConfig;
 pub use input_fetch::FetchConfig;
 pub use server::Server;
+pub use webhooks::WebhookConfig;

@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
+        .route("/.well-known/jwks.json", get(routes::health::jwks))
         .route(
             "/v1/async-invoke",
             post(routes::async_invoke::create).get(routes::async_invoke::list),

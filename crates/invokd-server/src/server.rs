@@ -22,6 +22,7 @@ use crate::{bootstrap, config::ServerConfig, dispatcher::Dispatcher, router, sta
 /// A started server: bound, migrated, recovered, ready to run.
 pub struct Server {
     listener: TcpListener,
+    deliverer: crate::webhooks::Deliverer,
     tls: Option<Arc<rustls::ServerConfig>>,
     app: Arc<App>,
     dispatcher: Dispatcher,
@@ -90,20 +91,42 @@ impl Server {
             config.fetch.clone(),
         )?;
         let dispatcher = Dispatcher {
-            store,
+            store: store.clone(),
             catalog,
             provider: Arc::new(emulator),
             blobs: blobs.clone(),
-            signals,
+            signals: signals.clone(),
             config: config.dispatch.clone(),
             owner: format!("invokd-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
             inputs,
         };
+        let webhook_signer = crate::webhooks::WebhookSigner::load_or_create(&data_dir.root)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let deliverer = crate::webhooks::Deliverer {
+            store: store.clone(),
+            signer: webhook_signer.clone(),
+            url_signer: signer.clone(),
+            file_url_ttl: config.file_url_ttl,
+            base_url: config
+                .public_url
+                .clone()
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .unwrap_or_else(|| format!("{scheme}://{local_addr}")),
+            config: config.webhooks.clone(),
+            allow_private: config.fetch.allow_private,
+            owner: format!(
+                "invokd-webhooks-{}-{}",
+                std::process::id(),
+                uuid::Uuid::now_v7()
+            ),
+            events: signals.events.clone(),
+        };
         let app = Arc::new(App {
+            webhook_signer,
             service,
             blobs,
             signer,
@@ -111,6 +134,7 @@ impl Server {
         });
         Ok(Self {
             listener,
+            deliverer,
             tls,
             app,
             dispatcher,
@@ -140,6 +164,7 @@ impl Server {
         const HTTP_DRAIN: Duration = Duration::from_secs(5);
         let stop = CancellationToken::new();
         let dispatcher = tokio::spawn(self.dispatcher.run(stop.clone()));
+        let deliverer = tokio::spawn(self.deliverer.run(stop.clone()));
         let handle = axum_server::Handle::new();
         let (stop_http, handle_http) = (stop.clone(), handle.clone());
         tokio::spawn(async move {
@@ -174,6 +199,7 @@ impl Server {
         served.context("the HTTP server failed")?;
         stop.cancel();
         dispatcher.await.context("the dispatcher panicked")?;
+        deliverer.await.context("the webhook deliverer panicked")?;
         Ok(())
     }
 

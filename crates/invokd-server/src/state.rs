@@ -12,5 +12,6 @@ pub struct App {
     pub service: JobService,
     pub blobs: Arc<dyn BlobStore>,
     pub signer: UrlSigner,
+    pub webhook_signer: crate::webhooks::WebhookSigner,
     pub config: ServerConfig,
 }

@@ -11,8 +11,8 @@ use invokd_core::{
     keys::{KeyHash, KeyRecord},
     provider::LogLine,
     store::{
-        Beat, ClaimRequest, IdempotencyKey, Inserted, JobRepo, KeyRepo, ListQuery, Requeued, Stale,
-        Store, StoreError,
+        AfterAttempt, Beat, ClaimRequest, Delivery, DeliveryAttempt, DeliveryRepo, DeliveryState,
+        IdempotencyKey, Inserted, JobRepo, KeyRepo, ListQuery, Requeued, Stale, Store, StoreError,
     },
 };
 use serde_json::{Map, Value};
@@ -151,6 +151,7 @@ impl SqliteStore {
             output,
             error,
             start_deadline: opt_time(opt_int("start_deadline")?)?,
+            webhook_url: opt_str("webhook_url")?,
             cancel_requested: opt_int("cancel_requested_at")?.is_some(),
         })
     }
@@ -161,8 +162,8 @@ async fn insert_row<'e, E: sqlx::SqliteExecutor<'e>>(
     job: &NewJob,
 ) -> Result<Job, StoreError> {
     let row = sqlx::query(
-        "INSERT INTO jobs (id, key_id, model_id, input, tags, status, priority, created_at, max_attempts, start_deadline)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'QUEUED', ?6, ?7, ?8, ?9) RETURNING *",
+        "INSERT INTO jobs (id, key_id, model_id, input, tags, status, priority, created_at, max_attempts, start_deadline, webhook_url)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'QUEUED', ?6, ?7, ?8, ?9, ?10) RETURNING *",
     )
     .bind(job.id.to_string())
     .bind(job.key_id.to_string())
@@ -173,6 +174,7 @@ async fn insert_row<'e, E: sqlx::SqliteExecutor<'e>>(
     .bind(micros(job.created_at))
     .bind(i64::from(job.max_attempts))
     .bind(job.start_deadline.map(micros))
+    .bind(job.webhook_url.as_deref())
     .fetch_one(ex)
     .await
     .map_err(unavailable)?;
@@ -634,6 +636,137 @@ impl KeyRepo for SqliteStore {
             .await
             .map_err(unavailable)?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+impl SqliteStore {
+    async fn attempts(&self, delivery: i64) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, status_code, error FROM webhook_attempts WHERE delivery_id = ?1 ORDER BY at, rowid",
+        )
+        .bind(delivery)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                let code: Option<i64> = r.try_get("status_code").map_err(unavailable)?;
+                Ok(DeliveryAttempt {
+                    at: from_micros(r.try_get("at").map_err(unavailable)?)?,
+                    status_code: code.and_then(|c| u16::try_from(c).ok()),
+                    error: r.try_get("error").map_err(unavailable)?,
+                })
+            })
+            .collect()
+    }
+
+    fn delivery_from_row(r: &SqliteRow) -> Result<Delivery, StoreError> {
+        let state: String = r.try_get("state").map_err(unavailable)?;
+        let job_id: String = r.try_get("job_id").map_err(unavailable)?;
+        Ok(Delivery {
+            id: r.try_get("id").map_err(unavailable)?,
+            job_id: JobId::from_str(&job_id).map_err(|e| corrupt("job id")(e.to_string()))?,
+            url: r.try_get("url").map_err(unavailable)?,
+            state: match state.as_str() {
+                "pending" => DeliveryState::Pending,
+                "delivered" => DeliveryState::Delivered,
+                _ => DeliveryState::Failed,
+            },
+            created_at: from_micros(r.try_get("created_at").map_err(unavailable)?)?,
+            attempts: Vec::new(),
+        })
+    }
+}
+
+#[async_trait]
+impl DeliveryRepo for SqliteStore {
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        limit: u32,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE webhook_deliveries SET lease_owner = ?1, lease_expires_at = ?2
+             WHERE id IN (
+                 SELECT id FROM webhook_deliveries
+                 WHERE state = 'pending' AND next_attempt_at <= ?3
+                   AND (lease_owner IS NULL OR lease_expires_at < ?3)
+                 ORDER BY next_attempt_at LIMIT ?4)
+             RETURNING *",
+        )
+        .bind(owner)
+        .bind(micros(lease_until))
+        .bind(micros(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut d = Self::delivery_from_row(r)?;
+            d.attempts = self.attempts(d.id).await?;
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    async fn record_attempt(
+        &self,
+        id: i64,
+        owner: &str,
+        attempt: DeliveryAttempt,
+        then: AfterAttempt,
+    ) -> Result<bool, StoreError> {
+        let (state, next) = match then {
+            AfterAttempt::Delivered => ("delivered", attempt.at),
+            AfterAttempt::RetryAt(t) => ("pending", t),
+            AfterAttempt::GiveUp => ("failed", attempt.at),
+        };
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let updated = sqlx::query(
+            "UPDATE webhook_deliveries
+             SET state = ?1, next_attempt_at = ?2, attempts = attempts + 1,
+                 lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = ?3 AND lease_owner = ?4 AND state = 'pending'",
+        )
+        .bind(state)
+        .bind(micros(next))
+        .bind(id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        if updated == 1 {
+            sqlx::query(
+                "INSERT INTO webhook_attempts (delivery_id, at, status_code, error) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .bind(id)
+            .bind(micros(attempt.at))
+            .bind(attempt.status_code.map(i64::from))
+            .bind(attempt.error.as_deref())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(updated == 1)
+    }
+
+    async fn delivery_of(&self, job: JobId) -> Result<Option<Delivery>, StoreError> {
+        let Some(r) = sqlx::query("SELECT * FROM webhook_deliveries WHERE job_id = ?1")
+            .bind(job.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let mut d = Self::delivery_from_row(&r)?;
+        d.attempts = self.attempts(d.id).await?;
+        Ok(Some(d))
     }
 }
 

@@ -7,7 +7,10 @@ use chrono::{Duration, Utc};
 use invokd_core::{
     CancelOutcome, JobError, JobId, JobStatus, KeyId, NewJob, Outcome,
     keys::{KeyHash, KeyRecord},
-    store::{Beat, ClaimRequest, JobRepo, KeyRepo, Stale},
+    store::{
+        AfterAttempt, Beat, ClaimRequest, DeliveryAttempt, DeliveryRepo, DeliveryState, JobRepo,
+        KeyRepo, Stale,
+    },
 };
 use invokd_store::SqliteStore;
 use serde_json::json;
@@ -31,6 +34,7 @@ fn new_job(model: &str, priority: i32, key: KeyId) -> NewJob {
         created_at: Utc::now(),
         max_attempts: 2,
         start_deadline: None,
+        webhook_url: None,
     }
 }
 
@@ -443,4 +447,80 @@ async fn queue_position_counts_the_jobs_of_the_model_that_run_first() {
     let first = s.claim_jobs(claim("w", 1, &NO_CAPS)).await.unwrap();
     assert_eq!(first[0].id, a.id);
     assert_eq!(s.queue_position(&low).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn every_way_a_job_with_a_webhook_ends_puts_one_delivery_in_the_outbox() {
+    let (_d, s) = store().await;
+    let key = KeyId::generate();
+    let mut with_hook = new_job("m", 0, key);
+    with_hook.webhook_url = Some("https://example.com/hook".into());
+    let cancelled = s.insert_job(with_hook.clone()).await.unwrap();
+    s.cancel(cancelled.id, None, Utc::now()).await.unwrap();
+    let mut finished = with_hook.clone();
+    finished.id = JobId::generate();
+    let finished = s.insert_job(finished).await.unwrap();
+    let plain = s.insert_job(new_job("m", 0, key)).await.unwrap();
+    for j in s.claim_jobs(claim("w", 10, &NO_CAPS)).await.unwrap() {
+        s.finish(
+            j.id,
+            j.lease.as_ref().unwrap(),
+            Outcome::Completed(Default::default()),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    }
+    assert!(s.delivery_of(plain.id).await.unwrap().is_none());
+    let now = Utc::now();
+    let claimed = s
+        .claim_deliveries("d1", 10, now, now + Duration::seconds(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(
+        s.claim_deliveries("d2", 10, now, now + Duration::seconds(30))
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    let d = claimed.iter().find(|d| d.job_id == finished.id).unwrap();
+    let attempt = |code| DeliveryAttempt {
+        at: Utc::now(),
+        status_code: Some(code),
+        error: None,
+    };
+    assert!(
+        !s.record_attempt(d.id, "d2", attempt(200), AfterAttempt::Delivered)
+            .await
+            .unwrap(),
+        "fenced"
+    );
+    assert!(
+        s.record_attempt(d.id, "d1", attempt(500), AfterAttempt::RetryAt(now))
+            .await
+            .unwrap()
+    );
+    let again = s
+        .claim_deliveries("d2", 10, Utc::now(), Utc::now() + Duration::seconds(30))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts.len(), 1);
+    assert!(
+        s.record_attempt(d.id, "d2", attempt(200), AfterAttempt::Delivered)
+            .await
+            .unwrap()
+    );
+    let shown = s.delivery_of(finished.id).await.unwrap().unwrap();
+    assert_eq!(shown.state, DeliveryState::Delivered);
+    assert_eq!(
+        shown
+            .attempts
+            .iter()
+            .map(|a| a.status_code)
+            .collect::<Vec<_>>(),
+        vec![Some(500), Some(200)]
+    );
 }

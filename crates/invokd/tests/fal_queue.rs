@@ -240,15 +240,6 @@ async fn cancel_a_queued_job_and_a_running_one() {
         &[],
     )
     .await;
-    let (_, queued) = submit(
-        &server,
-        "/fal-ai/flux/schnell",
-        json!({"prompt": "second"}),
-        &[],
-    )
-    .await;
-    // The first one is already running; this one is next.
-    assert_eq!(queued["queue_position"], 0, "{queued}");
     // Wait until the first runs.
     let deadline = Instant::now() + Duration::from_secs(20);
     while get(&server, running["status_url"].as_str().unwrap())
@@ -259,6 +250,15 @@ async fn cancel_a_queued_job_and_a_running_one() {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let (_, queued) = submit(
+        &server,
+        "/fal-ai/flux/schnell",
+        json!({"prompt": "second"}),
+        &[],
+    )
+    .await;
+    // The first one is already running; this one is next.
+    assert_eq!(queued["queue_position"], 0, "{queued}");
     for job in [&queued, &running] {
         let resp = server
             .http

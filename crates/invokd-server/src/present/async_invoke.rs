@@ -1,7 +1,7 @@
 //! Jobs as DigitalOcean's async-invoke surface shows them.
 
-use invokd_api::async_invoke::{Invocation, Status, Tag};
-use invokd_core::{Job, JobStatus};
+use invokd_api::async_invoke::{Invocation, Status, Tag, WebhookAttempt, WebhookStatus};
+use invokd_core::{Job, JobStatus, store::Delivery};
 
 use super::UrlRenderer;
 
@@ -33,5 +33,27 @@ pub fn invocation(job: &Job, urls: &UrlRenderer<'_>) -> Invocation {
                 value: value.clone(),
             })
             .collect(),
+        webhook: job.webhook_url.as_ref().map(|url| WebhookStatus {
+            url: url.clone(),
+            state: "pending".into(),
+            attempts: Vec::new(),
+        }),
     }
+}
+
+/// The invocation with its webhook delivery as the store knows it.
+pub fn with_delivery(mut inv: Invocation, delivery: Option<Delivery>) -> Invocation {
+    if let (Some(w), Some(d)) = (inv.webhook.as_mut(), delivery) {
+        w.state = d.state.as_str().to_owned();
+        w.attempts = d
+            .attempts
+            .into_iter()
+            .map(|a| WebhookAttempt {
+                at: a.at,
+                status_code: a.status_code,
+                error: a.error,
+            })
+            .collect();
+    }
+    inv
 }

@@ -26,9 +26,13 @@ use serde_json::json;
 
 use crate::{
     error::ApiError,
-    extract::{Auth, BaseUrl, JsonBody, idempotency_key, prefer_wait},
+    extract::{Auth, BaseUrl, JsonBody, idempotency_key, prefer_wait, webhook_url},
     live,
-    present::{UrlRenderer, async_invoke::invocation, fal_queue::log_entry},
+    present::{
+        UrlRenderer,
+        async_invoke::{invocation, with_delivery},
+        fal_queue::log_entry,
+    },
     state::AppState,
 };
 
@@ -82,11 +86,13 @@ pub async fn create(
         .into_iter()
         .map(|t| (t.key, t.value))
         .collect();
+    let webhook_url = webhook_url(&state, "webhook_url", body.webhook_url).await?;
     let submitted = state
         .service
         .submit(
             caller,
             Submission {
+                webhook_url,
                 model_id: body.model_id,
                 input: body.input,
                 tags,
@@ -101,7 +107,8 @@ pub async fn create(
     Ok(respond(StatusCode::ACCEPTED, inv, applied))
 }
 
-/// `GET /v1/async-invoke/{request_id}` and `.../status`: the invocation object.
+/// `GET /v1/async-invoke/{request_id}` and `.../status`: the invocation object, with its
+/// webhook delivery when it has one.
 pub async fn get(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -111,7 +118,15 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let job = state.service.get(caller, &request_id).await?;
     let (job, applied) = waited(&state, caller, job, &headers).await?;
-    let inv = invocation(&job, &UrlRenderer::new(&state, &base.0));
+    let delivery = if job.webhook_url.is_some() {
+        state.service.store().delivery_of(job.id).await?
+    } else {
+        None
+    };
+    let inv = with_delivery(
+        invocation(&job, &UrlRenderer::new(&state, &base.0)),
+        delivery,
+    );
     Ok(respond(StatusCode::OK, inv, applied))
 }
 

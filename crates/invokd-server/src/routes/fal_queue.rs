@@ -33,11 +33,10 @@ use crate::{
     state::AppState,
 };
 
-/// Query of a submit: `fal_webhook` is read by the webhook feature; others are ignored.
+/// Query of a submit: `fal_webhook`; others are ignored.
 #[derive(Debug, Deserialize)]
 pub struct SubmitQuery {
     #[serde(default)]
-    #[allow(dead_code)]
     fal_webhook: Option<String>,
 }
 
@@ -188,7 +187,7 @@ async fn submit(
     Auth(caller): Auth,
     base: BaseUrl,
     headers: HeaderMap,
-    Query(_query): Query<SubmitQuery>,
+    Query(query): Query<SubmitQuery>,
     JsonBody(input): JsonBody<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
     if let Some(e) = not_served(model_id.split('/').next().unwrap_or_default()) {
@@ -201,6 +200,7 @@ async fn submit(
         priority: priority(&headers)?,
         start_within: start_timeout(&headers)?,
         idempotency_key: crate::extract::idempotency_key(&headers)?,
+        webhook_url: crate::extract::webhook_url(&state, "fal_webhook", query.fal_webhook).await?,
     };
     let job = state.service.submit(caller, sub).await?.job;
     let position = state.service.queue_position(&job).await?.unwrap_or(0);

@@ -29,3 +29,11 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     (code, Json(body))
 }
+
+/// `GET /.well-known/jwks.json`: the public keys that verify invokd's webhook signatures.
+pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CACHE_CONTROL, "public, max-age=3600")],
+        Json(state.webhook_signer.jwks()),
+    )
+}

@@ -91,6 +91,9 @@ struct CreateArgs {
     /// Wait for the result and print it.
     #[arg(long)]
     wait: bool,
+    /// POST the result to this URL when the job ends (signed like fal's webhooks).
+    #[arg(long)]
+    webhook: Option<String>,
 }
 
 fn client(g: &Global) -> anyhow::Result<Client> {
@@ -134,6 +137,9 @@ fn body(a: &CreateArgs) -> anyhow::Result<CreateInvocation> {
         if let Some(m) = &a.model {
             body.model_id = m.clone();
         }
+        if a.webhook.is_some() {
+            body.webhook_url = a.webhook.clone();
+        }
         return Ok(body);
     }
     let Some(model) = &a.model else {
@@ -165,6 +171,7 @@ fn body(a: &CreateArgs) -> anyhow::Result<CreateInvocation> {
         model_id: model.clone(),
         input,
         tags: (!tags.is_empty()).then_some(tags),
+        webhook_url: a.webhook.clone(),
     })
 }
 

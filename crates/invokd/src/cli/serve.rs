@@ -61,7 +61,19 @@ pub struct ServeArgs {
     /// How long an Idempotency-Key is remembered, in seconds.
     #[arg(long, env = "INVOKD_IDEMPOTENCY_TTL_SECONDS", default_value_t = 24 * 3600)]
     idempotency_ttl_seconds: u64,
-    /// Let input URLs reach loopback, private and link-local addresses (refused by default).
+    /// How long webhook deliveries are retried after the job ends, in seconds.
+    #[arg(long, env = "INVOKD_WEBHOOK_RETRY_SECONDS", default_value_t = 24 * 3600)]
+    webhook_retry_seconds: u64,
+    /// First webhook retry delay, in milliseconds (doubles each time, with jitter).
+    #[arg(long, env = "INVOKD_WEBHOOK_BACKOFF_BASE_MS", default_value_t = 5000)]
+    webhook_backoff_base_ms: u64,
+    /// Longest webhook retry delay, in milliseconds.
+    #[arg(long, env = "INVOKD_WEBHOOK_BACKOFF_MAX_MS", default_value_t = 600_000)]
+    webhook_backoff_max_ms: u64,
+    /// Time limit of one webhook attempt, in seconds.
+    #[arg(long, env = "INVOKD_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 15)]
+    webhook_timeout_seconds: u64,
+    /// Let input URLs and webhooks reach loopback, private and link-local addresses (refused by default).
     #[arg(long, env = "INVOKD_ALLOW_PRIVATE_URLS")]
     allow_private_urls: bool,
     /// Log filter, e.g. `info` or `invokd_server=debug`.
@@ -96,6 +108,10 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     config.fetch.allow_private = a.allow_private_urls;
+    config.webhooks.retry_for = Duration::from_secs(a.webhook_retry_seconds);
+    config.webhooks.backoff_base = Duration::from_millis(a.webhook_backoff_base_ms.max(1));
+    config.webhooks.backoff_max = Duration::from_millis(a.webhook_backoff_max_ms.max(1));
+    config.webhooks.timeout = Duration::from_secs(a.webhook_timeout_seconds.max(1));
     config.idempotency_ttl = Duration::from_secs(a.idempotency_ttl_seconds);
     config.bootstrap_key = std::env::var("INVOKD_BOOTSTRAP_KEY")
         .ok()
