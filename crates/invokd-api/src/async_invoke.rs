@@ -15,6 +15,9 @@ pub struct CreateInvocation {
     /// invokd's extension: where to POST the result when the job ends (fal's webhook payload).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
+    /// invokd's extension: the longest one run may take, in seconds (else the model's limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_timeout_seconds: Option<f64>,
 }
 
 /// A `{key, value}` tag attached to an invocation.
@@ -74,6 +77,9 @@ pub struct Invocation {
     pub error: Option<String>,
     #[serde(default)]
     pub tags: Vec<Tag>,
+    /// invokd's extension: when retention removed the output and its files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_at: Option<DateTime<Utc>>,
     /// invokd's extension: the webhook's delivery, when the job has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookStatus>,

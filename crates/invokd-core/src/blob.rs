@@ -28,6 +28,9 @@ pub trait BlobStore: Send + Sync + 'static {
     /// The blob's bytes, or `None` if there is no such blob.
     async fn get(&self, key: &str) -> Result<Option<Bytes>, BlobError>;
 
+    /// Deletes every blob whose key starts with `prefix/` (a job's files). Missing is fine.
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), BlobError>;
+
     /// Whether the storage is reachable and writable.
     async fn check(&self) -> Result<(), BlobError>;
 }

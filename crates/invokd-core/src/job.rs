@@ -136,6 +136,10 @@ pub struct Job {
     pub cancel_requested: bool,
     /// Where to POST the result when the job ends.
     pub webhook_url: Option<String>,
+    /// The longest one run may take, if the client chose it.
+    pub run_timeout: Option<std::time::Duration>,
+    /// When retention removed the output and its files.
+    pub expired_at: Option<DateTime<Utc>>,
 }
 
 /// What the service hands to the store to insert: ids and timestamps are made by the service,
@@ -152,6 +156,7 @@ pub struct NewJob {
     pub max_attempts: u32,
     pub start_deadline: Option<DateTime<Utc>>,
     pub webhook_url: Option<String>,
+    pub run_timeout: Option<std::time::Duration>,
 }
 
 /// How a run ended, as the lease holder reports it.

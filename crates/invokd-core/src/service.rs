@@ -79,6 +79,8 @@ pub struct Submission {
     pub idempotency_key: Option<String>,
     /// Where to POST the result when the job ends (checked by the caller for reachability).
     pub webhook_url: Option<String>,
+    /// The longest one run may take (else the model's limit, else the server's).
+    pub run_timeout: Option<std::time::Duration>,
 }
 
 impl Submission {
@@ -92,6 +94,7 @@ impl Submission {
             self.priority,
             self.start_within.map(|d| d.as_millis() as u64),
             self.webhook_url,
+            self.run_timeout.map(|d| d.as_millis() as u64),
         ]);
         hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
     }
@@ -216,6 +219,7 @@ impl JobService {
             max_attempts: self.config.max_attempts,
             start_deadline,
             webhook_url: sub.webhook_url,
+            run_timeout: sub.run_timeout,
         };
         let job = match (sub.idempotency_key, fingerprint) {
             (Some(key), Some(body_hash)) => {

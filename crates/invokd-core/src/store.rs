@@ -248,6 +248,16 @@ pub trait JobRepo: Send + Sync {
     /// How many queued jobs of the same model run before this one (0: it is next).
     async fn queue_position(&self, job: &Job) -> Result<u64, StoreError>;
 
+    /// Up to `limit` ended jobs whose output is not yet expired and that ended before `before`.
+    async fn jobs_to_expire(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<JobId>, StoreError>;
+
+    /// Removes the job's output and marks it expired (its files are deleted by the caller).
+    async fn mark_expired(&self, id: JobId, now: DateTime<Utc>) -> Result<(), StoreError>;
+
     /// Appends log lines to a job.
     async fn append_logs(&self, id: JobId, lines: &[LogLine]) -> Result<(), StoreError>;
 

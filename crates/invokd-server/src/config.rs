@@ -52,6 +52,10 @@ pub struct DispatchConfig {
     pub shutdown_grace: Duration,
     /// After a cancel, how long the provider gets to pass it on before the job is closed.
     pub cancel_grace: Duration,
+    /// How long ended jobs keep their output and files.
+    pub retention: Duration,
+    /// How often the retention janitor runs.
+    pub janitor_every: Duration,
 }
 
 impl Default for DispatchConfig {
@@ -66,6 +70,8 @@ impl Default for DispatchConfig {
             run_timeout: Duration::from_secs(600),
             shutdown_grace: Duration::from_secs(10),
             cancel_grace: Duration::from_secs(5),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            janitor_every: Duration::from_secs(60),
         }
     }
 }

@@ -67,12 +67,17 @@ impl Dispatcher {
         let mut tasks = JoinSet::new();
         let mut next_sweep = tokio::time::Instant::now();
         let mut next_deadlines = tokio::time::Instant::now();
+        let mut next_janitor = tokio::time::Instant::now();
 
         loop {
             let now = tokio::time::Instant::now();
             if now >= next_sweep {
                 this.sweep_expired().await;
                 next_sweep = now + this.config.lease / 2;
+            }
+            if now >= next_janitor {
+                this.expire_old().await;
+                next_janitor = now + this.config.janitor_every;
             }
             if now >= next_deadlines {
                 this.expire_deadlines().await;
@@ -142,6 +147,35 @@ impl Dispatcher {
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "requeue of expired leases failed"),
+        }
+    }
+
+    /// Retention: removes the output and files of jobs that ended longer ago than `retention`.
+    async fn expire_old(&self) {
+        let Ok(retention) = chrono::Duration::from_std(self.config.retention) else {
+            return;
+        };
+        let before = Utc::now() - retention;
+        let ids = match self.store.jobs_to_expire(before, 500).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing jobs past retention failed");
+                return;
+            }
+        };
+        for id in &ids {
+            // Files first: a crash in between leaves the job to be expired again, never a file
+            // that no job accounts for.
+            if let Err(e) = self.blobs.delete_prefix(&id.to_string()).await {
+                tracing::warn!(job_id = %id, error = %e, "deleting expired files failed");
+                continue;
+            }
+            if let Err(e) = self.store.mark_expired(*id, Utc::now()).await {
+                tracing::warn!(job_id = %id, error = %e, "marking a job expired failed");
+            }
+        }
+        if !ids.is_empty() {
+            tracing::info!(jobs = ids.len(), "expired jobs past retention");
         }
     }
 
@@ -254,7 +288,11 @@ impl Dispatcher {
             input: job.input.clone(),
             files,
         };
-        let run = tokio::time::timeout(self.config.run_timeout, self.provider.run(req, ctx));
+        let run_timeout = job
+            .run_timeout
+            .or(req.model.run_timeout)
+            .unwrap_or(self.config.run_timeout);
+        let run = tokio::time::timeout(run_timeout, self.provider.run(req, ctx));
         tokio::pin!(run);
         let result = tokio::select! {
             r = &mut run => Ended::Ran(r),
@@ -286,7 +324,9 @@ impl Dispatcher {
             Ended::Ran(Err(_)) => {
                 let e = JobError::new(
                     "run_timeout",
-                    format!("the run took longer than {:?}", self.config.run_timeout),
+                    format!(
+                        "the run took longer than its limit of {run_timeout:?} and was stopped"
+                    ),
                 );
                 self.finish(&job, &lease, Outcome::Failed(e)).await;
             }

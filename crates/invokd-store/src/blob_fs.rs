@@ -74,6 +74,15 @@ impl BlobStore for LocalBlobStore {
         }
     }
 
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), BlobError> {
+        let dir = self.path_of(prefix)?;
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn check(&self) -> Result<(), BlobError> {
         tokio::fs::metadata(self.root.join(TMP_DIR)).await?;
         Ok(())

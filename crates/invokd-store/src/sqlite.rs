@@ -152,6 +152,10 @@ impl SqliteStore {
             error,
             start_deadline: opt_time(opt_int("start_deadline")?)?,
             webhook_url: opt_str("webhook_url")?,
+            run_timeout: opt_int("run_timeout_ms")?
+                .and_then(|ms| u64::try_from(ms).ok())
+                .map(std::time::Duration::from_millis),
+            expired_at: opt_time(opt_int("expired_at")?)?,
             cancel_requested: opt_int("cancel_requested_at")?.is_some(),
         })
     }
@@ -162,8 +166,8 @@ async fn insert_row<'e, E: sqlx::SqliteExecutor<'e>>(
     job: &NewJob,
 ) -> Result<Job, StoreError> {
     let row = sqlx::query(
-        "INSERT INTO jobs (id, key_id, model_id, input, tags, status, priority, created_at, max_attempts, start_deadline, webhook_url)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'QUEUED', ?6, ?7, ?8, ?9, ?10) RETURNING *",
+        "INSERT INTO jobs (id, key_id, model_id, input, tags, status, priority, created_at, max_attempts, start_deadline, webhook_url, run_timeout_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'QUEUED', ?6, ?7, ?8, ?9, ?10, ?11) RETURNING *",
     )
     .bind(job.id.to_string())
     .bind(job.key_id.to_string())
@@ -175,6 +179,7 @@ async fn insert_row<'e, E: sqlx::SqliteExecutor<'e>>(
     .bind(i64::from(job.max_attempts))
     .bind(job.start_deadline.map(micros))
     .bind(job.webhook_url.as_deref())
+    .bind(job.run_timeout.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
     .fetch_one(ex)
     .await
     .map_err(unavailable)?;
@@ -553,6 +558,39 @@ impl JobRepo for SqliteStore {
         .await
         .map_err(unavailable)?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn jobs_to_expire(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<JobId>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM jobs
+             WHERE expired_at IS NULL AND status IN ('COMPLETED', 'FAILED', 'CANCELED')
+               AND completed_at < ?1
+             ORDER BY completed_at LIMIT ?2",
+        )
+        .bind(micros(before))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        ids.iter()
+            .map(|s| JobId::from_str(s).map_err(|e| corrupt("job id")(e.to_string())))
+            .collect()
+    }
+
+    async fn mark_expired(&self, id: JobId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET output = NULL, expired_at = ?1 WHERE id = ?2 AND expired_at IS NULL",
+        )
+        .bind(micros(now))
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn append_logs(&self, id: JobId, lines: &[LogLine]) -> Result<(), StoreError> {

@@ -35,6 +35,7 @@ fn new_job(model: &str, priority: i32, key: KeyId) -> NewJob {
         max_attempts: 2,
         start_deadline: None,
         webhook_url: None,
+        run_timeout: None,
     }
 }
 
@@ -522,5 +523,51 @@ async fn every_way_a_job_with_a_webhook_ends_puts_one_delivery_in_the_outbox() {
             .map(|a| a.status_code)
             .collect::<Vec<_>>(),
         vec![Some(500), Some(200)]
+    );
+}
+
+#[tokio::test]
+async fn ended_jobs_past_retention_are_listed_once_and_lose_their_output() {
+    let (_d, s) = store().await;
+    let job = s
+        .insert_job(new_job("m", 0, KeyId::generate()))
+        .await
+        .unwrap();
+    let queued = s
+        .insert_job(new_job("m", 0, KeyId::generate()))
+        .await
+        .unwrap();
+    let j = s
+        .claim_jobs(claim("w", 1, &NO_CAPS))
+        .await
+        .unwrap()
+        .remove(0);
+    let out = json!({"images": []}).as_object().unwrap().clone();
+    s.finish(
+        j.id,
+        j.lease.as_ref().unwrap(),
+        Outcome::Completed(out),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let later = Utc::now() + Duration::seconds(1);
+    assert_eq!(
+        s.jobs_to_expire(later, 10).await.unwrap(),
+        vec![job.id],
+        "only ended jobs"
+    );
+    s.mark_expired(job.id, later).await.unwrap();
+    assert!(s.jobs_to_expire(later, 10).await.unwrap().is_empty());
+    let got = s.get_job(job.id, None).await.unwrap().unwrap();
+    assert!(got.output.is_none() && got.expired_at.is_some());
+    assert_eq!(got.status, JobStatus::Completed);
+    assert!(
+        s.get_job(queued.id, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .expired_at
+            .is_none()
     );
 }

@@ -360,3 +360,80 @@ async fn idempotent_creates_make_one_job_even_concurrently_and_across_a_restart(
     assert_eq!(again["request_id"], id.as_str());
     assert_eq!(server.stored_jobs().await, 1);
 }
+
+#[tokio::test]
+async fn a_run_past_its_limit_fails_and_the_limit_is_checked() {
+    let server =
+        TestServer::start_with(Options::default().set("--emulator-latency-ms", "30000")).await;
+    let mut body = flux("slow");
+    body["run_timeout_seconds"] = json!(0.5);
+    let job = server.create(&body).await;
+    let done = server.wait(job["request_id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "FAILED", "{done}");
+    assert!(done["error"].as_str().unwrap().contains("limit"), "{done}");
+    for bad in [json!(0), json!(-1), json!(100000), json!("soon")] {
+        let mut body = flux("x");
+        body["run_timeout_seconds"] = bad.clone();
+        let resp = server.create_raw(&body.to_string()).await;
+        assert_eq!(resp.status(), 422, "{bad}");
+        let err: Value = resp.json().await.unwrap();
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains("run_timeout_seconds"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn outputs_expire_after_the_retention_and_say_so() {
+    let server = TestServer::start_with(
+        Options::default()
+            .set("--retention-seconds", "1")
+            .set("--janitor-interval-ms", "100"),
+    )
+    .await;
+    let job = server.create(&flux("short-lived")).await;
+    let id = job["request_id"].as_str().unwrap().to_owned();
+    let done = server.wait(&id).await;
+    let url = done["output"]["images"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let expired = loop {
+        let inv = server.get(&id).await;
+        if inv["expired_at"].is_string() {
+            break inv;
+        }
+        assert!(std::time::Instant::now() < deadline, "never expired: {inv}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(expired["output"].is_null(), "{expired}");
+    assert_eq!(expired["status"], "COMPLETED");
+    let resp = reqwest::get(&url).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    assert_eq!(server.stored_files(), 0, "the files are deleted");
+    let resp = server
+        .http
+        .get(server.at(&format!("/fal-ai/flux/requests/{id}")))
+        .header("authorization", format!("Key {}", server.key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(
+        resp.json::<Value>().await.unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
+}

@@ -106,6 +106,9 @@ struct ModelFile {
     description: String,
     input: Value,
     output: OutputSpec,
+    /// How long one run may take, unless the job says otherwise.
+    #[serde(default)]
+    run_timeout_seconds: Option<u64>,
 }
 
 /// A model: what it accepts and what it returns.
@@ -117,6 +120,8 @@ pub struct Model {
     /// The input's JSON Schema, as written in the catalog file.
     pub input_schema: Value,
     pub output: OutputSpec,
+    /// The model's own run limit, if its file sets one.
+    pub run_timeout: Option<std::time::Duration>,
     pub(super) validator: jsonschema::Validator,
 }
 
@@ -167,6 +172,7 @@ impl Model {
             description: f.description,
             input_schema: f.input,
             output: f.output,
+            run_timeout: f.run_timeout_seconds.map(std::time::Duration::from_secs),
             validator,
         })
     }

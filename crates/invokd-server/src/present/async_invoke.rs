@@ -33,6 +33,7 @@ pub fn invocation(job: &Job, urls: &UrlRenderer<'_>) -> Invocation {
                 value: value.clone(),
             })
             .collect(),
+        expired_at: job.expired_at,
         webhook: job.webhook_url.as_ref().map(|url| WebhookStatus {
             url: url.clone(),
             state: "pending".into(),

@@ -87,12 +87,26 @@ pub async fn create(
         .map(|t| (t.key, t.value))
         .collect();
     let webhook_url = webhook_url(&state, "webhook_url", body.webhook_url).await?;
+    let run_timeout = body
+        .run_timeout_seconds
+        .map(|s| {
+            (s > 0.0 && s <= 86_400.0)
+                .then(|| Duration::from_secs_f64(s))
+                .ok_or_else(|| {
+                    invalid(
+                        "run_timeout_seconds",
+                        format!("must be more than 0 and at most 86400, got {s}"),
+                    )
+                })
+        })
+        .transpose()?;
     let submitted = state
         .service
         .submit(
             caller,
             Submission {
                 webhook_url,
+                run_timeout,
                 model_id: body.model_id,
                 input: body.input,
                 tags,

@@ -201,6 +201,7 @@ async fn submit(
         start_within: start_timeout(&headers)?,
         idempotency_key: crate::extract::idempotency_key(&headers)?,
         webhook_url: crate::extract::webhook_url(&state, "fal_webhook", query.fal_webhook).await?,
+        run_timeout: None,
     };
     let job = state.service.submit(caller, sub).await?.job;
     let position = state.service.queue_position(&job).await?.unwrap_or(0);
@@ -289,6 +290,11 @@ async fn result(
         (JobStatus::Completed, Some(output)) => {
             Json(UrlRenderer::new(state, base).output(job.id, output)).into_response()
         }
+        (_, _) if job.expired_at.is_some() => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"detail": crate::routes::files::expired_message(&job)})),
+        )
+            .into_response(),
         (s, _) if s.is_terminal() => {
             let code = StatusCode::from_u16(present::failure_status(
                 job.error

@@ -7,7 +7,10 @@ use axum::{
 };
 use chrono::Utc;
 use invokd_api::ErrorCode;
-use invokd_core::blob::{content_type_for, validate_key};
+use invokd_core::{
+    Job, JobId,
+    blob::{content_type_for, validate_key},
+};
 use serde::Deserialize;
 
 use crate::{error::ApiError, state::AppState};
@@ -16,6 +19,26 @@ use crate::{error::ApiError, state::AppState};
 pub struct Signature {
     expires: Option<i64>,
     sig: Option<String>,
+}
+
+/// What a client reads when retention removed a job's output.
+pub fn expired_message(job: &Job) -> String {
+    let when = job
+        .expired_at
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    format!(
+        "the output of request {} expired on {when}: outputs are kept for a limited time after the job ends",
+        job.id
+    )
+}
+
+/// The clear "expired" answer for a missing file of a job that retention expired.
+async fn gone(state: &AppState, key: &str) -> Option<ApiError> {
+    let id: JobId = key.split('/').next()?.parse().ok()?;
+    let job = state.service.store().get_job(id, None).await.ok()??;
+    job.expired_at?;
+    Some(ApiError::new(ErrorCode::NotFound, expired_message(&job)))
 }
 
 /// `GET /files/{key}?expires=&sig=`.
@@ -41,7 +64,9 @@ pub async fn get(
     }
     let not_found = || ApiError::new(ErrorCode::NotFound, "file not found");
     validate_key(&key).map_err(|_| not_found())?;
-    let bytes = state.blobs.get(&key).await?.ok_or_else(not_found)?;
+    let Some(bytes) = state.blobs.get(&key).await? else {
+        return Err(gone(&state, &key).await.unwrap_or_else(not_found));
+    };
     let cache = format!(
         "private, max-age={}",
         (expires - Utc::now().timestamp()).max(0)

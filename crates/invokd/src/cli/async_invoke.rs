@@ -172,6 +172,7 @@ fn body(a: &CreateArgs) -> anyhow::Result<CreateInvocation> {
         input,
         tags: (!tags.is_empty()).then_some(tags),
         webhook_url: a.webhook.clone(),
+        run_timeout_seconds: None,
     })
 }
 

@@ -61,6 +61,20 @@ pub struct ServeArgs {
     /// How long an Idempotency-Key is remembered, in seconds.
     #[arg(long, env = "INVOKD_IDEMPOTENCY_TTL_SECONDS", default_value_t = 24 * 3600)]
     idempotency_ttl_seconds: u64,
+    /// Longest run of one job, in seconds, unless the model or the job sets its own.
+    #[arg(long, env = "INVOKD_RUN_TIMEOUT_SECONDS", default_value_t = 600)]
+    run_timeout_seconds: u64,
+    /// How long ended jobs keep their output and files, in seconds (default 7 days).
+    #[arg(long, env = "INVOKD_RETENTION_SECONDS", default_value_t = 7 * 24 * 3600)]
+    retention_seconds: u64,
+    /// How often expired outputs are deleted, in milliseconds.
+    #[arg(
+        long,
+        env = "INVOKD_JANITOR_INTERVAL_MS",
+        default_value_t = 60_000,
+        hide = true
+    )]
+    janitor_interval_ms: u64,
     /// How long webhook deliveries are retried after the job ends, in seconds.
     #[arg(long, env = "INVOKD_WEBHOOK_RETRY_SECONDS", default_value_t = 24 * 3600)]
     webhook_retry_seconds: u64,
@@ -108,6 +122,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     config.fetch.allow_private = a.allow_private_urls;
+    config.dispatch.run_timeout = Duration::from_secs(a.run_timeout_seconds.max(1));
+    config.dispatch.retention = Duration::from_secs(a.retention_seconds);
+    config.dispatch.janitor_every = Duration::from_millis(a.janitor_interval_ms.max(10));
     config.webhooks.retry_for = Duration::from_secs(a.webhook_retry_seconds);
     config.webhooks.backoff_base = Duration::from_millis(a.webhook_backoff_base_ms.max(1));
     config.webhooks.backoff_max = Duration::from_millis(a.webhook_backoff_max_ms.max(1));
