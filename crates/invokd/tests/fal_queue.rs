@@ -532,3 +532,30 @@ async fn private_urls_are_fetched_when_allowed() {
         "{done}"
     );
 }
+
+#[tokio::test]
+async fn a_retried_fal_submit_with_an_idempotency_key_gives_the_first_request() {
+    let server = TestServer::start().await;
+    let body = json!({"prompt": "once"});
+    let key = [("idempotency-key", "fal-retry-1")];
+    let (code, first) = submit(&server, "/fal-ai/flux/schnell", body.clone(), &key).await;
+    assert_eq!(code, 200);
+    let (code, again) = submit(&server, "/fal-ai/flux/schnell", body, &key).await;
+    assert_eq!(code, 200);
+    assert_eq!(first["request_id"], again["request_id"]);
+    let (code, other) = submit(
+        &server,
+        "/fal-ai/flux/schnell",
+        json!({"prompt": "twice"}),
+        &key,
+    )
+    .await;
+    assert_eq!(code, 422, "{other}");
+    assert!(
+        other["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key")
+    );
+    assert_eq!(server.stored_jobs().await, 1);
+}
