@@ -33,6 +33,9 @@ pub enum ConfigError {
 pub struct Context {
     pub api_url: String,
     pub access_token: String,
+    /// For `invokd keys`; only on the server's own machine by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
 }
 
 /// The whole file.
@@ -129,6 +132,7 @@ mod tests {
         c.upsert(
             "local",
             Context {
+                admin_token: None,
                 api_url: "http://a".into(),
                 access_token: "k1".into(),
             },
@@ -136,6 +140,7 @@ mod tests {
         c.upsert(
             "prod",
             Context {
+                admin_token: None,
                 api_url: "http://b".into(),
                 access_token: "k2".into(),
             },

@@ -11,7 +11,7 @@ use crate::{
     events::Signals,
     ids::{JobId, KeyId},
     job::{CancelOutcome, Job, NewJob},
-    keys::KeyHash,
+    keys::{KeyHash, KeyRecord},
     provider::LogLine,
     store::{IdempotencyKey, Inserted, ListQuery, Store, StoreError},
 };
@@ -318,6 +318,35 @@ impl JobService {
         self.store
             .get_job(job_id, Some(caller.key_id))
             .await?
+            .ok_or_else(not_found)
+    }
+
+    /// Creates an access key; the secret is returned this once and stored only as a hash.
+    pub async fn create_key(&self, name: &str) -> Result<(KeyRecord, String), ServiceError> {
+        let secret = crate::keys::generate_secret();
+        let record = KeyRecord::for_secret(&secret, name, Utc::now());
+        self.store.insert_key(record.clone()).await?;
+        tracing::info!(key_id = %record.id, name, "access key created");
+        Ok((record, secret))
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<KeyRecord>, ServiceError> {
+        Ok(self.store.list_keys().await?)
+    }
+
+    /// Revokes a key: every request with it fails from now on.
+    pub async fn revoke_key(&self, id: &str) -> Result<KeyRecord, ServiceError> {
+        let not_found = || ServiceError::NotFound(id.to_owned());
+        let key_id: KeyId = id.parse().map_err(|_| not_found())?;
+        if !self.store.revoke_key(key_id, Utc::now()).await? {
+            return Err(not_found());
+        }
+        tracing::info!(key_id = %key_id, "access key revoked");
+        self.store
+            .list_keys()
+            .await?
+            .into_iter()
+            .find(|k| k.id == key_id)
             .ok_or_else(not_found)
     }
 

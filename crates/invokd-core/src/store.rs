@@ -272,6 +272,10 @@ pub trait KeyRepo: Send + Sync {
     /// The key with this hash, revoked or not.
     async fn find_key(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError>;
     async fn count_keys(&self) -> Result<u64, StoreError>;
+    /// Every key, newest first.
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Revokes a key; `false` if there is no such key. Revoking twice keeps the first time.
+    async fn revoke_key(&self, id: KeyId, now: DateTime<Utc>) -> Result<bool, StoreError>;
 }
 
 /// Everything the server needs from a store.

@@ -23,6 +23,9 @@ pub struct DataDir {
 
 const LOCK_FILE: &str = "invokd.lock";
 const SIGNING_KEY_FILE: &str = "url-signing.key";
+const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// Admin tokens start with this, unlike access keys, so the two are never confused.
+pub const ADMIN_TOKEN_PREFIX: &str = "invka_";
 
 impl DataDir {
     pub fn open(root: &Path) -> anyhow::Result<Self> {
@@ -45,6 +48,27 @@ impl DataDir {
             root: root.to_path_buf(),
             _lock: lock,
         })
+    }
+
+    /// The admin token: `configured` (INVOKD_ADMIN_TOKEN) if given, else the one kept in the
+    /// data directory, else a new one. The second value says it was created now (show it once).
+    pub fn admin_token(&self, configured: Option<&str>) -> anyhow::Result<(String, bool)> {
+        if let Some(t) = configured {
+            if t.trim().len() < 16 {
+                bail!("INVOKD_ADMIN_TOKEN must be at least 16 characters");
+            }
+            return Ok((t.trim().to_owned(), false));
+        }
+        let path = self.root.join(ADMIN_TOKEN_FILE);
+        if path.exists() {
+            let text = fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            return Ok((text.trim().to_owned(), false));
+        }
+        let token =
+            generate_secret().replacen(invokd_core::keys::KEY_PREFIX, ADMIN_TOKEN_PREFIX, 1);
+        write_private(&path, token.as_bytes())?;
+        Ok((token, true))
     }
 
     /// The secret that signs file URLs, created on first start and kept so URLs survive restarts.

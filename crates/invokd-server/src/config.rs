@@ -19,6 +19,8 @@ pub struct ServerConfig {
     pub file_url_ttl: Duration,
     /// The first key, for scripted deployments (`INVOKD_BOOTSTRAP_KEY`).
     pub bootstrap_key: Option<String>,
+    /// The admin token (`INVOKD_ADMIN_TOKEN`); else one kept in the data directory.
+    pub admin_token: Option<String>,
     /// Serve https with this certificate and key; plain http without.
     pub tls: Option<crate::tls::TlsFiles>,
     pub dispatch: DispatchConfig,
@@ -104,6 +106,7 @@ impl ServerConfig {
             max_upload_bytes: 100 * 1024 * 1024,
             file_url_ttl: Duration::from_secs(24 * 3600),
             bootstrap_key: None,
+            admin_token: None,
             tls: None,
             dispatch: DispatchConfig::default(),
             emulator: EmulatorSettings::default(),

@@ -107,6 +107,36 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
+/// An admin request: `Authorization: Bearer <admin token>`.
+pub struct AdminAuth;
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+            .unwrap_or_default();
+        // Compared as hashes: how long the comparison takes says nothing about the token.
+        if !token.is_empty() && invokd_core::keys::KeyHash::of(token) == state.admin_token {
+            Ok(Self)
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "admin operations need the admin token: send Authorization: Bearer <admin token>",
+            ))
+        }
+    }
+}
+
 /// The base URL clients reach this server at: the configured public URL, else the `Host` header.
 pub struct BaseUrl(pub String);
 

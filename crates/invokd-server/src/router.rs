@@ -8,7 +8,7 @@ use axum::{
     Router,
     extract::DefaultBodyLimit,
     middleware,
-    routing::{any, get, post, put},
+    routing::{any, delete, get, post, put},
 };
 use invokd_api::ErrorCode;
 
@@ -78,6 +78,11 @@ pub fn router(state: AppState) -> Router {
             get(routes::async_invoke::get),
         )
         .route("/v1/models", get(routes::models::list))
+        .route(
+            "/v1/admin/keys",
+            post(routes::admin::create).get(routes::admin::list),
+        )
+        .route("/v1/admin/keys/{id}", delete(routes::admin::revoke))
         .route(fal_proxy::PROXY_PATHS[0], any(fal_proxy::refuse))
         .route(fal_proxy::PROXY_PATHS[1], any(fal_proxy::refuse))
         .route("/files/{*key}", get(routes::files::get))

@@ -28,6 +28,7 @@ pub struct Server {
     dispatcher: Dispatcher,
     local_addr: SocketAddr,
     created_key: Option<String>,
+    created_admin_token: Option<String>,
     _data_dir: bootstrap::DataDir,
 }
 
@@ -101,6 +102,7 @@ impl Server {
             inputs,
         };
         let webhook_signer = crate::webhooks::WebhookSigner::load_or_create(&data_dir.root)?;
+        let (admin_token, admin_created) = data_dir.admin_token(config.admin_token.as_deref())?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -127,6 +129,7 @@ impl Server {
         };
         let app = Arc::new(App {
             webhook_signer,
+            admin_token: invokd_core::keys::KeyHash::of(&admin_token),
             service,
             blobs,
             signer,
@@ -140,6 +143,7 @@ impl Server {
             dispatcher,
             local_addr,
             created_key,
+            created_admin_token: admin_created.then_some(admin_token),
             _data_dir: data_dir,
         })
     }
@@ -147,6 +151,11 @@ impl Server {
     /// The address the server listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The admin token created on this start, to show once.
+    pub fn created_admin_token(&self) -> Option<&str> {
+        self.created_admin_token.as_deref()
     }
 
     /// The access key created on this first start, to show once.

@@ -13,5 +13,7 @@ pub struct App {
     pub blobs: Arc<dyn BlobStore>,
     pub signer: UrlSigner,
     pub webhook_signer: crate::webhooks::WebhookSigner,
+    /// The admin token's hash; requests are compared by hash, never the token itself.
+    pub admin_token: invokd_core::keys::KeyHash,
     pub config: ServerConfig,
 }

@@ -186,6 +186,18 @@ async fn insert_row<'e, E: sqlx::SqliteExecutor<'e>>(
     SqliteStore::job_from_row(&row)
 }
 
+fn key_from_row(r: &SqliteRow) -> Result<KeyRecord, StoreError> {
+    let id: String = r.try_get("id").map_err(unavailable)?;
+    Ok(KeyRecord {
+        id: KeyId::from_str(&id).map_err(|e| corrupt("key id")(e.to_string()))?,
+        hash: KeyHash(r.try_get("hash").map_err(unavailable)?),
+        prefix: r.try_get("prefix").map_err(unavailable)?,
+        name: r.try_get("name").map_err(unavailable)?,
+        created_at: from_micros(r.try_get("created_at").map_err(unavailable)?)?,
+        revoked_at: opt_time(r.try_get("revoked_at").map_err(unavailable)?)?,
+    })
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -649,23 +661,31 @@ impl KeyRepo for SqliteStore {
     }
 
     async fn find_key(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
-        let Some(r) = sqlx::query("SELECT * FROM keys WHERE hash = ?1")
+        let row = sqlx::query("SELECT * FROM keys WHERE hash = ?1")
             .bind(&hash.0)
             .fetch_optional(&self.pool)
             .await
-            .map_err(unavailable)?
-        else {
-            return Ok(None);
-        };
-        let id: String = r.try_get("id").map_err(unavailable)?;
-        Ok(Some(KeyRecord {
-            id: KeyId::from_str(&id).map_err(|e| corrupt("key id")(e.to_string()))?,
-            hash: KeyHash(r.try_get("hash").map_err(unavailable)?),
-            prefix: r.try_get("prefix").map_err(unavailable)?,
-            name: r.try_get("name").map_err(unavailable)?,
-            created_at: from_micros(r.try_get("created_at").map_err(unavailable)?)?,
-            revoked_at: opt_time(r.try_get("revoked_at").map_err(unavailable)?)?,
-        }))
+            .map_err(unavailable)?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM keys ORDER BY created_at DESC, id DESC")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_key(&self, id: KeyId, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE keys SET revoked_at = COALESCE(revoked_at, ?1) WHERE id = ?2")
+                .bind(micros(now))
+                .bind(id.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn count_keys(&self) -> Result<u64, StoreError> {

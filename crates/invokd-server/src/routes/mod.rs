@@ -1,6 +1,7 @@
 //! HTTP handlers, one module per resource; each extracts, calls one service function, and maps
 //! the result to a view.
 
+pub mod admin;
 pub mod async_invoke;
 pub mod fal_queue;
 pub mod files;

@@ -130,6 +130,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     config.webhooks.backoff_max = Duration::from_millis(a.webhook_backoff_max_ms.max(1));
     config.webhooks.timeout = Duration::from_secs(a.webhook_timeout_seconds.max(1));
     config.idempotency_ttl = Duration::from_secs(a.idempotency_ttl_seconds);
+    config.admin_token = std::env::var("INVOKD_ADMIN_TOKEN")
+        .ok()
+        .filter(|k| !k.is_empty());
     config.bootstrap_key = std::env::var("INVOKD_BOOTSTRAP_KEY")
         .ok()
         .filter(|k| !k.is_empty());
@@ -150,7 +153,16 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     let scheme = if server.is_tls() { "https" } else { "http" };
     let url = format!("{scheme}://{}", server.local_addr());
     if let Some(key) = server.created_key() {
-        announce_first_key(key, &url, a.client_config.clone());
+        announce_first_key(
+            key,
+            server.created_admin_token(),
+            &url,
+            a.client_config.clone(),
+        );
+    } else if let Some(admin) = server.created_admin_token() {
+        println!(
+            "Created the admin token (shown once, keep it safe; also in the data directory's admin.token):\n\n    {admin}\n"
+        );
     }
     println!("invokd listening on {url}");
     tracing::info!(%url, data_dir = %a.data_dir.display(), "invokd ready");
@@ -159,9 +171,15 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Shows the first key once and saves it as the `local` context of the CLI's config.
-fn announce_first_key(key: &str, url: &str, path: Option<PathBuf>) {
+/// Shows the first key (and admin token) once and saves them as the `local` context of the
+/// CLI's config.
+fn announce_first_key(key: &str, admin: Option<&str>, url: &str, path: Option<PathBuf>) {
     println!("Created the first access key (shown once, keep it safe):\n\n    {key}\n");
+    if let Some(admin) = admin {
+        println!(
+            "Created the admin token (for `invokd keys`; also in the data directory's admin.token):\n\n    {admin}\n"
+        );
+    }
     let saved = path
         .map(Ok)
         .unwrap_or_else(default_path)
@@ -173,6 +191,7 @@ fn announce_first_key(key: &str, url: &str, path: Option<PathBuf>) {
                 Context {
                     api_url: url.to_owned(),
                     access_token: key.to_owned(),
+                    admin_token: admin.map(str::to_owned),
                 },
             );
             cfg.save(&path)?;

@@ -1,0 +1,71 @@
+//! The admin API: access keys, with the admin token. Keys are shown once, stored hashed, and a
+//! revoked key fails at once.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+    response::IntoResponse,
+};
+use invokd_api::{
+    ErrorCode,
+    admin::{CreateKey, KeyCreated, KeyInfo, KeyList},
+};
+use invokd_core::keys::KeyRecord;
+
+use crate::{
+    error::ApiError,
+    extract::{AdminAuth, JsonBody},
+    state::AppState,
+};
+
+fn info(k: &KeyRecord) -> KeyInfo {
+    KeyInfo {
+        id: k.id.to_string(),
+        name: k.name.clone(),
+        prefix: k.prefix.clone(),
+        created_at: k.created_at,
+        revoked_at: k.revoked_at,
+    }
+}
+
+/// `POST /v1/admin/keys`: 201 with the new key, shown this once.
+pub async fn create(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    JsonBody(body): JsonBody<CreateKey>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::new(
+            ErrorCode::UnprocessableEntity,
+            "name: must be 1 to 200 characters",
+        ));
+    }
+    let (record, key) = state.service.create_key(name).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(KeyCreated {
+            info: info(&record),
+            key,
+        }),
+    ))
+}
+
+/// `GET /v1/admin/keys`: every key, newest first, without secrets.
+pub async fn list(State(state): State<AppState>, _: AdminAuth) -> Result<Json<KeyList>, ApiError> {
+    let keys = state.service.list_keys().await?;
+    Ok(Json(KeyList {
+        keys: keys.iter().map(info).collect(),
+    }))
+}
+
+/// `DELETE /v1/admin/keys/{id}`: revokes the key (again is fine).
+pub async fn revoke(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(id): Path<String>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    let record = state.service.revoke_key(&id).await?;
+    Ok(Json(info(&record)))
+}

@@ -1,0 +1,157 @@
+//! The admin API: keys are created (shown once), listed without secrets, revoked at once, and
+//! each key sees only its own jobs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::{Value, json};
+use support::TestServer;
+
+fn admin_token(server: &TestServer) -> String {
+    std::fs::read_to_string(server.data_dir.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn keys_are_created_listed_revoked_and_scoped() {
+    let server = TestServer::start().await;
+    let admin = admin_token(&server);
+    assert!(admin.starts_with("invka_"));
+    assert!(
+        server.stdout_text().contains(&admin),
+        "the new admin token is shown once"
+    );
+
+    // Only the admin token opens the admin API.
+    for auth in [
+        None,
+        Some(server.key.clone()),
+        Some("invka_wrong_token_0000000000".to_owned()),
+    ] {
+        let mut req = server.http.get(server.at("/v1/admin/keys"));
+        if let Some(a) = &auth {
+            req = req.bearer_auth(a);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{auth:?}");
+        let body: Value = resp.json().await.unwrap();
+        assert!(body["message"].as_str().unwrap().contains("admin token"));
+    }
+
+    let resp = server
+        .http
+        .post(server.at("/v1/admin/keys"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "customer-a"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let created: Value = resp.json().await.unwrap();
+    let secret = created["key"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("invk_"));
+    assert!(secret.starts_with(created["prefix"].as_str().unwrap()));
+
+    let list: Value = server
+        .http
+        .get(server.at("/v1/admin/keys"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = list["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "the bootstrap key and the new one");
+    assert!(
+        !list.to_string().contains(&secret),
+        "listings never show a secret"
+    );
+
+    // The new key works and sees only its own jobs.
+    let mine = server
+        .create(&json!({"model_id": "fal-ai/flux/schnell", "input": {"prompt": "mine"}}))
+        .await;
+    let resp = server
+        .http
+        .post(server.at("/v1/async-invoke"))
+        .bearer_auth(&secret)
+        .json(&json!({"model_id": "fal-ai/flux/schnell", "input": {"prompt": "theirs"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let theirs: Value = resp.json().await.unwrap();
+    let resp = server
+        .http
+        .get(server.at(&format!(
+            "/v1/async-invoke/{}",
+            mine["request_id"].as_str().unwrap()
+        )))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        404,
+        "another key's job is not found, not forbidden"
+    );
+    let listed: Value = server
+        .http
+        .get(server.at("/v1/async-invoke"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed["invocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![theirs["request_id"].as_str().unwrap()]);
+
+    // Revoked: the next request fails.
+    let id = created["id"].as_str().unwrap();
+    let resp = server
+        .http
+        .delete(server.at(&format!("/v1/admin/keys/{id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.json::<Value>().await.unwrap()["revoked_at"].is_string());
+    let resp = server
+        .http
+        .get(server.at("/v1/async-invoke"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = server
+        .http
+        .delete(server.at("/v1/admin/keys/not-a-key"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = server
+        .http
+        .post(server.at("/v1/admin/keys"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": " "}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+}
