@@ -160,6 +160,16 @@ pub trait DeliveryRepo: Send + Sync {
     async fn delivery_of(&self, job: JobId) -> Result<Option<Delivery>, StoreError>;
 }
 
+/// The queue of one model right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStats {
+    pub model_id: String,
+    pub queued: u64,
+    pub running: u64,
+    /// When the oldest queued job was created.
+    pub oldest_queued: Option<DateTime<Utc>>,
+}
+
 /// What a claim asks for.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {
@@ -257,6 +267,9 @@ pub trait JobRepo: Send + Sync {
 
     /// Removes the job's output and marks it expired (its files are deleted by the caller).
     async fn mark_expired(&self, id: JobId, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Queued and running jobs per model (models with neither are left out).
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>, StoreError>;
 
     /// Appends log lines to a job.
     async fn append_logs(&self, id: JobId, lines: &[LogLine]) -> Result<(), StoreError>;

@@ -218,7 +218,7 @@ impl Dispatcher {
             now,
             lease_until: now + chrono_dur(self.config.lease),
         };
-        let jobs = match self.store.claim_jobs(req).await {
+        let jobs = match crate::metrics::timed("claim_jobs", self.store.claim_jobs(req)).await {
             Ok(jobs) => jobs,
             Err(e) => {
                 tracing::error!(error = %e, "claiming jobs failed");
@@ -227,6 +227,8 @@ impl Dispatcher {
         };
         for j in &jobs {
             self.signals.events.notify(j.id);
+            let waited = (now - j.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+            crate::metrics::job_started(&j.model_id, self.provider.name(), waited);
         }
         if let Ok(mut r) = running.lock() {
             for j in &jobs {
@@ -335,6 +337,7 @@ impl Dispatcher {
                     .await;
             }
             Ended::Ran(Ok(Err(e))) => {
+                crate::metrics::provider_error(self.provider.name(), &e.error_type);
                 let err = JobError::new(e.error_type.clone(), e.message.clone());
                 if e.retry == Retry::Yes {
                     tracing::warn!(job_id = %job.id, error = %e, "attempt failed; retrying if attempts remain");
@@ -403,9 +406,16 @@ impl Dispatcher {
             Outcome::Failed(_) => "FAILED",
             Outcome::Canceled(_) => "CANCELED",
         };
-        match self.store.finish(job.id, lease, outcome, Utc::now()).await {
+        let now = Utc::now();
+        let finished =
+            crate::metrics::timed("finish", self.store.finish(job.id, lease, outcome, now)).await;
+        match finished {
             Ok(true) => {
                 self.signals.events.notify(job.id);
+                let ran = job
+                    .started_at
+                    .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+                crate::metrics::job_finished(&job.model_id, self.provider.name(), status, ran);
                 tracing::info!(job_id = %job.id, status, "job finished")
             }
             Ok(false) => tracing::warn!(job_id = %job.id, "lease lost; result discarded"),

@@ -103,7 +103,11 @@ impl FromRequestParts<AppState> for Auth {
                     .then(|| rest.trim())
             })
             .unwrap_or_default();
-        Ok(Self(state.service.authenticate(secret).await?))
+        let caller = state.service.authenticate(secret).await?;
+        if let Some(slot) = parts.extensions.get::<crate::request_context::KeySlot>() {
+            let _ = slot.0.set(caller.key_id);
+        }
+        Ok(Self(caller))
     }
 }
 

@@ -8,6 +8,7 @@ mod extract;
 mod fal_proxy;
 mod input_fetch;
 mod live;
+mod metrics;
 mod outbound;
 mod present;
 mod request_context;

@@ -28,7 +28,19 @@ fn acceptable(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
-pub async fn request_context(req: Request, next: Next) -> Response {
+/// Filled by the `Auth` extractor, so the request's log line can name the key (never the key
+/// itself, only its id).
+#[derive(Debug, Clone, Default)]
+pub struct KeySlot(pub std::sync::Arc<std::sync::OnceLock<invokd_core::KeyId>>);
+
+pub async fn request_context(mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let key_slot = KeySlot::default();
+    req.extensions_mut().insert(key_slot.clone());
     let id = req
         .headers()
         .get(REQUEST_ID)
@@ -57,6 +69,20 @@ pub async fn request_context(req: Request, next: Next) -> Response {
         }
         res = rendered;
     }
+    let status = res.status().as_u16();
+    let seconds = started.elapsed().as_secs_f64();
+    crate::metrics::http_request(&route, method.as_str(), status, seconds);
+    let key_id = key_slot.0.get().map(ToString::to_string);
+    tracing::info!(
+        target: "invokd::http",
+        request_id = %id,
+        key_id = key_id.as_deref().unwrap_or("-"),
+        %method,
+        route = %route,
+        status,
+        latency_ms = (seconds * 1000.0 * 1000.0).round() / 1000.0,
+        "request"
+    );
     if let Ok(v) = HeaderValue::from_str(&id) {
         if surface == Surface::FalQueue && !res.headers().contains_key(FAL_REQUEST_ID) {
             res.headers_mut().insert(FAL_REQUEST_ID, v.clone());

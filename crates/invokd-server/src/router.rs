@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(crate::metrics::render))
         .route("/.well-known/jwks.json", get(routes::health::jwks))
         .route(
             "/v1/async-invoke",

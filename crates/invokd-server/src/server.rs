@@ -36,6 +36,7 @@ impl Server {
     /// Opens the data directory, migrates the store, requeues what the last process left
     /// running, creates the first key if there is none, and binds the listener.
     pub async fn start(config: ServerConfig) -> anyhow::Result<Self> {
+        crate::metrics::install();
         // Bad TLS files fail the start before anything else is touched.
         let tls = config
             .tls

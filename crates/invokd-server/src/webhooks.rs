@@ -261,6 +261,11 @@ impl Deliverer {
                 AfterAttempt::RetryAt(next)
             }
         };
+        crate::metrics::webhook_attempt(match then {
+            AfterAttempt::Delivered => "delivered",
+            AfterAttempt::RetryAt(_) => "retry",
+            AfterAttempt::GiveUp => "failed",
+        });
         match &result {
             Ok(code) => tracing::info!(job_id = %job.id, status = code, "webhook delivered"),
             Err((_, why)) => {

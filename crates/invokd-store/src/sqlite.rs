@@ -12,7 +12,8 @@ use invokd_core::{
     provider::LogLine,
     store::{
         AfterAttempt, Beat, ClaimRequest, Delivery, DeliveryAttempt, DeliveryRepo, DeliveryState,
-        IdempotencyKey, Inserted, JobRepo, KeyRepo, ListQuery, Requeued, Stale, Store, StoreError,
+        IdempotencyKey, Inserted, JobRepo, KeyRepo, ListQuery, QueueStats, Requeued, Stale, Store,
+        StoreError,
     },
 };
 use serde_json::{Map, Value};
@@ -603,6 +604,34 @@ impl JobRepo for SqliteStore {
         .await
         .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
+        // Both halves read only the partial indexes of queued and running jobs.
+        let rows = sqlx::query(
+            "SELECT model_id, SUM(queued) AS queued, SUM(running) AS running, MIN(oldest) AS oldest FROM (
+                 SELECT model_id, COUNT(*) AS queued, 0 AS running, MIN(created_at) AS oldest
+                 FROM jobs WHERE status = 'QUEUED' GROUP BY model_id
+                 UNION ALL
+                 SELECT model_id, 0, COUNT(*), NULL FROM jobs WHERE status = 'IN_PROGRESS' GROUP BY model_id)
+             GROUP BY model_id ORDER BY model_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                let n = |c: &str| -> Result<u64, StoreError> {
+                    Ok(u64::try_from(r.try_get::<i64, _>(c).map_err(unavailable)?).unwrap_or(0))
+                };
+                Ok(QueueStats {
+                    model_id: r.try_get("model_id").map_err(unavailable)?,
+                    queued: n("queued")?,
+                    running: n("running")?,
+                    oldest_queued: opt_time(r.try_get("oldest").map_err(unavailable)?)?,
+                })
+            })
+            .collect()
     }
 
     async fn append_logs(&self, id: JobId, lines: &[LogLine]) -> Result<(), StoreError> {

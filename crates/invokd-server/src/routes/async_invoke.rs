@@ -116,6 +116,9 @@ pub async fn create(
             },
         )
         .await?;
+    if !submitted.replayed {
+        crate::metrics::job_submitted(&submitted.job.model_id);
+    }
     let (job, applied) = waited(&state, caller, submitted.job, &headers).await?;
     let inv = invocation(&job, &UrlRenderer::new(&state, &base.0));
     Ok(respond(StatusCode::ACCEPTED, inv, applied))

@@ -203,7 +203,11 @@ async fn submit(
         webhook_url: crate::extract::webhook_url(&state, "fal_webhook", query.fal_webhook).await?,
         run_timeout: None,
     };
-    let job = state.service.submit(caller, sub).await?.job;
+    let submitted = state.service.submit(caller, sub).await?;
+    if !submitted.replayed {
+        crate::metrics::job_submitted(&submitted.job.model_id);
+    }
+    let job = submitted.job;
     let position = state.service.queue_position(&job).await?.unwrap_or(0);
     let body = present::submit_response(&job, &base.0, position);
     Ok(with_request_id(Json(body).into_response(), &job))

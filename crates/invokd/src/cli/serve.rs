@@ -93,6 +93,16 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `invokd_server=debug`.
     #[arg(long, env = "INVOKD_LOG", default_value = "info")]
     log: String,
+    /// Log format: JSON lines when stderr is not a terminal, readable text when it is.
+    #[arg(long, env = "INVOKD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Auto,
+    Json,
+    Text,
 }
 
 fn parse_model_latency(s: &str) -> Result<(String, u64), String> {
@@ -104,10 +114,23 @@ fn parse_model_latency(s: &str) -> Result<(String, u64), String> {
 }
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&a.log).context("invalid --log filter")?)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = EnvFilter::try_new(&a.log).context("invalid --log filter")?;
+    let json = match a.log_format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        logs.init();
+    }
 
     let mut config = ServerConfig::new(a.listen, a.data_dir.clone());
     config.public_url = a.public_url.clone();

@@ -1,0 +1,113 @@
+//! Prometheus metrics: counters and histograms recorded where things happen, queue gauges read
+//! from the store when `/metrics` is scraped. Names follow Prometheus conventions (`_total`,
+//! `_seconds`, base units).
+
+use std::sync::OnceLock;
+
+use axum::{extract::State, http::header, response::IntoResponse};
+use chrono::Utc;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::{error::ApiError, state::AppState};
+
+/// Bucket bounds for durations in seconds: 1 ms to 10 min.
+const DURATION_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+    600.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process's recorder once; later calls reuse it.
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &DURATION_BUCKETS)
+                .ok()?;
+            match builder.install_recorder() {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics are off: cannot install the recorder");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// A request served: counted and timed by route (the route's template, not the raw path).
+pub fn http_request(route: &str, method: &str, status: u16, seconds: f64) {
+    let labels = [
+        ("route", route.to_owned()),
+        ("method", method.to_owned()),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!("invokd_http_requests_total", &labels).increment(1);
+    let labels = [("route", route.to_owned()), ("method", method.to_owned())];
+    metrics::histogram!("invokd_http_request_duration_seconds", &labels).record(seconds);
+}
+
+pub fn job_submitted(model: &str) {
+    metrics::counter!("invokd_jobs_submitted_total", "model" => model.to_owned()).increment(1);
+}
+
+pub fn job_started(model: &str, provider: &str, queue_wait_seconds: f64) {
+    metrics::histogram!("invokd_job_queue_wait_seconds", "model" => model.to_owned(), "provider" => provider.to_owned())
+        .record(queue_wait_seconds);
+}
+
+pub fn job_finished(model: &str, provider: &str, status: &str, run_seconds: f64) {
+    metrics::counter!("invokd_jobs_finished_total", "model" => model.to_owned(), "status" => status.to_owned())
+        .increment(1);
+    metrics::histogram!("invokd_job_run_seconds", "model" => model.to_owned(), "provider" => provider.to_owned())
+        .record(run_seconds);
+}
+
+pub fn provider_error(provider: &str, error_type: &str) {
+    metrics::counter!("invokd_provider_errors_total", "provider" => provider.to_owned(), "error_type" => error_type.to_owned())
+        .increment(1);
+}
+
+pub fn webhook_attempt(outcome: &str) {
+    metrics::counter!("invokd_webhook_deliveries_total", "outcome" => outcome.to_owned())
+        .increment(1);
+}
+
+pub fn store_operation(op: &'static str, seconds: f64) {
+    metrics::histogram!("invokd_store_operation_duration_seconds", "operation" => op)
+        .record(seconds);
+}
+
+/// Times a store call.
+pub async fn timed<T>(op: &'static str, f: impl std::future::Future<Output = T>) -> T {
+    let start = std::time::Instant::now();
+    let out = f.await;
+    store_operation(op, start.elapsed().as_secs_f64());
+    out
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub async fn render(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let stats = timed("queue_stats", state.service.store().queue_stats()).await?;
+    let now = Utc::now();
+    // Every catalog model gets its gauges, so a queue that emptied reads 0, not its last value.
+    for model in state.service.catalog().iter() {
+        let s = stats.iter().find(|s| s.model_id == model.id);
+        let label = || [("model", model.id.clone())];
+        metrics::gauge!("invokd_queue_depth", &label()).set(s.map_or(0.0, |s| s.queued as f64));
+        metrics::gauge!("invokd_jobs_running", &label()).set(s.map_or(0.0, |s| s.running as f64));
+        let age = s
+            .and_then(|s| s.oldest_queued)
+            .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+        metrics::gauge!("invokd_queue_oldest_age_seconds", &label()).set(age);
+    }
+    let body = install().map(PrometheusHandle::render).unwrap_or_default();
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    ))
+}
