@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 /// Body of `POST /v1/async-invoke`. Unknown top-level keys are ignored, because pydo's helper
 /// wrappers put their keyword arguments into the body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreateInvocation {
     pub model_id: String,
     pub input: Map<String, Value>,
@@ -21,14 +21,14 @@ pub struct CreateInvocation {
 }
 
 /// A `{key, value}` tag attached to an invocation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tag {
     pub key: String,
     pub value: String,
 }
 
 /// Job status as the DigitalOcean surface shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     Queued,
@@ -65,7 +65,7 @@ impl std::fmt::Display for Status {
 ///
 /// godo decodes it strictly: timestamps are RFC 3339 strings, `output` is an object or null,
 /// `error` is a string or null.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Invocation {
     pub request_id: String,
     pub model_id: String,
@@ -86,14 +86,14 @@ pub struct Invocation {
 }
 
 /// Where a job's webhook delivery is: `pending`, `delivered` or `failed`, with each attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WebhookStatus {
     pub url: String,
     pub state: String,
     pub attempts: Vec<WebhookAttempt>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WebhookAttempt {
     pub at: DateTime<Utc>,
     pub status_code: Option<u16>,

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What went wrong, as a client can branch on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -54,7 +54,7 @@ impl ErrorCode {
 }
 
 /// DigitalOcean's error body: `{"id", "message", "request_id"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub id: String,
     pub message: String,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The only three statuses fal's clients know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum QueueState {
     InQueue,
@@ -17,7 +17,7 @@ pub enum QueueState {
 }
 
 /// Answer to `POST /{model_id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubmitResponse {
     pub status: QueueState,
     pub request_id: String,
@@ -30,7 +30,7 @@ pub struct SubmitResponse {
 }
 
 /// One log line, as fal shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogEntry {
     pub message: String,
     pub level: String,
@@ -39,7 +39,7 @@ pub struct LogEntry {
 }
 
 /// Answer to `GET .../requests/{id}/status`, and each event of its SSE stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueStatus {
     pub status: QueueState,
     pub request_id: String,
@@ -61,7 +61,7 @@ pub struct QueueStatus {
 }
 
 /// Cancel outcomes, each with its own HTTP status (decided by the server).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CancelStatus {
     CancellationRequested,
@@ -70,13 +70,13 @@ pub enum CancelStatus {
 }
 
 /// Body of cancel answers and of an unknown request id: `{"status": ...}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusOnly<T> {
     pub status: T,
 }
 
 /// One entry of a 422 body: `{"loc": ["body", "prompt"], "msg": "...", "type": "..."}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ValidationDetail {
     pub loc: Vec<Value>,
     pub msg: String,
@@ -86,14 +86,14 @@ pub struct ValidationDetail {
 
 /// fal's error bodies: `{"detail": "..."}` or `{"detail": [ValidationDetail]}`, with an optional
 /// `error_type` (also sent as the `x-fal-error-type` header).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     pub detail: Detail,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_type: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Detail {
     Message(String),

@@ -9,6 +9,7 @@ mod fal_proxy;
 mod input_fetch;
 mod live;
 mod metrics;
+mod openapi;
 mod outbound;
 mod present;
 mod request_context;

@@ -57,6 +57,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(crate::metrics::render))
+        .route("/openapi.json", get(crate::openapi::serve_spec))
+        .route("/docs", get(crate::openapi::docs))
         .route("/.well-known/jwks.json", get(routes::health::jwks))
         .route(
             "/v1/async-invoke",
