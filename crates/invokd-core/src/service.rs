@@ -54,6 +54,8 @@ pub enum ServiceError {
     IdempotencyKeyReused(String),
     #[error("invalid cursor")]
     InvalidCursor,
+    #[error("{0}")]
+    QueueFull(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -129,6 +131,10 @@ pub struct ServiceConfig {
     pub max_attempts: u32,
     /// How long an idempotency key is remembered.
     pub idempotency_ttl: std::time::Duration,
+    /// Queued jobs one key may have; 0 means no cap.
+    pub max_queued_per_key: u64,
+    /// Queued jobs in all; 0 means no cap.
+    pub max_queue_length: u64,
 }
 
 impl Default for ServiceConfig {
@@ -136,6 +142,8 @@ impl Default for ServiceConfig {
         Self {
             max_attempts: 3,
             idempotency_ttl: std::time::Duration::from_secs(24 * 3600),
+            max_queued_per_key: 10_000,
+            max_queue_length: 1_000_000,
         }
     }
 }
@@ -203,6 +211,7 @@ impl JobService {
         if !file_problems.is_empty() {
             return Err(ServiceError::InvalidInput(file_problems));
         }
+        self.check_queue_caps(caller).await?;
         let created_at = Utc::now();
         let start_deadline = sub
             .start_within
@@ -251,6 +260,24 @@ impl JobService {
             job,
             replayed: false,
         })
+    }
+
+    /// Refuses a submission that would pass the caller's or the server's queue cap. The caps
+    /// are soft: concurrent submissions may pass them by a few jobs.
+    async fn check_queue_caps(&self, caller: Caller) -> Result<(), ServiceError> {
+        let per_key = self.config.max_queued_per_key;
+        if per_key > 0 && self.store.queued_count(Some(caller.key_id)).await? >= per_key {
+            return Err(ServiceError::QueueFull(format!(
+                "this key already has {per_key} queued jobs, its limit; wait for some to start"
+            )));
+        }
+        let total = self.config.max_queue_length;
+        if total > 0 && self.store.queued_count(None).await? >= total {
+            return Err(ServiceError::QueueFull(format!(
+                "the queue is full ({total} jobs); try again later"
+            )));
+        }
+        Ok(())
     }
 
     /// A page of the caller's jobs, newest first. `cursor` is the previous page's `next_cursor`.

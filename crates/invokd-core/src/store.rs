@@ -268,6 +268,9 @@ pub trait JobRepo: Send + Sync {
     /// Removes the job's output and marks it expired (its files are deleted by the caller).
     async fn mark_expired(&self, id: JobId, now: DateTime<Utc>) -> Result<(), StoreError>;
 
+    /// Queued jobs of one key, or of everyone.
+    async fn queued_count(&self, key_id: Option<KeyId>) -> Result<u64, StoreError>;
+
     /// Queued and running jobs per model (models with neither are left out).
     async fn queue_stats(&self) -> Result<Vec<QueueStats>, StoreError>;
 

@@ -31,6 +31,12 @@ pub struct ServerConfig {
     pub fetch: crate::input_fetch::FetchConfig,
     /// How webhook deliveries are retried.
     pub webhooks: crate::webhooks::WebhookConfig,
+    /// Requests per second per access key.
+    pub rate_limit: crate::rate_limit::RateLimitConfig,
+    /// Queued jobs one key may have (0: no cap).
+    pub max_queued_per_key: u64,
+    /// Queued jobs in all (0: no cap).
+    pub max_queue_length: u64,
 }
 
 /// How the dispatcher runs jobs.
@@ -113,6 +119,9 @@ impl ServerConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             fetch: crate::input_fetch::FetchConfig::default(),
             webhooks: crate::webhooks::WebhookConfig::default(),
+            rate_limit: crate::rate_limit::RateLimitConfig::default(),
+            max_queued_per_key: 10_000,
+            max_queue_length: 1_000_000,
         }
     }
 }

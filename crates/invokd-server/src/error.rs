@@ -104,6 +104,7 @@ impl From<ServiceError> for ApiError {
                 ErrorCode::BadRequest,
                 "cursor is invalid: pass the next_cursor of the previous page unchanged",
             ),
+            ServiceError::QueueFull(why) => Self::new(ErrorCode::TooManyRequests, why),
             ServiceError::Store(e) => e.into(),
             _ => Self::new(ErrorCode::ServerError, "internal error"),
         }

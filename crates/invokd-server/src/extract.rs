@@ -104,8 +104,18 @@ impl FromRequestParts<AppState> for Auth {
             })
             .unwrap_or_default();
         let caller = state.service.authenticate(secret).await?;
+        let rate = state.rate_limiter.check(caller.key_id);
         if let Some(slot) = parts.extensions.get::<crate::request_context::KeySlot>() {
-            let _ = slot.0.set(caller.key_id);
+            let _ = slot.0.set((caller.key_id, rate));
+        }
+        if let Some(wait) = rate.and_then(|r| r.retry_after) {
+            return Err(ApiError::new(
+                ErrorCode::TooManyRequests,
+                format!(
+                    "rate limit exceeded for this key; retry in {} s",
+                    wait.as_secs().max(1)
+                ),
+            ));
         }
         Ok(Self(caller))
     }

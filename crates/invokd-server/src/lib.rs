@@ -12,6 +12,7 @@ mod metrics;
 mod openapi;
 mod outbound;
 mod present;
+pub mod rate_limit;
 mod request_context;
 mod router;
 mod routes;

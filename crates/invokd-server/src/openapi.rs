@@ -75,6 +75,7 @@ pub struct ModelList {
         (status = 413, description = "body too large", body = ErrorBody),
         (status = 415, description = "not JSON", body = ErrorBody),
         (status = 422, description = "invalid input", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 fn create() {}
@@ -90,6 +91,7 @@ fn create() {}
         (status = 400, description = "invalid cursor or query", body = ErrorBody),
         (status = 401, description = "missing or invalid key", body = ErrorBody),
         (status = 422, description = "invalid filter", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 fn list() {}
@@ -100,6 +102,7 @@ fn list() {}
         (status = 200, description = "the invocation", body = Invocation),
         (status = 401, description = "missing or invalid key", body = ErrorBody),
         (status = 404, description = "no such request for this key", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 fn get() {}
@@ -110,6 +113,7 @@ fn get() {}
         (status = 200, description = "the invocation", body = Invocation),
         (status = 401, description = "missing or invalid key", body = ErrorBody),
         (status = 404, description = "no such request for this key", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 fn status() {}
@@ -121,6 +125,7 @@ fn status() {}
         (status = 401, description = "missing or invalid key", body = ErrorBody),
         (status = 404, description = "no such request for this key", body = ErrorBody),
         (status = 409, description = "already finished", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 fn cancel() {}
@@ -131,6 +136,7 @@ fn cancel() {}
         (status = 200, description = "SSE: `status` and `log` events, ends after the terminal status", content_type = "text/event-stream", body = SseEvent),
         (status = 401, description = "missing or invalid key", body = ErrorBody),
         (status = 404, description = "no such request for this key", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 fn events() {}
@@ -139,6 +145,7 @@ fn events() {}
     responses(
         (status = 200, description = "the catalog", body = ModelList),
         (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 fn models() {}
@@ -151,6 +158,7 @@ fn models() {}
         (status = 413, description = "body too large", body = ErrorBody),
         (status = 415, description = "not JSON", body = ErrorBody),
         (status = 422, description = "invalid name", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 fn create_key() {}
@@ -159,6 +167,7 @@ fn create_key() {}
     responses(
         (status = 200, description = "every key, without secrets", body = KeyList),
         (status = 401, description = "missing or invalid admin token", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 fn list_keys() {}
@@ -168,6 +177,7 @@ fn list_keys() {}
         (status = 200, description = "revoked", body = KeyInfo),
         (status = 401, description = "missing or invalid admin token", body = ErrorBody),
         (status = 404, description = "no such key", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 fn revoke_key() {}
@@ -188,6 +198,7 @@ fn revoke_key() {}
         (status = 413, description = "body too large", body = FalError),
         (status = 415, description = "not JSON", body = FalError),
         (status = 422, description = "invalid input or header", body = FalError),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = FalError),
     ),
     security(("fal_key" = [])))]
 fn fal_submit() {}
@@ -201,6 +212,7 @@ fn fal_submit() {}
         (status = 401, description = "missing or invalid key", body = FalError),
         (status = 404, description = "no such request", body = FalError),
         (status = 422, description = "invalid logs value", body = FalError),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = FalError),
     ),
     security(("fal_key" = [])))]
 fn fal_status() {}
@@ -213,6 +225,7 @@ fn fal_status() {}
         (status = 401, description = "missing or invalid key", body = FalError),
         (status = 404, description = "no such request", body = FalError),
         (status = 422, description = "invalid logs value", body = FalError),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = FalError),
     ),
     security(("fal_key" = [])))]
 fn fal_stream() {}
@@ -228,6 +241,7 @@ fn fal_stream() {}
         (status = 500, description = "the job failed", body = FalError),
         (status = 503, description = "the job's runner failed", body = FalError),
         (status = 504, description = "the job timed out", body = FalError),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = FalError),
     ),
     security(("fal_key" = [])))]
 fn fal_result() {}
@@ -239,6 +253,7 @@ fn fal_result() {}
         (status = 400, description = "ALREADY_COMPLETED", body = CancelAnswer),
         (status = 401, description = "missing or invalid key", body = FalError),
         (status = 404, description = "NOT_FOUND", body = CancelAnswer),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = FalError),
     ),
     security(("fal_key" = [])))]
 fn fal_cancel() {}

@@ -28,10 +28,14 @@ fn acceptable(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// Filled by the `Auth` extractor, so the request's log line can name the key (never the key
-/// itself, only its id).
+/// Filled by the `Auth` extractor: the key's id, so the request's log line can name the key
+/// (never the key itself), and where the key stands with its rate limit.
 #[derive(Debug, Clone, Default)]
-pub struct KeySlot(pub std::sync::Arc<std::sync::OnceLock<invokd_core::KeyId>>);
+pub struct KeySlot(
+    pub  std::sync::Arc<
+        std::sync::OnceLock<(invokd_core::KeyId, Option<crate::rate_limit::RateInfo>)>,
+    >,
+);
 
 pub async fn request_context(mut req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
@@ -72,7 +76,23 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     let status = res.status().as_u16();
     let seconds = started.elapsed().as_secs_f64();
     crate::metrics::http_request(&route, method.as_str(), status, seconds);
-    let key_id = key_slot.0.get().map(ToString::to_string);
+    let key_id = key_slot.0.get().map(|(k, _)| k.to_string());
+    if let Some((_, Some(rate))) = key_slot.0.get() {
+        let h = res.headers_mut();
+        for (name, value) in [
+            ("ratelimit-limit", i64::from(rate.limit)),
+            ("ratelimit-remaining", i64::from(rate.remaining)),
+            ("ratelimit-reset", rate.reset),
+        ] {
+            h.insert(name, HeaderValue::from(value));
+        }
+        if let Some(wait) = rate.retry_after {
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(wait.as_secs().max(1)),
+            );
+        }
+    }
     tracing::info!(
         target: "invokd::http",
         request_id = %id,

@@ -79,6 +79,8 @@ impl Server {
             ServiceConfig {
                 max_attempts: config.dispatch.max_attempts,
                 idempotency_ttl: config.idempotency_ttl,
+                max_queued_per_key: config.max_queued_per_key,
+                max_queue_length: config.max_queue_length,
             },
         );
         let emulator = Emulator::new(EmulatorConfig {
@@ -131,6 +133,7 @@ impl Server {
         let app = Arc::new(App {
             webhook_signer,
             admin_token: invokd_core::keys::KeyHash::of(&admin_token),
+            rate_limiter: crate::rate_limit::RateLimiter::new(config.rate_limit),
             service,
             blobs,
             signer,

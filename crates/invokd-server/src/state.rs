@@ -15,5 +15,6 @@ pub struct App {
     pub webhook_signer: crate::webhooks::WebhookSigner,
     /// The admin token's hash; requests are compared by hash, never the token itself.
     pub admin_token: invokd_core::keys::KeyHash,
+    pub rate_limiter: crate::rate_limit::RateLimiter,
     pub config: ServerConfig,
 }

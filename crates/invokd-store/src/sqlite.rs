@@ -606,6 +606,26 @@ impl JobRepo for SqliteStore {
         Ok(())
     }
 
+    async fn queued_count(&self, key_id: Option<KeyId>) -> Result<u64, StoreError> {
+        let n: i64 = match key_id {
+            Some(k) => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM jobs WHERE status = 'QUEUED' AND key_id = ?1",
+                )
+                .bind(k.to_string())
+                .fetch_one(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = 'QUEUED'")
+                    .fetch_one(&self.pool)
+                    .await
+            }
+        }
+        .map_err(unavailable)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
         // Both halves read only the partial indexes of queued and running jobs.
         let rows = sqlx::query(

@@ -75,6 +75,18 @@ pub struct ServeArgs {
         hide = true
     )]
     janitor_interval_ms: u64,
+    /// Requests per second each access key may make (0: no limit).
+    #[arg(long, env = "INVOKD_RATE_LIMIT_PER_SECOND", default_value_t = 50.0)]
+    rate_limit_per_second: f64,
+    /// Requests a key may make at once above its rate.
+    #[arg(long, env = "INVOKD_RATE_LIMIT_BURST", default_value_t = 200)]
+    rate_limit_burst: u32,
+    /// Queued jobs one key may have (0: no cap).
+    #[arg(long, env = "INVOKD_MAX_QUEUED_PER_KEY", default_value_t = 10_000)]
+    max_queued_per_key: u64,
+    /// Queued jobs in all (0: no cap).
+    #[arg(long, env = "INVOKD_MAX_QUEUE_LENGTH", default_value_t = 1_000_000)]
+    max_queue_length: u64,
     /// How long webhook deliveries are retried after the job ends, in seconds.
     #[arg(long, env = "INVOKD_WEBHOOK_RETRY_SECONDS", default_value_t = 24 * 3600)]
     webhook_retry_seconds: u64,
@@ -145,6 +157,12 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     config.fetch.allow_private = a.allow_private_urls;
+    config.rate_limit = invokd_server::rate_limit::RateLimitConfig {
+        rate: a.rate_limit_per_second,
+        burst: a.rate_limit_burst,
+    };
+    config.max_queued_per_key = a.max_queued_per_key;
+    config.max_queue_length = a.max_queue_length;
     config.dispatch.run_timeout = Duration::from_secs(a.run_timeout_seconds.max(1));
     config.dispatch.retention = Duration::from_secs(a.retention_seconds);
     config.dispatch.janitor_every = Duration::from_millis(a.janitor_interval_ms.max(10));

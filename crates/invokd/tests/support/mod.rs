@@ -29,7 +29,13 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             bootstrap_key: Some(KEY.to_owned()),
-            args: vec!["--emulator-latency-ms".into(), "0".into()],
+            // Tests send bursts; the rate-limit tests turn limits back on.
+            args: vec![
+                "--emulator-latency-ms".into(),
+                "0".into(),
+                "--rate-limit-per-second".into(),
+                "0".into(),
+            ],
         }
     }
 }
