@@ -37,7 +37,7 @@ async fn every_bad_create_gets_its_status_and_stores_nothing() {
     let cases = vec![
         case("malformed JSON", r#"{"model_id": "fal-ai/flux/schnell", "input": {"#, 400, "malformed JSON"),
         case("empty body", "", 400, "empty"),
-        case("not an object", "[1, 2]", 422, "invalid type"),
+        case("not an object", "[1, 2]", 422, "JSON object"),
         case("missing model_id", r#"{"input": {"prompt": "x"}}"#, 422, "model_id"),
         case("missing input", r#"{"model_id": "fal-ai/flux/schnell"}"#, 422, "input"),
         case("input not an object", r#"{"model_id": "fal-ai/flux/schnell", "input": "a cat"}"#, 422, "input"),

@@ -15,10 +15,18 @@ use serde::Deserialize;
 
 use crate::{error::ApiError, state::AppState};
 
+/// `?expires=&sig=`, read as text so that any malformed value is a clear 401, not a parse error.
 #[derive(Deserialize)]
 pub struct Signature {
-    expires: Option<i64>,
+    expires: Option<String>,
     sig: Option<String>,
+}
+
+impl Signature {
+    /// The expiry and signature, if both are present and the expiry is a number.
+    pub fn parts(&self) -> Option<(i64, &str)> {
+        Some((self.expires.as_deref()?.parse().ok()?, self.sig.as_deref()?))
+    }
 }
 
 /// What a client reads when retention removed a job's output.
@@ -47,7 +55,7 @@ pub async fn get(
     Path(key): Path<String>,
     Query(q): Query<Signature>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (Some(expires), Some(sig)) = (q.expires, q.sig) else {
+    let Some((expires, sig)) = q.parts() else {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,
             "this file URL is not signed",
@@ -55,7 +63,7 @@ pub async fn get(
     };
     if !state
         .signer
-        .verify(&key, expires, &sig, Utc::now().timestamp())
+        .verify(&key, expires, sig, Utc::now().timestamp())
     {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,

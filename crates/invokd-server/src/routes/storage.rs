@@ -146,20 +146,14 @@ pub async fn initiate(
     ))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct Signature {
-    expires: Option<i64>,
-    sig: Option<String>,
-}
-
 /// `PUT /files/upload/{key}?expires=&sig=`: the bytes of an initiated upload, once.
 pub async fn put_signed(
     State(state): State<AppState>,
     Path(key): Path<String>,
-    Query(q): Query<Signature>,
+    Query(q): Query<crate::routes::files::Signature>,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (Some(expires), Some(sig)) = (q.expires, q.sig) else {
+    let Some((expires, sig)) = q.parts() else {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,
             "this upload URL is not signed",
@@ -167,7 +161,7 @@ pub async fn put_signed(
     };
     if !state
         .signer
-        .verify(&upload_claim(&key), expires, &sig, Utc::now().timestamp())
+        .verify(&upload_claim(&key), expires, sig, Utc::now().timestamp())
     {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,
