@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 pub struct CreateKey {
     /// A label, e.g. the app or customer the key is for.
     pub name: String,
+    /// The project the key belongs to: keys of one project see each other's jobs. Without
+    /// one, the key gets a project of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
 }
 
 /// A key as listed: never its secret.
@@ -17,6 +21,7 @@ pub struct KeyInfo {
     pub name: String,
     /// The key's first characters, to recognise it.
     pub prefix: String,
+    pub project: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
 }

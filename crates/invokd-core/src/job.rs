@@ -114,6 +114,8 @@ pub struct Lease {
 pub struct Job {
     pub id: JobId,
     pub key_id: KeyId,
+    /// The project of the key that submitted it: who may see it.
+    pub project: String,
     pub model_id: String,
     /// The validated input with the model's defaults applied, plus any unknown fields.
     pub input: Map<String, Value>,
@@ -148,6 +150,7 @@ pub struct Job {
 pub struct NewJob {
     pub id: JobId,
     pub key_id: KeyId,
+    pub project: String,
     pub model_id: String,
     pub input: Map<String, Value>,
     pub tags: Vec<(String, String)>,

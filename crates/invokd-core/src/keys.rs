@@ -27,18 +27,28 @@ pub struct KeyRecord {
     /// The first characters of the key, to recognise it in listings.
     pub prefix: String,
     pub name: String,
+    /// The tenant: a key sees the jobs of its project, and no others.
+    pub project: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
 impl KeyRecord {
-    /// A record for `secret`, which the caller shows once and then forgets.
-    pub fn for_secret(secret: &str, name: impl Into<String>, now: DateTime<Utc>) -> Self {
+    /// A record for `secret`, which the caller shows once and then forgets. Without a
+    /// project, the key gets a project of its own.
+    pub fn for_secret(
+        secret: &str,
+        name: impl Into<String>,
+        project: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let id = KeyId::generate();
         Self {
-            id: KeyId::generate(),
+            id,
             hash: KeyHash::of(secret),
             prefix: secret.chars().take(KEY_PREFIX.len() + 4).collect(),
             name: name.into(),
+            project: project.map_or_else(|| id.to_string(), str::to_owned),
             created_at: now,
             revoked_at: None,
         }

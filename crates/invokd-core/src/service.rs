@@ -61,9 +61,11 @@ pub enum ServiceError {
 }
 
 /// The caller, once its key is verified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub key_id: KeyId,
+    /// The key's project: the jobs the caller may see.
+    pub project: Arc<str>,
 }
 
 /// A submission, as both surfaces describe it.
@@ -191,14 +193,21 @@ impl JobService {
             return Err(ServiceError::Unauthorized);
         }
         match self.store.find_key(&KeyHash::of(secret)).await? {
-            Some(k) if k.revoked_at.is_none() => Ok(Caller { key_id: k.id }),
+            Some(k) if k.revoked_at.is_none() => Ok(Caller {
+                key_id: k.id,
+                project: Arc::from(k.project.as_str()),
+            }),
             _ => Err(ServiceError::Unauthorized),
         }
     }
 
     /// Validates the submission against the catalog and stores it as a QUEUED job.
     /// When this returns `Ok`, the job is committed.
-    pub async fn submit(&self, caller: Caller, sub: Submission) -> Result<Submitted, ServiceError> {
+    pub async fn submit(
+        &self,
+        caller: &Caller,
+        sub: Submission,
+    ) -> Result<Submitted, ServiceError> {
         let fingerprint = sub.idempotency_key.as_ref().map(|_| sub.fingerprint());
         let model = self
             .catalog
@@ -220,6 +229,7 @@ impl JobService {
         let new = NewJob {
             id: JobId::generate(),
             key_id: caller.key_id,
+            project: caller.project.to_string(),
             model_id: model.id.clone(),
             input,
             tags: sub.tags,
@@ -264,7 +274,7 @@ impl JobService {
 
     /// Refuses a submission that would pass the caller's or the server's queue cap. The caps
     /// are soft: concurrent submissions may pass them by a few jobs.
-    async fn check_queue_caps(&self, caller: Caller) -> Result<(), ServiceError> {
+    async fn check_queue_caps(&self, caller: &Caller) -> Result<(), ServiceError> {
         let per_key = self.config.max_queued_per_key;
         if per_key > 0 && self.store.queued_count(Some(caller.key_id)).await? >= per_key {
             return Err(ServiceError::QueueFull(format!(
@@ -283,11 +293,11 @@ impl JobService {
     /// A page of the caller's jobs, newest first. `cursor` is the previous page's `next_cursor`.
     pub async fn list(
         &self,
-        caller: Caller,
+        caller: &Caller,
         mut q: ListQuery,
         cursor: Option<&str>,
     ) -> Result<Page, ServiceError> {
-        q.key_id = Some(caller.key_id);
+        q.project = Some(caller.project.to_string());
         q.limit = q.limit.clamp(1, MAX_PAGE);
         q.after = cursor.map(decode_cursor).transpose()?;
         let limit = q.limit as usize;
@@ -305,7 +315,7 @@ impl JobService {
     /// Waits until the job is terminal or `timeout` passes, and returns it as it is then.
     pub async fn wait(
         &self,
-        caller: Caller,
+        caller: &Caller,
         id: &str,
         timeout: std::time::Duration,
     ) -> Result<Job, ServiceError> {
@@ -339,19 +349,24 @@ impl JobService {
     }
 
     /// The caller's job with this id. Another caller's job is "not found", so ids leak nothing.
-    pub async fn get(&self, caller: Caller, id: &str) -> Result<Job, ServiceError> {
+    pub async fn get(&self, caller: &Caller, id: &str) -> Result<Job, ServiceError> {
         let not_found = || ServiceError::NotFound(id.to_owned());
         let job_id: JobId = id.parse().map_err(|_| not_found())?;
         self.store
-            .get_job(job_id, Some(caller.key_id))
+            .get_job(job_id, Some(&caller.project))
             .await?
             .ok_or_else(not_found)
     }
 
-    /// Creates an access key; the secret is returned this once and stored only as a hash.
-    pub async fn create_key(&self, name: &str) -> Result<(KeyRecord, String), ServiceError> {
+    /// Creates an access key in `project` (a new project of its own when `None`); the secret
+    /// is returned this once and stored only as a hash.
+    pub async fn create_key(
+        &self,
+        name: &str,
+        project: Option<&str>,
+    ) -> Result<(KeyRecord, String), ServiceError> {
         let secret = crate::keys::generate_secret();
-        let record = KeyRecord::for_secret(&secret, name, Utc::now());
+        let record = KeyRecord::for_secret(&secret, name, project, Utc::now());
         self.store.insert_key(record.clone()).await?;
         tracing::info!(key_id = %record.id, name, "access key created");
         Ok((record, secret))
@@ -378,13 +393,13 @@ impl JobService {
     }
 
     /// Cancels the caller's job: a queued one never runs; a running one is told to stop.
-    pub async fn cancel(&self, caller: Caller, id: &str) -> Result<CancelOutcome, ServiceError> {
+    pub async fn cancel(&self, caller: &Caller, id: &str) -> Result<CancelOutcome, ServiceError> {
         let Ok(job_id) = id.parse::<JobId>() else {
             return Ok(CancelOutcome::NotFound);
         };
         let outcome = self
             .store
-            .cancel(job_id, Some(caller.key_id), Utc::now())
+            .cancel(job_id, Some(&caller.project), Utc::now())
             .await?;
         if outcome == CancelOutcome::Requested {
             self.signals.running.cancel(job_id);
@@ -403,7 +418,7 @@ impl JobService {
     }
 
     /// The log lines of the caller's job.
-    pub async fn logs(&self, caller: Caller, id: &str) -> Result<Vec<LogLine>, ServiceError> {
+    pub async fn logs(&self, caller: &Caller, id: &str) -> Result<Vec<LogLine>, ServiceError> {
         let job = self.get(caller, id).await?;
         Ok(self.store.logs(job.id).await?)
     }

@@ -57,7 +57,8 @@ pub enum Beat {
 /// Which of a caller's jobs to list, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
-    pub key_id: Option<KeyId>,
+    /// Only this project's jobs.
+    pub project: Option<String>,
     pub status: Option<crate::JobStatus>,
     pub model_id: Option<String>,
     pub tag: Option<(String, String)>,
@@ -203,8 +204,8 @@ pub trait JobRepo: Send + Sync {
     /// A page of jobs, newest first.
     async fn list_jobs(&self, q: &ListQuery) -> Result<Vec<Job>, StoreError>;
 
-    /// The job with this id, if it belongs to `key_id` (or to anyone when `key_id` is `None`).
-    async fn get_job(&self, id: JobId, key_id: Option<KeyId>) -> Result<Option<Job>, StoreError>;
+    /// The job with this id, if it belongs to `project` (or to anyone when it is `None`).
+    async fn get_job(&self, id: JobId, project: Option<&str>) -> Result<Option<Job>, StoreError>;
 
     /// Claims up to `limit` QUEUED jobs, highest priority then oldest first, never more of a
     /// model than its capacity, and makes them IN_PROGRESS under a new lease owned by `owner`.
@@ -251,7 +252,7 @@ pub trait JobRepo: Send + Sync {
     async fn cancel(
         &self,
         id: JobId,
-        key_id: Option<KeyId>,
+        project: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<CancelOutcome, StoreError>;
 

@@ -123,7 +123,12 @@ pub async fn first_key(
                 bail!("INVOKD_BOOTSTRAP_KEY must be at least 16 characters");
             }
             store
-                .insert_key(KeyRecord::for_secret(k.trim(), "bootstrap", Utc::now()))
+                .insert_key(KeyRecord::for_secret(
+                    k.trim(),
+                    "bootstrap",
+                    Some("default"),
+                    Utc::now(),
+                ))
                 .await?;
             tracing::info!("created the first access key from INVOKD_BOOTSTRAP_KEY");
             Ok(None)
@@ -131,7 +136,12 @@ pub async fn first_key(
         None => {
             let secret = generate_secret();
             store
-                .insert_key(KeyRecord::for_secret(&secret, "first key", Utc::now()))
+                .insert_key(KeyRecord::for_secret(
+                    &secret,
+                    "first key",
+                    Some("default"),
+                    Utc::now(),
+                ))
                 .await?;
             Ok(Some(secret))
         }

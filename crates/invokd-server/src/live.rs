@@ -80,7 +80,7 @@ where
             match state
                 .service
                 .store()
-                .get_job(id, Some(snap.job.key_id))
+                .get_job(id, Some(&snap.job.project))
                 .await
             {
                 Ok(Some(j)) => job = j,

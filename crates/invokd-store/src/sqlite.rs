@@ -137,6 +137,7 @@ impl SqliteStore {
             id,
             key_id,
             model_id: get_str("model_id")?,
+            project: get_str("project")?,
             input,
             tags,
             status,
@@ -167,8 +168,8 @@ async fn insert_row<'e, E: sqlx::SqliteExecutor<'e>>(
     job: &NewJob,
 ) -> Result<Job, StoreError> {
     let row = sqlx::query(
-        "INSERT INTO jobs (id, key_id, model_id, input, tags, status, priority, created_at, max_attempts, start_deadline, webhook_url, run_timeout_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'QUEUED', ?6, ?7, ?8, ?9, ?10, ?11) RETURNING *",
+        "INSERT INTO jobs (id, key_id, model_id, input, tags, status, priority, created_at, max_attempts, start_deadline, webhook_url, run_timeout_ms, project)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'QUEUED', ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING *",
     )
     .bind(job.id.to_string())
     .bind(job.key_id.to_string())
@@ -181,6 +182,7 @@ async fn insert_row<'e, E: sqlx::SqliteExecutor<'e>>(
     .bind(job.start_deadline.map(micros))
     .bind(job.webhook_url.as_deref())
     .bind(job.run_timeout.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+    .bind(&job.project)
     .fetch_one(ex)
     .await
     .map_err(unavailable)?;
@@ -194,6 +196,7 @@ fn key_from_row(r: &SqliteRow) -> Result<KeyRecord, StoreError> {
         hash: KeyHash(r.try_get("hash").map_err(unavailable)?),
         prefix: r.try_get("prefix").map_err(unavailable)?,
         name: r.try_get("name").map_err(unavailable)?,
+        project: r.try_get("project").map_err(unavailable)?,
         created_at: from_micros(r.try_get("created_at").map_err(unavailable)?)?,
         revoked_at: opt_time(r.try_get("revoked_at").map_err(unavailable)?)?,
     })
@@ -271,7 +274,7 @@ impl JobRepo for SqliteStore {
     async fn list_jobs(&self, q: &ListQuery) -> Result<Vec<Job>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM jobs
-             WHERE (?1 IS NULL OR key_id = ?1)
+             WHERE (?1 IS NULL OR project = ?1)
                AND (?2 IS NULL OR status = ?2)
                AND (?3 IS NULL OR model_id = ?3)
                AND (?4 IS NULL OR EXISTS (
@@ -283,7 +286,7 @@ impl JobRepo for SqliteStore {
              ORDER BY created_at DESC, id DESC
              LIMIT ?10",
         )
-        .bind(q.key_id.map(|k| k.to_string()))
+        .bind(q.project.as_deref())
         .bind(q.status.map(|s| s.as_str()))
         .bind(q.model_id.as_deref())
         .bind(q.tag.as_ref().map(|t| t.0.as_str()))
@@ -299,10 +302,10 @@ impl JobRepo for SqliteStore {
         rows.iter().map(Self::job_from_row).collect()
     }
 
-    async fn get_job(&self, id: JobId, key_id: Option<KeyId>) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?1 AND (?2 IS NULL OR key_id = ?2)")
+    async fn get_job(&self, id: JobId, project: Option<&str>) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?1 AND (?2 IS NULL OR project = ?2)")
             .bind(id.to_string())
-            .bind(key_id.map(|k| k.to_string()))
+            .bind(project)
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -502,23 +505,23 @@ impl JobRepo for SqliteStore {
     async fn cancel(
         &self,
         id: JobId,
-        key_id: Option<KeyId>,
+        project: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<CancelOutcome, StoreError> {
         let e = cancelled_error();
-        let (id, key) = (id.to_string(), key_id.map(|k| k.to_string()));
+        let (id, scope) = (id.to_string(), project);
         // Each statement is atomic on its own; a job that moves between them (claimed, finished,
         // requeued) is caught by the next one, or by the next round.
         for _ in 0..5 {
             let queued = sqlx::query(
                 "UPDATE jobs SET status = 'CANCELED', error_message = ?1, error_type = ?2, completed_at = ?3
-                 WHERE id = ?4 AND (?5 IS NULL OR key_id = ?5) AND status = 'QUEUED'",
+                 WHERE id = ?4 AND (?5 IS NULL OR project = ?5) AND status = 'QUEUED'",
             )
             .bind(&e.message)
             .bind(&e.error_type)
             .bind(micros(now))
             .bind(&id)
-            .bind(&key)
+            .bind(scope)
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -527,11 +530,11 @@ impl JobRepo for SqliteStore {
             }
             let running = sqlx::query(
                 "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?1)
-                 WHERE id = ?2 AND (?3 IS NULL OR key_id = ?3) AND status = 'IN_PROGRESS'",
+                 WHERE id = ?2 AND (?3 IS NULL OR project = ?3) AND status = 'IN_PROGRESS'",
             )
             .bind(micros(now))
             .bind(&id)
-            .bind(&key)
+            .bind(scope)
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -539,10 +542,10 @@ impl JobRepo for SqliteStore {
                 return Ok(CancelOutcome::Requested);
             }
             let status: Option<String> = sqlx::query_scalar(
-                "SELECT status FROM jobs WHERE id = ?1 AND (?2 IS NULL OR key_id = ?2)",
+                "SELECT status FROM jobs WHERE id = ?1 AND (?2 IS NULL OR project = ?2)",
             )
             .bind(&id)
-            .bind(&key)
+            .bind(scope)
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -696,13 +699,14 @@ impl JobRepo for SqliteStore {
 #[async_trait]
 impl KeyRepo for SqliteStore {
     async fn insert_key(&self, key: KeyRecord) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO keys (id, hash, prefix, name, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+        sqlx::query("INSERT INTO keys (id, hash, prefix, name, created_at, revoked_at, project) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
             .bind(key.id.to_string())
             .bind(&key.hash.0)
             .bind(&key.prefix)
             .bind(&key.name)
             .bind(micros(key.created_at))
             .bind(key.revoked_at.map(micros))
+            .bind(&key.project)
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;

@@ -27,6 +27,7 @@ fn new_job(model: &str, priority: i32, key: KeyId) -> NewJob {
     NewJob {
         id: JobId::generate(),
         key_id: key,
+        project: key.to_string(),
         model_id: model.into(),
         input: json!({"prompt": "p"}).as_object().unwrap().clone(),
         tags: vec![("type".into(), "test".into())],
@@ -60,9 +61,18 @@ async fn insert_get_and_scope_by_key() {
     let job = s.insert_job(new_job("m", 0, k1)).await.unwrap();
     assert_eq!(job.status, JobStatus::Queued);
     assert_eq!(job.tags, vec![("type".to_string(), "test".to_string())]);
-    let got = s.get_job(job.id, Some(k1)).await.unwrap().unwrap();
+    let got = s
+        .get_job(job.id, Some(&k1.to_string()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got, job);
-    assert!(s.get_job(job.id, Some(k2)).await.unwrap().is_none());
+    assert!(
+        s.get_job(job.id, Some(&k2.to_string()))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(s.get_job(JobId::generate(), None).await.unwrap().is_none());
     let mut dup = new_job("m", 0, k1);
     dup.id = job.id;
@@ -291,7 +301,7 @@ async fn release_requeues_then_fails_on_the_last_attempt() {
 async fn keys_are_found_by_hash_only() {
     let (_d, s) = store().await;
     assert_eq!(s.count_keys().await.unwrap(), 0);
-    let rec = KeyRecord::for_secret("invk_secret", "first", Utc::now());
+    let rec = KeyRecord::for_secret("invk_secret", "first", None, Utc::now());
     s.insert_key(rec.clone()).await.unwrap();
     assert_eq!(s.count_keys().await.unwrap(), 1);
     let found = s
@@ -332,11 +342,15 @@ async fn cancel_stops_a_queued_job_at_once_and_a_running_one_by_request() {
     let (key, other) = (KeyId::generate(), KeyId::generate());
     let queued = s.insert_job(new_job("m", 0, key)).await.unwrap();
     assert_eq!(
-        s.cancel(queued.id, Some(other), Utc::now()).await.unwrap(),
+        s.cancel(queued.id, Some(&other.to_string()), Utc::now())
+            .await
+            .unwrap(),
         CancelOutcome::NotFound
     );
     assert_eq!(
-        s.cancel(queued.id, Some(key), Utc::now()).await.unwrap(),
+        s.cancel(queued.id, Some(&key.to_string()), Utc::now())
+            .await
+            .unwrap(),
         CancelOutcome::Canceled
     );
     let got = s.get_job(queued.id, None).await.unwrap().unwrap();
@@ -350,7 +364,9 @@ async fn cancel_stops_a_queued_job_at_once_and_a_running_one_by_request() {
         "a cancelled job never runs"
     );
     assert_eq!(
-        s.cancel(queued.id, Some(key), Utc::now()).await.unwrap(),
+        s.cancel(queued.id, Some(&key.to_string()), Utc::now())
+            .await
+            .unwrap(),
         CancelOutcome::AlreadyDone
     );
 
@@ -362,7 +378,9 @@ async fn cancel_stops_a_queued_job_at_once_and_a_running_one_by_request() {
         .remove(0);
     let lease = claimed.lease.unwrap();
     assert_eq!(
-        s.cancel(running.id, Some(key), Utc::now()).await.unwrap(),
+        s.cancel(running.id, Some(&key.to_string()), Utc::now())
+            .await
+            .unwrap(),
         CancelOutcome::Requested
     );
     assert!(

@@ -77,6 +77,7 @@ async fn run(ops: Vec<Op>) {
                     .insert_job(NewJob {
                         id: JobId::generate(),
                         key_id: key,
+                        project: "p".into(),
                         model_id: "m".into(),
                         input: json!({}).as_object().unwrap().clone(),
                         tags: vec![],

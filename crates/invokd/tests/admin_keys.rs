@@ -155,3 +155,62 @@ async fn keys_are_created_listed_revoked_and_scoped() {
         .unwrap();
     assert_eq!(resp.status(), 422);
 }
+
+#[tokio::test]
+async fn keys_of_one_project_share_its_jobs_and_no_one_else_sees_them() {
+    let server = TestServer::start().await;
+    let admin = admin_token(&server);
+    let mut keys = Vec::new();
+    for (name, project) in [("a1", Some("acme")), ("a2", Some("acme")), ("b", None)] {
+        let mut body = json!({"name": name});
+        if let Some(p) = project {
+            body["project"] = json!(p);
+        }
+        let created: Value = server
+            .http
+            .post(server.at("/v1/admin/keys"))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(p) = project {
+            assert_eq!(created["project"], p);
+        }
+        keys.push(created["key"].as_str().unwrap().to_owned());
+    }
+    let resp = server
+        .http
+        .post(server.at("/v1/async-invoke"))
+        .bearer_auth(&keys[0])
+        .json(&json!({"model_id": "fal-ai/flux/schnell", "input": {"prompt": "acme's"}}))
+        .send()
+        .await
+        .unwrap();
+    let id = resp.json::<Value>().await.unwrap()["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = |key: String| {
+        let (http, url) = (
+            server.http.clone(),
+            server.at(&format!("/v1/async-invoke/{id}")),
+        );
+        async move {
+            http.get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status(keys[0].clone()).await, 200);
+    assert_eq!(status(keys[1].clone()).await, 200, "same project");
+    assert_eq!(status(keys[2].clone()).await, 404, "another project");
+    assert_eq!(status(server.key.clone()).await, 404, "the default project");
+}

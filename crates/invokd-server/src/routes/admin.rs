@@ -24,6 +24,7 @@ fn info(k: &KeyRecord) -> KeyInfo {
         id: k.id.to_string(),
         name: k.name.clone(),
         prefix: k.prefix.clone(),
+        project: k.project.clone(),
         created_at: k.created_at,
         revoked_at: k.revoked_at,
     }
@@ -42,7 +43,14 @@ pub async fn create(
             "name: must be 1 to 200 characters",
         ));
     }
-    let (record, key) = state.service.create_key(name).await?;
+    let project = body.project.as_deref().map(str::trim);
+    if project.is_some_and(|p| p.is_empty() || p.len() > 200) {
+        return Err(ApiError::new(
+            ErrorCode::UnprocessableEntity,
+            "project: must be 1 to 200 characters",
+        ));
+    }
+    let (record, key) = state.service.create_key(name, project).await?;
     Ok((
         StatusCode::CREATED,
         Json(KeyCreated {

@@ -49,7 +49,7 @@ async fn waited(
     let id = job.id.to_string();
     let job = state
         .service
-        .wait(caller, &id, Duration::from_secs(secs))
+        .wait(&caller, &id, Duration::from_secs(secs))
         .await?;
     Ok((job, Some(secs)))
 }
@@ -103,7 +103,7 @@ pub async fn create(
     let submitted = state
         .service
         .submit(
-            caller,
+            &caller,
             Submission {
                 webhook_url,
                 run_timeout,
@@ -133,7 +133,7 @@ pub async fn get(
     headers: HeaderMap,
     Path(request_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = state.service.get(caller, &request_id).await?;
+    let job = state.service.get(&caller, &request_id).await?;
     let (job, applied) = waited(&state, caller, job, &headers).await?;
     let delivery = if job.webhook_url.is_some() {
         state.service.store().delivery_of(job.id).await?
@@ -155,10 +155,10 @@ pub async fn cancel(
     base: BaseUrl,
     Path(request_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    match state.service.cancel(caller, &request_id).await? {
+    match state.service.cancel(&caller, &request_id).await? {
         CancelOutcome::Canceled | CancelOutcome::Requested => {}
         CancelOutcome::AlreadyDone => {
-            let job = state.service.get(caller, &request_id).await?;
+            let job = state.service.get(&caller, &request_id).await?;
             return Err(ApiError::new(
                 ErrorCode::Conflict,
                 format!("request {request_id} has already finished ({})", job.status),
@@ -171,7 +171,7 @@ pub async fn cancel(
             ));
         }
     }
-    let job = state.service.get(caller, &request_id).await?;
+    let job = state.service.get(&caller, &request_id).await?;
     let inv = invocation(&job, &UrlRenderer::new(&state, &base.0));
     Ok(respond(StatusCode::ACCEPTED, inv, None))
 }
@@ -261,7 +261,7 @@ pub async fn list(
         params.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("invalid query: {e}")))?;
     let page = state
         .service
-        .list(caller, params.query()?, params.cursor.as_deref())
+        .list(&caller, params.query()?, params.cursor.as_deref())
         .await?;
     let urls = UrlRenderer::new(&state, &base.0);
     let items: Vec<Invocation> = page.jobs.iter().map(|j| invocation(j, &urls)).collect();
@@ -276,7 +276,7 @@ pub async fn events(
     base: BaseUrl,
     Path(request_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = state.service.get(caller, &request_id).await?;
+    let job = state.service.get(&caller, &request_id).await?;
     let render_state = state.clone();
     let mut last_status = None;
     let mut logs_sent = 0;

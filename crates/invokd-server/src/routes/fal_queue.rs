@@ -203,7 +203,7 @@ async fn submit(
         webhook_url: crate::extract::webhook_url(&state, "fal_webhook", query.fal_webhook).await?,
         run_timeout: None,
     };
-    let submitted = state.service.submit(caller, sub).await?;
+    let submitted = state.service.submit(&caller, sub).await?;
     if !submitted.replayed {
         crate::metrics::job_submitted(&submitted.job.model_id);
     }
@@ -268,7 +268,7 @@ async fn status(
     id: &str,
     logs: bool,
 ) -> Result<Response, ApiError> {
-    let job = state.service.get(caller, id).await?;
+    let job = state.service.get(&caller, id).await?;
     let terminal = job.status.is_terminal();
     let with_id = job.clone();
     let body = status_of(state, job, base, logs).await?;
@@ -289,7 +289,7 @@ async fn result(
     base: &str,
     id: &str,
 ) -> Result<Response, ApiError> {
-    let job = state.service.get(caller, id).await?;
+    let job = state.service.get(&caller, id).await?;
     let res = match (job.status, &job.output) {
         (JobStatus::Completed, Some(output)) => {
             Json(UrlRenderer::new(state, base).output(job.id, output)).into_response()
@@ -335,7 +335,7 @@ async fn stream(
     id: String,
     logs: bool,
 ) -> Result<Response, ApiError> {
-    let job = state.service.get(caller, &id).await?;
+    let job = state.service.get(&caller, &id).await?;
     let mut last: Option<Value> = None;
     let events = live::events(state, job, logs, move |snap| {
         let body =
@@ -372,7 +372,7 @@ pub async fn cancel(
             "cancel with PUT .../requests/{request_id}/cancel",
         ));
     };
-    let (code, status) = match state.service.cancel(caller, id).await? {
+    let (code, status) = match state.service.cancel(&caller, id).await? {
         CancelOutcome::Canceled | CancelOutcome::Requested => {
             (StatusCode::ACCEPTED, CancelStatus::CancellationRequested)
         }
