@@ -117,6 +117,29 @@ impl ClientConfig {
         let name = name.or(self.current_context.as_deref())?;
         self.contexts.get(name)
     }
+
+    /// Makes `name` the current context; false if there is no such context.
+    pub fn switch(&mut self, name: &str) -> bool {
+        if !self.contexts.contains_key(name) {
+            return false;
+        }
+        self.current_context = Some(name.to_owned());
+        true
+    }
+
+    /// Removes a context (and makes none current if it was); the removed one, if any.
+    pub fn remove(&mut self, name: &str) -> Option<Context> {
+        let removed = self.contexts.remove(name);
+        if self.current_context.as_deref() == Some(name) {
+            self.current_context = None;
+        }
+        removed
+    }
+
+    /// The contexts' names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.contexts.keys().map(String::as_str).collect()
+    }
 }
 
 #[cfg(test)]
@@ -151,5 +174,14 @@ mod tests {
         assert_eq!(back.context(None).unwrap().api_url, "http://a");
         assert_eq!(back.context(Some("prod")).unwrap().access_token, "k2");
         assert!(back.context(Some("nope")).is_none());
+
+        let mut c = back;
+        assert!(!c.switch("nope"));
+        assert!(c.switch("prod"));
+        assert_eq!(c.context(None).unwrap().api_url, "http://b");
+        assert_eq!(c.names(), ["local", "prod"]);
+        assert!(c.remove("prod").is_some());
+        assert_eq!(c.current_context, None);
+        assert!(c.context(None).is_none());
     }
 }

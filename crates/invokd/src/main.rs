@@ -10,8 +10,14 @@ async fn main() -> std::process::ExitCode {
     match cli::run(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:#}");
-            std::process::ExitCode::FAILURE
+            let code = cli::exit::code_of(&e);
+            if code != cli::exit::INTERRUPTED {
+                eprintln!("Error: {}", cli::exit::message(&e));
+                if let Some(hint) = cli::exit::hint(&e) {
+                    eprintln!("Hint: {hint}");
+                }
+            }
+            std::process::ExitCode::from(code)
         }
     }
 }

@@ -1,7 +1,13 @@
 //! Command-line arguments and dispatch to the subcommands.
 
 mod async_invoke;
+mod auth;
+pub mod exit;
+mod global;
+mod keys;
 mod models;
+mod output;
+mod progress;
 mod serve;
 mod tls;
 
@@ -9,8 +15,18 @@ use clap::{Parser, Subcommand};
 
 /// invokd: a self-hosted gateway for asynchronous generative-media inference.
 #[derive(Debug, Parser)]
-#[command(name = "invokd", version, about)]
+#[command(
+    name = "invokd",
+    version,
+    about,
+    after_help = "Exit codes: 0 success, 1 other failure, 2 usage, 3 API error, 4 job FAILED or \
+                  CANCELED, 5 network failure, 6 --timeout passed, 130 interrupted.\n\
+                  Environment: INVOKD_ACCESS_TOKEN, INVOKD_API_URL, INVOKD_CONTEXT, \
+                  INVOKD_CONFIG, INVOKD_ADMIN_TOKEN."
+)]
 pub struct Cli {
+    #[command(flatten)]
+    global: global::Global,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,8 +38,12 @@ enum Command {
     /// Create and follow async invocations (doctl's `serverless-inference async-invoke`).
     #[command(name = "async-invoke", visible_alias = "async")]
     AsyncInvoke(async_invoke::AsyncInvokeArgs),
-    /// The model catalog.
+    /// The model catalog: the server's, or the built-in one.
     Models(models::ModelsArgs),
+    /// Access keys, with the admin token.
+    Keys(keys::KeysArgs),
+    /// Named contexts: a server's URL and an access key.
+    Auth(auth::AuthArgs),
     /// Certificates for local https.
     Tls(tls::TlsArgs),
 }
@@ -31,8 +51,10 @@ enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => serve::run(a).await,
-        Command::AsyncInvoke(a) => async_invoke::run(a).await,
-        Command::Models(a) => models::run(a),
         Command::Tls(a) => tls::run(a),
+        Command::AsyncInvoke(a) => async_invoke::run(&global::Session::load(cli.global)?, a).await,
+        Command::Models(a) => models::run(&global::Session::load(cli.global)?, a).await,
+        Command::Keys(a) => keys::run(&global::Session::load(cli.global)?, a).await,
+        Command::Auth(a) => auth::run(&mut global::Session::load(cli.global)?, a).await,
     }
 }

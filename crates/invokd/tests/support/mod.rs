@@ -298,3 +298,147 @@ pub fn printed_key(lines: &[String]) -> Option<String> {
         .find(|l| l.starts_with("invk_"))
         .map(str::to_owned)
 }
+
+/// What one run of the `invokd` CLI gave.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// Asserts exit code 0, showing stderr if not.
+    pub fn ok(&self) -> &Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Asserts the exit code, showing the output if it differs.
+    pub fn code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "expected exit code {code}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// stdout as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// The `invokd` binary with none of the caller's `INVOKD_*` settings, using `config` as its
+/// config file.
+pub fn cli_command(config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_invokd"));
+    for var in [
+        "INVOKD_ACCESS_TOKEN",
+        "INVOKD_API_URL",
+        "INVOKD_CONTEXT",
+        "INVOKD_ADMIN_TOKEN",
+        "INVOKD_BOOTSTRAP_KEY",
+        "XDG_CONFIG_HOME",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("INVOKD_CONFIG", config)
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs the CLI to its end, with `envs` set and `stdin` given (else no stdin).
+pub async fn run_cli(
+    config: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> CliOutput {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = cli_command(config);
+    cmd.args(args)
+        .envs(envs.iter().copied())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("cannot run invokd");
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(text.as_bytes()).await.unwrap();
+        drop(pipe);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("invokd {args:?} did not finish within 120 s"))
+        .unwrap();
+    CliOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+impl TestServer {
+    /// The admin token the server made on its first start.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// A CLI config file beside the data directory with one context, "test", for this server
+    /// (its key and admin token), current. Made on first use.
+    pub fn cli_config(&self) -> PathBuf {
+        let path = self.client_config.with_file_name("cli.toml");
+        if !path.exists() {
+            let mut cfg = invokd_client::config::ClientConfig::default();
+            cfg.upsert(
+                "test",
+                invokd_client::config::Context {
+                    api_url: self.url.clone(),
+                    access_token: self.key.clone(),
+                    admin_token: Some(self.admin_token()),
+                },
+            );
+            cfg.save(&path).unwrap();
+        }
+        path
+    }
+
+    /// Runs `invokd ARGS` against this server (through [`TestServer::cli_config`]).
+    pub async fn cli(&self, args: &[&str]) -> CliOutput {
+        run_cli(&self.cli_config(), args, &[], None).await
+    }
+
+    /// Runs `invokd async-invoke create ARGS` against this server.
+    pub async fn cli_create(&self, args: &[&str]) -> CliOutput {
+        let argv: Vec<&str> = ["async-invoke", "create"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        self.cli(&argv).await
+    }
+
+    /// Runs `invokd ARGS` with `stdin`.
+    pub async fn cli_stdin(&self, args: &[&str], stdin: &str) -> CliOutput {
+        run_cli(&self.cli_config(), args, &[], Some(stdin)).await
+    }
+}
