@@ -7,7 +7,7 @@ use chrono::Utc;
 use serde_json::{Map, Value};
 
 use crate::{
-    catalog::{Catalog, Violation},
+    catalog::{Catalog, Model, Violation},
     events::Signals,
     ids::{JobId, KeyId},
     job::{CancelOutcome, Job, NewJob},
@@ -159,6 +159,26 @@ pub struct JobService {
     config: ServiceConfig,
 }
 
+/// The model a submission names and its input as the job will run with it (mapped, defaults
+/// filled in, validated, file inputs checked), or why it cannot run. Touches no store.
+pub fn prepare(
+    catalog: &Catalog,
+    model_id: &str,
+    input: Map<String, Value>,
+) -> Result<(Arc<Model>, Map<String, Value>), ServiceError> {
+    let model = catalog
+        .get(model_id)
+        .ok_or_else(|| ServiceError::UnknownModel(model_id.to_owned()))?;
+    let input = model
+        .prepare_input(input)
+        .map_err(ServiceError::InvalidInput)?;
+    let file_problems = crate::input_files::violations(&input);
+    if !file_problems.is_empty() {
+        return Err(ServiceError::InvalidInput(file_problems));
+    }
+    Ok((model.clone(), input))
+}
+
 impl JobService {
     /// `signals` connects the service to this process's dispatcher.
     pub fn new(
@@ -209,17 +229,7 @@ impl JobService {
         sub: Submission,
     ) -> Result<Submitted, ServiceError> {
         let fingerprint = sub.idempotency_key.as_ref().map(|_| sub.fingerprint());
-        let model = self
-            .catalog
-            .get(&sub.model_id)
-            .ok_or_else(|| ServiceError::UnknownModel(sub.model_id.clone()))?;
-        let input = model
-            .prepare_input(sub.input)
-            .map_err(ServiceError::InvalidInput)?;
-        let file_problems = crate::input_files::violations(&input);
-        if !file_problems.is_empty() {
-            return Err(ServiceError::InvalidInput(file_problems));
-        }
+        let (model, input) = prepare(&self.catalog, &sub.model_id, sub.input)?;
         self.check_queue_caps(caller).await?;
         let created_at = Utc::now();
         let start_deadline = sub

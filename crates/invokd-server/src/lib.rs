@@ -6,6 +6,8 @@ mod dispatcher;
 mod error;
 mod extract;
 mod fal_proxy;
+#[doc(hidden)]
+pub mod fuzzing;
 mod input_fetch;
 mod live;
 mod metrics;

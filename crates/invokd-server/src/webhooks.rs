@@ -52,13 +52,18 @@ impl WebhookSigner {
             write_private(&path, hex::encode(seed).as_bytes())?;
             seed
         };
-        Ok(Self {
-            key: SigningKey::from_bytes(&seed),
-        })
+        Ok(Self::from_seed(seed))
     }
 
     fn public_b64(&self) -> String {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.key.verifying_key().as_bytes())
+    }
+
+    /// A signer with a given key (tests and fuzzing).
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self {
+            key: SigningKey::from_bytes(&seed),
+        }
     }
 
     /// A stable key id: the first bytes of the public key's hash.

@@ -3,6 +3,7 @@
 
 pub mod async_invoke;
 pub mod fal_queue;
+pub mod sse;
 
 use chrono::Utc;
 use invokd_core::{JobId, blob::BLOB_SCHEME, signing::UrlSigner};

@@ -9,7 +9,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode},
     response::{
         IntoResponse, Response,
-        sse::{Event, KeepAlive, Sse},
+        sse::{KeepAlive, Sse},
     },
 };
 use invokd_api::{
@@ -283,16 +283,12 @@ pub async fn events(
     let stream = live::events(state, job, true, move |snap| {
         let mut out = Vec::new();
         for line in snap.logs.iter().flatten().skip(logs_sent) {
-            if let Ok(e) = Event::default().event("log").json_data(log_entry(line)) {
-                out.push(e);
-            }
+            out.extend(crate::present::sse::log(&log_entry(line)));
             logs_sent += 1;
         }
         if last_status != Some(snap.job.status) {
             let inv = invocation(&snap.job, &UrlRenderer::new(&render_state, &base.0));
-            if let Ok(e) = Event::default().event("status").json_data(inv) {
-                out.push(e);
-            }
+            out.extend(crate::present::sse::status(&inv));
             last_status = Some(snap.job.status);
         }
         out

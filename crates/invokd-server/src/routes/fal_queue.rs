@@ -9,7 +9,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode},
     response::{
         IntoResponse, Response,
-        sse::{Event, KeepAlive, Sse},
+        sse::{KeepAlive, Sse},
     },
 };
 use invokd_api::{
@@ -344,7 +344,7 @@ async fn stream(
         if last.as_ref() == Some(&value) {
             return Vec::new();
         }
-        let event = Event::default().data(value.to_string());
+        let event = crate::present::sse::fal_status(&value);
         last = Some(value);
         vec![event]
     });
