@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod blob_fs;
+mod group_commit;
 pub mod sqlite;
 
 pub use blob_fs::LocalBlobStore;

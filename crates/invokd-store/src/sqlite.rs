@@ -17,6 +17,8 @@ use invokd_core::{
     },
 };
 use serde_json::{Map, Value};
+
+use crate::group_commit::GroupCommit;
 use sqlx::{
     Row,
     sqlite::{
@@ -35,9 +37,10 @@ const ATTEMPTS_EXHAUSTED: &str =
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    inserts: GroupCommit,
 }
 
-fn unavailable(e: sqlx::Error) -> StoreError {
+pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
         _ => StoreError::Unavailable(e.to_string()),
@@ -80,7 +83,8 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        Ok(Self { pool })
+        let inserts = GroupCommit::start(pool.clone());
+        Ok(Self { pool, inserts })
     }
 
     fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
@@ -163,7 +167,7 @@ impl SqliteStore {
     }
 }
 
-async fn insert_row<'e, E: sqlx::SqliteExecutor<'e>>(
+pub(crate) async fn insert_row<'e, E: sqlx::SqliteExecutor<'e>>(
     ex: E,
     job: &NewJob,
 ) -> Result<Job, StoreError> {
@@ -209,7 +213,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
 #[async_trait]
 impl JobRepo for SqliteStore {
     async fn insert_job(&self, job: NewJob) -> Result<Job, StoreError> {
-        insert_row(&self.pool, &job).await
+        self.inserts.insert(job).await
     }
 
     async fn insert_job_idempotent(

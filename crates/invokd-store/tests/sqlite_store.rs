@@ -589,3 +589,38 @@ async fn ended_jobs_past_retention_are_listed_once_and_lose_their_output() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn concurrent_inserts_share_commits_and_one_bad_row_fails_alone() {
+    let (dir, s) = store().await;
+    let key = KeyId::generate();
+    let first = s.insert_job(new_job("m", 0, key)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let s = s.clone();
+        let mut job = new_job("m", 0, key);
+        if i == 100 {
+            job.id = first.id; // a duplicate id, in the middle of a batch
+        }
+        tasks.push(tokio::spawn(async move { s.insert_job(job).await }));
+    }
+    let mut ok = Vec::new();
+    let mut conflicts = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(job) => ok.push(job.id),
+            Err(invokd_core::store::StoreError::Conflict) => conflicts += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((ok.len(), conflicts), (199, 1));
+    // Every acknowledged row is committed: a fresh store on the same file sees them all.
+    drop(s);
+    let reopened = SqliteStore::open(&dir.path().join("db.sqlite"))
+        .await
+        .unwrap();
+    assert_eq!(reopened.queued_count(Some(key)).await.unwrap(), 200);
+    for id in ok {
+        assert!(reopened.get_job(id, None).await.unwrap().is_some());
+    }
+}

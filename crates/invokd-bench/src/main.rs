@@ -1,0 +1,329 @@
+//! invokd-bench: measures invokd (create, status, end to end, memory, start-up) and, in the
+//! same run with the same load generator, a bare axum server; reports invokd's figures as
+//! ratios to the baseline's, prints a table and writes JSON.
+
+mod baseline;
+mod load;
+mod process;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use load::Stats;
+use process::Server;
+use reqwest::StatusCode;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+const KEY: &str = "invk_benchmark_key_0123456789abcdef";
+
+#[derive(Debug, Parser)]
+#[command(name = "invokd-bench", about)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Seconds each scenario runs.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// One second per scenario: checks that everything runs (the test suite's mode).
+    #[arg(long)]
+    quick: bool,
+    /// The invokd binary (default: the one next to this program).
+    #[arg(long)]
+    invokd: Option<PathBuf>,
+    /// Where to write the results as JSON.
+    #[arg(long, default_value = "target/bench/latest.json")]
+    json: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Serve the baseline (started by the benchmark itself).
+    #[command(hide = true)]
+    BaselineServer,
+}
+
+/// A create body: the smallest real job (one 64x64 image).
+fn job_body(i: u64) -> Value {
+    json!({"model_id": "fal-ai/flux/schnell",
+           "input": {"prompt": format!("bench {i}"), "image_size": {"width": 64, "height": 64}}})
+}
+
+#[derive(Serialize)]
+struct Row {
+    scenario: String,
+    stats: Option<Stats>,
+    /// invokd's rate over the baseline's.
+    ratio: Option<f64>,
+    target: String,
+    value: Option<f64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(Cmd::BaselineServer) = args.command {
+        return baseline::serve().await;
+    }
+    let seconds = if args.quick { 1.0 } else { args.seconds };
+    let duration = Duration::from_secs_f64(seconds);
+    let me = std::env::current_exe().context("cannot find this program")?;
+    let invokd = match args.invokd {
+        Some(p) => p,
+        None => me.with_file_name("invokd"),
+    };
+    anyhow::ensure!(
+        invokd.exists(),
+        "no invokd at {} (build it, or pass --invokd)",
+        invokd.display()
+    );
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let mut rows = Vec::new();
+
+    // The baseline.
+    let mut cmd = tokio::process::Command::new(&me);
+    cmd.arg("baseline-server");
+    let base = Server::start(cmd, "baseline listening on ").await?;
+    let post = {
+        let (http, url) = (http.clone(), format!("{}/echo", base.url));
+        load::run(64, duration, move |_, i| {
+            let req = http.post(&url).json(&job_body(i));
+            async move { ok(req, StatusCode::ACCEPTED).await }
+        })
+        .await?
+    };
+    let get = {
+        let (http, url) = (http.clone(), format!("{}/ping", base.url));
+        load::run(64, duration, move |_, _| {
+            let req = http.get(&url);
+            async move { ok(req, StatusCode::OK).await }
+        })
+        .await?
+    };
+    let base_rss = base.rss_mb();
+    drop(base);
+    rows.push(row("baseline: echo POST (64)", &post, None, ""));
+    rows.push(row("baseline: GET (64)", &get, None, ""));
+
+    // invokd with jobs that stay queued: create and status alone.
+    let dir = tempfile::tempdir()?;
+    let held = Server::start(
+        process::invokd(
+            &invokd,
+            &dir.path().join("held"),
+            KEY,
+            &["--emulator-latency-ms", "3600000", "--max-concurrency", "1"],
+        ),
+        "invokd listening on ",
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = held.rss_mb();
+    let startup_ms = held.startup.as_secs_f64() * 1000.0;
+    let create = {
+        let (http, url) = (http.clone(), format!("{}/v1/async-invoke", held.url));
+        load::run(64, duration, move |_, i| {
+            let req = http.post(&url).bearer_auth(KEY).json(&job_body(i));
+            async move { ok(req, StatusCode::ACCEPTED).await }
+        })
+        .await?
+    };
+    rows.push(row(
+        "create (64)",
+        &create,
+        Some(&post),
+        "≥ 0.6 × echo POST, p99 ≤ 10 ms",
+    ));
+    let ids = Arc::new(created_ids(&http, &held.url, 256).await?);
+    let status = {
+        let (http, url) = (http.clone(), held.url.clone());
+        load::run(64, duration, move |w, i| {
+            let id = &ids[(w * 7919 + i as usize) % ids.len()];
+            let req = http
+                .get(format!("{url}/v1/async-invoke/{id}/status"))
+                .bearer_auth(KEY);
+            async move { ok(req, StatusCode::OK).await }
+        })
+        .await?
+    };
+    rows.push(row("status (64)", &status, Some(&get), "≥ 0.7 × GET"));
+    let loaded_rss = held.rss_mb();
+    drop(held);
+
+    // invokd running every job at once on the emulator with no latency: the whole path.
+    let running = Server::start(
+        process::invokd(
+            &invokd,
+            &dir.path().join("running"),
+            KEY,
+            &[
+                "--emulator-latency-ms",
+                "0",
+                "--max-concurrency",
+                "64",
+                "--per-model-concurrency",
+                "64",
+            ],
+        ),
+        "invokd listening on ",
+    )
+    .await?;
+    let levels: &[usize] = if args.quick { &[16] } else { &[16, 64] };
+    for &c in levels {
+        let e2e = {
+            let (http, url) = (http.clone(), running.url.clone());
+            load::run(c, duration, move |_, i| {
+                let (http, url) = (http.clone(), url.clone());
+                async move { end_to_end(&http, &url, i).await.unwrap_or(false) }
+            })
+            .await?
+        };
+        let target = if c == 16 { "≥ 0.25 × echo POST" } else { "" };
+        rows.push(row(
+            &format!("end to end ({c}), jobs"),
+            &e2e,
+            Some(&post),
+            target,
+        ));
+    }
+    drop(running);
+
+    for (name, value, target) in [
+        ("RSS idle, MB", idle_rss, "≤ 30"),
+        ("RSS after create and status, MB", loaded_rss, ""),
+        ("baseline RSS, MB", base_rss, ""),
+        ("start-up, empty store, ms", Some(startup_ms), ""),
+    ] {
+        rows.push(Row {
+            scenario: name.into(),
+            stats: None,
+            ratio: None,
+            target: target.into(),
+            value,
+        });
+    }
+    print_table(&rows, seconds);
+    write_json(&args.json, &rows, seconds, args.quick)?;
+    let failures: u64 = rows
+        .iter()
+        .filter_map(|r| r.stats.as_ref())
+        .map(|s| s.errors)
+        .sum();
+    anyhow::ensure!(failures == 0, "{failures} operations failed");
+    Ok(())
+}
+
+fn row(name: &str, s: &Stats, baseline: Option<&Stats>, target: &str) -> Row {
+    Row {
+        scenario: name.into(),
+        stats: Some(s.clone()),
+        ratio: baseline.map(|b| s.per_second / b.per_second.max(f64::MIN_POSITIVE)),
+        target: target.into(),
+        value: None,
+    }
+}
+
+async fn ok(req: reqwest::RequestBuilder, want: StatusCode) -> bool {
+    match req.send().await {
+        Ok(res) => res.status() == want && res.bytes().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Sends `req` with the key and reads a 2xx answer's JSON.
+async fn json_of(req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    Ok(req
+        .bearer_auth(KEY)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
+/// Creates job `i`; its request id.
+async fn create(http: &reqwest::Client, url: &str, i: u64) -> anyhow::Result<String> {
+    let v = json_of(
+        http.post(format!("{url}/v1/async-invoke"))
+            .json(&job_body(i)),
+    )
+    .await?;
+    Ok(v["request_id"]
+        .as_str()
+        .context("no request_id")?
+        .to_owned())
+}
+
+async fn created_ids(http: &reqwest::Client, url: &str, n: u64) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(create(http, url, i).await?);
+    }
+    Ok(ids)
+}
+
+/// Create, read the status until the job ends, read the result: whether it COMPLETED.
+async fn end_to_end(http: &reqwest::Client, url: &str, i: u64) -> anyhow::Result<bool> {
+    let id = create(http, url, i).await?;
+    loop {
+        let s = json_of(http.get(format!("{url}/v1/async-invoke/{id}/status"))).await?;
+        match s["status"].as_str() {
+            Some("COMPLETED" | "FAILED" | "CANCELED") => break,
+            _ => tokio::time::sleep(Duration::from_millis(2)).await,
+        }
+    }
+    let done = json_of(http.get(format!("{url}/v1/async-invoke/{id}"))).await?;
+    Ok(done["status"] == "COMPLETED")
+}
+
+fn print_table(rows: &[Row], seconds: f64) {
+    println!("invokd-bench: {seconds} s per scenario\n");
+    println!(
+        "{:<34} {:>10} {:>9} {:>9} {:>7}  target",
+        "scenario", "per s", "p50 ms", "p99 ms", "ratio"
+    );
+    for r in rows {
+        let (rate, p50, p99) = match &r.stats {
+            Some(s) => (
+                format!("{:.0}", s.per_second),
+                format!("{:.2}", s.p50_ms),
+                format!("{:.2}", s.p99_ms),
+            ),
+            None => (
+                r.value
+                    .map(|v| format!("{v:.1}"))
+                    .unwrap_or_else(|| "n/a".into()),
+                String::new(),
+                String::new(),
+            ),
+        };
+        let ratio = r.ratio.map(|x| format!("{x:.2}")).unwrap_or_default();
+        println!(
+            "{:<34} {rate:>10} {p50:>9} {p99:>9} {ratio:>7}  {}",
+            r.scenario, r.target
+        );
+    }
+}
+
+fn write_json(path: &Path, rows: &[Row], seconds: f64, quick: bool) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let doc = json!({
+        "seconds_per_scenario": seconds,
+        "quick": quick,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "rows": rows,
+    });
+    std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!("\nwritten to {}", path.display());
+    Ok(())
+}
