@@ -5,6 +5,7 @@
 mod baseline;
 mod load;
 mod process;
+mod scale;
 
 use std::{
     path::{Path, PathBuf},
@@ -36,6 +37,12 @@ struct Args {
     /// The invokd binary (default: the one next to this program).
     #[arg(long)]
     invokd: Option<PathBuf>,
+    /// Event streams held open for the memory figure.
+    #[arg(long, default_value_t = 10_000)]
+    streams: usize,
+    /// Completed jobs in the store for the start-up and memory figures.
+    #[arg(long, default_value_t = 1_000_000)]
+    history: u64,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "target/bench/latest.json")]
     json: PathBuf,
@@ -143,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
     ));
     let ids = Arc::new(created_ids(&http, &held.url, 256).await?);
     let status = {
-        let (http, url) = (http.clone(), held.url.clone());
+        let (http, url, ids) = (http.clone(), held.url.clone(), ids.clone());
         load::run(64, duration, move |w, i| {
             let id = &ids[(w * 7919 + i as usize) % ids.len()];
             let req = http
@@ -155,6 +162,15 @@ async fn main() -> anyhow::Result<()> {
     };
     rows.push(row("status (64)", &status, Some(&get), "≥ 0.7 × GET"));
     let loaded_rss = held.rss_mb();
+
+    // Open event streams on the queued jobs, held while the server's memory is read.
+    let want = if args.quick { 200 } else { args.streams };
+    let (streams, holders) = scale::open_streams(&held, &ids, want).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sse_rss = held.rss_mb();
+    for h in holders {
+        h.abort();
+    }
     drop(held);
 
     // invokd running every job at once on the emulator with no latency: the whole path.
@@ -195,14 +211,56 @@ async fn main() -> anyhow::Result<()> {
     }
     drop(running);
 
+    // A store with a long history: start-up time and memory.
+    let history = if args.quick { 10_000 } else { args.history };
+    let hist_dir = dir.path().join("history");
+    let mut first = Server::start(
+        process::invokd(&invokd, &hist_dir, KEY, &[]),
+        "invokd listening on ",
+    )
+    .await?;
+    first.child.kill().await?;
+    scale::fill_history(&hist_dir.join("data").join("invokd.sqlite"), history).await?;
+    let big = Server::start(
+        process::invokd(&invokd, &hist_dir, KEY, &[]),
+        "invokd listening on ",
+    )
+    .await?;
+    let big_startup_ms = big.startup.as_secs_f64() * 1000.0;
+    let listed = json_of(http.get(format!("{}/v1/async-invoke?limit=100", big.url))).await?;
+    anyhow::ensure!(
+        listed["invocations"].as_array().map(Vec::len) == Some(100),
+        "the history is not listed"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let big_rss = big.rss_mb();
+    drop(big);
+
+    let with_history = format!("{history} stored jobs");
+    let with_streams = format!("{streams} of {want} SSE streams open");
     for (name, value, target) in [
-        ("RSS idle, MB", idle_rss, "≤ 30"),
-        ("RSS after create and status, MB", loaded_rss, ""),
-        ("baseline RSS, MB", base_rss, ""),
-        ("start-up, empty store, ms", Some(startup_ms), ""),
+        ("RSS idle, MB".to_owned(), idle_rss, "≤ 30"),
+        ("RSS after create and status, MB".into(), loaded_rss, ""),
+        (
+            format!("RSS, {with_streams}, MB"),
+            sse_rss,
+            "≤ 150 (10,000 streams)",
+        ),
+        (
+            format!("RSS, {with_history}, MB"),
+            big_rss,
+            "≤ 100 (1,000,000 jobs)",
+        ),
+        ("baseline RSS, MB".into(), base_rss, ""),
+        ("start-up, empty store, ms".into(), Some(startup_ms), ""),
+        (
+            format!("start-up, {with_history}, ms"),
+            Some(big_startup_ms),
+            "≤ 200 (1,000,000 jobs)",
+        ),
     ] {
         rows.push(Row {
-            scenario: name.into(),
+            scenario: name,
             stats: None,
             ratio: None,
             target: target.into(),
