@@ -53,17 +53,35 @@ fn chrono_micros() -> i64 {
         .unwrap_or(0)
 }
 
+/// How event streams reach the server.
+#[derive(Debug, Clone, Copy)]
+pub enum Transport {
+    /// One HTTP/1.1 connection per stream, as CLIs and scripts hold them.
+    Http1,
+    /// HTTP/2, this many streams sharing each connection, as browsers and proxies do.
+    Http2(usize),
+}
+
 /// Opens `n` event streams on queued jobs of `server` and holds them; how many opened.
 pub async fn open_streams(
     server: &Server,
     ids: &[String],
     n: usize,
+    transport: Transport,
 ) -> anyhow::Result<(usize, Vec<tokio::task::JoinHandle<()>>)> {
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<bool>(n.max(1));
     let mut held = Vec::with_capacity(n);
+    let mut shared = None;
     for i in 0..n {
-        // One connection per stream, as browsers and CLIs each hold their own.
-        let http = reqwest::Client::builder().build()?;
+        let http = match transport {
+            Transport::Http1 => reqwest::Client::builder().build()?,
+            Transport::Http2(per) => {
+                if i % per.max(1) == 0 {
+                    shared = Some(reqwest::Client::builder().http2_prior_knowledge().build()?);
+                }
+                shared.clone().context("a client")?
+            }
+        };
         let url = format!(
             "{}/v1/async-invoke/{}/events",
             server.url,
