@@ -268,6 +268,15 @@ async fn contexts_are_saved_switched_and_chosen_by_flag_or_environment() {
         missing.stderr
     );
     cli(&["auth", "switch", "prod"], vec![]).await.ok();
+    // -c names the config file, over INVOKD_CONFIG (which points at an empty one here).
+    let other = dir.path().join("other.toml");
+    let cfg_arg = cfg.to_str().unwrap();
+    run_cli(&other, &["async-invoke", "list"], &[], None)
+        .await
+        .code(2);
+    run_cli(&other, &["async-invoke", "list", "-c", cfg_arg], &[], None)
+        .await
+        .ok();
     cli(&["auth", "remove", "elsewhere"], vec![]).await.ok();
     let text = cli(&["auth", "list"], vec![]).await;
     assert!(
