@@ -6,6 +6,7 @@ pub mod events;
 pub mod ids;
 pub mod input_files;
 pub mod job;
+pub mod key_cache;
 pub mod keys;
 pub mod provider;
 pub mod running;

@@ -11,6 +11,7 @@ use crate::{
     events::Signals,
     ids::{JobId, KeyId},
     job::{CancelOutcome, Job, NewJob},
+    key_cache::KeyCache,
     keys::{KeyHash, KeyRecord},
     provider::LogLine,
     store::{IdempotencyKey, Inserted, ListQuery, Store, StoreError},
@@ -137,6 +138,9 @@ pub struct ServiceConfig {
     pub max_queued_per_key: u64,
     /// Queued jobs in all; 0 means no cap.
     pub max_queue_length: u64,
+    /// How long a verified key is trusted without reading the store again (0: always read).
+    /// Revoking through this process takes effect at once whatever it is.
+    pub key_cache_ttl: std::time::Duration,
 }
 
 impl Default for ServiceConfig {
@@ -146,6 +150,7 @@ impl Default for ServiceConfig {
             idempotency_ttl: std::time::Duration::from_secs(24 * 3600),
             max_queued_per_key: 10_000,
             max_queue_length: 1_000_000,
+            key_cache_ttl: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -157,6 +162,7 @@ pub struct JobService {
     catalog: Arc<Catalog>,
     signals: Signals,
     config: ServiceConfig,
+    keys: Arc<KeyCache>,
 }
 
 /// The model a submission names and its input as the job will run with it (mapped, defaults
@@ -188,6 +194,7 @@ impl JobService {
         config: ServiceConfig,
     ) -> Self {
         Self {
+            keys: Arc::new(KeyCache::new(config.key_cache_ttl)),
             store,
             catalog,
             signals,
@@ -212,11 +219,19 @@ impl JobService {
         if secret.is_empty() {
             return Err(ServiceError::Unauthorized);
         }
-        match self.store.find_key(&KeyHash::of(secret)).await? {
-            Some(k) if k.revoked_at.is_none() => Ok(Caller {
-                key_id: k.id,
-                project: Arc::from(k.project.as_str()),
-            }),
+        let hash = KeyHash::of(secret);
+        if let Some(caller) = self.keys.get(&hash) {
+            return Ok(caller);
+        }
+        match self.store.find_key(&hash).await? {
+            Some(k) if k.revoked_at.is_none() => {
+                let caller = Caller {
+                    key_id: k.id,
+                    project: Arc::from(k.project.as_str()),
+                };
+                self.keys.put(hash, caller.clone());
+                Ok(caller)
+            }
             _ => Err(ServiceError::Unauthorized),
         }
     }
@@ -393,6 +408,7 @@ impl JobService {
         if !self.store.revoke_key(key_id, Utc::now()).await? {
             return Err(not_found());
         }
+        self.keys.forget(key_id);
         tracing::info!(key_id = %key_id, "access key revoked");
         self.store
             .list_keys()

@@ -81,6 +81,7 @@ impl Server {
                 idempotency_ttl: config.idempotency_ttl,
                 max_queued_per_key: config.max_queued_per_key,
                 max_queue_length: config.max_queue_length,
+                ..ServiceConfig::default()
             },
         );
         let emulator = Emulator::new(EmulatorConfig {
