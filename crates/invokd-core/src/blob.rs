@@ -16,6 +16,9 @@ pub enum BlobError {
     InvalidKey(String),
     #[error("blob storage IO failed: {0}")]
     Io(#[from] std::io::Error),
+    /// A remote store (S3) refused or could not be reached.
+    #[error("blob storage failed: {0}")]
+    Remote(String),
 }
 
 /// Where output files live. Keys are relative paths such as `<job id>/<attempt>/<n>.png`.
@@ -33,6 +36,12 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Whether the storage is reachable and writable.
     async fn check(&self) -> Result<(), BlobError>;
+
+    /// A URL that serves the blob directly from the storage for `ttl`, when the storage can make
+    /// one (presigned S3 URLs); `None` means files are served through the gateway.
+    fn presigned_url(&self, _key: &str, _ttl: std::time::Duration) -> Option<String> {
+        None
+    }
 }
 
 /// Checks that a key is a plain relative path: no `..`, no absolute path, no empty segment,

@@ -300,4 +300,13 @@ pub trait KeyRepo: Send + Sync {
 pub trait Store: JobRepo + KeyRepo + DeliveryRepo + 'static {
     /// Whether the store answers.
     async fn check(&self) -> Result<(), StoreError>;
+
+    /// The value kept under `name`, storing `value` first if there is none yet; `true` when it
+    /// was stored by this call. Every process sharing the store reads the same value, so the first
+    /// replica to start sets the secrets all of them use (URL signing, webhook key, admin token).
+    async fn setting_or_insert(
+        &self,
+        name: &str,
+        value: &str,
+    ) -> Result<(String, bool), StoreError>;
 }

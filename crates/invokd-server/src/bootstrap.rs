@@ -24,6 +24,8 @@ pub struct DataDir {
 const LOCK_FILE: &str = "invokd.lock";
 const SIGNING_KEY_FILE: &str = "url-signing.key";
 const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// Set by the process that creates the first access key, so that only one does.
+const FIRST_KEY_SETTING: &str = "first-key-created";
 /// Admin tokens start with this, unlike access keys, so the two are never confused.
 pub const ADMIN_TOKEN_PREFIX: &str = "invka_";
 
@@ -49,40 +51,72 @@ impl DataDir {
             _lock: lock,
         })
     }
+}
 
-    /// The admin token: `configured` (INVOKD_ADMIN_TOKEN) if given, else the one kept in the
-    /// data directory, else a new one. The second value says it was created now (show it once).
-    pub fn admin_token(&self, configured: Option<&str>) -> anyhow::Result<(String, bool)> {
+/// Where the secrets every process of a deployment shares are kept: files in the data directory
+/// (the embedded setup: one process), or the store itself when replicas share it, so that a URL
+/// signed by one replica is good on all of them and the webhook key is the same everywhere.
+pub enum SecretHome<'a> {
+    DataDir(&'a Path),
+    Store(&'a dyn Store),
+}
+
+impl SecretHome<'_> {
+    /// The secret called `name`, or `make()` kept under that name if there is none yet (the first
+    /// of concurrent starters wins, the others read its value). `true` when it was made now.
+    pub async fn get_or_create(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> String,
+    ) -> anyhow::Result<(String, bool)> {
+        match self {
+            Self::DataDir(root) => {
+                let path = root.join(name);
+                if path.exists() {
+                    let text = fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    return Ok((text.trim().to_owned(), false));
+                }
+                let value = make();
+                write_private(&path, value.as_bytes())?;
+                Ok((value, true))
+            }
+            Self::Store(store) => Ok(store
+                .setting_or_insert(name, &make())
+                .await
+                .with_context(|| format!("cannot read or store the shared secret {name}"))?),
+        }
+    }
+
+    /// The admin token: `configured` (INVOKD_ADMIN_TOKEN) if given, else the kept one, else a new
+    /// one. The second value says it was created now (show it once).
+    pub async fn admin_token(&self, configured: Option<&str>) -> anyhow::Result<(String, bool)> {
         if let Some(t) = configured {
             if t.trim().len() < 16 {
                 bail!("INVOKD_ADMIN_TOKEN must be at least 16 characters");
             }
             return Ok((t.trim().to_owned(), false));
         }
-        let path = self.root.join(ADMIN_TOKEN_FILE);
-        if path.exists() {
-            let text = fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            return Ok((text.trim().to_owned(), false));
-        }
-        let token =
-            generate_secret().replacen(invokd_core::keys::KEY_PREFIX, ADMIN_TOKEN_PREFIX, 1);
-        write_private(&path, token.as_bytes())?;
-        Ok((token, true))
+        self.get_or_create(ADMIN_TOKEN_FILE, || {
+            generate_secret().replacen(invokd_core::keys::KEY_PREFIX, ADMIN_TOKEN_PREFIX, 1)
+        })
+        .await
     }
 
     /// The secret that signs file URLs, created on first start and kept so URLs survive restarts.
-    pub fn signing_secret(&self) -> anyhow::Result<Vec<u8>> {
-        let path = self.root.join(SIGNING_KEY_FILE);
-        if path.exists() {
-            let text = fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            return hex::decode(text.trim())
-                .with_context(|| format!("{} is not hex", path.display()));
-        }
-        let secret: [u8; 32] = rand::random();
-        write_private(&path, hex::encode(secret).as_bytes())?;
-        Ok(secret.to_vec())
+    pub async fn signing_secret(&self) -> anyhow::Result<Vec<u8>> {
+        self.random_key(SIGNING_KEY_FILE).await.map(Vec::from)
+    }
+
+    /// 32 random bytes kept in hex under `name`.
+    pub async fn random_key(&self, name: &str) -> anyhow::Result<[u8; 32]> {
+        let (text, _) = self
+            .get_or_create(name, || hex::encode(rand::random::<[u8; 32]>()))
+            .await?;
+        hex::decode(&text)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .with_context(|| format!("the kept secret {name} is not a 32-byte hex key"))
     }
 }
 
@@ -104,14 +138,25 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// With no key in the store, creates the first one: the given bootstrap key, or a new one, which
-/// is returned so the caller can show it once.
+/// is returned so the caller can show it once. Of replicas starting together on a shared store,
+/// only the one that records the first start makes it.
 pub async fn first_key(
     store: &dyn Store,
     bootstrap: Option<&str>,
 ) -> anyhow::Result<Option<String>> {
-    if store.count_keys().await? > 0 {
+    if let Some(k) = bootstrap
+        && k.trim().len() < 16
+    {
+        bail!("INVOKD_BOOTSTRAP_KEY must be at least 16 characters");
+    }
+    let claimed = store.count_keys().await? == 0
+        && store
+            .setting_or_insert(FIRST_KEY_SETTING, &Utc::now().to_rfc3339())
+            .await?
+            .1;
+    if !claimed {
         if let Some(k) = bootstrap
-            && store.find_key(&KeyHash::of(k)).await?.is_none()
+            && store.find_key(&KeyHash::of(k.trim())).await?.is_none()
         {
             tracing::warn!("INVOKD_BOOTSTRAP_KEY is ignored: the store already has keys");
         }
@@ -119,9 +164,6 @@ pub async fn first_key(
     }
     match bootstrap {
         Some(k) => {
-            if k.trim().len() < 16 {
-                bail!("INVOKD_BOOTSTRAP_KEY must be at least 16 characters");
-            }
             store
                 .insert_key(KeyRecord::for_secret(
                     k.trim(),

@@ -7,6 +7,12 @@ use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Where jobs and keys are kept.
+    pub store: StoreLocation,
+    /// Where output and uploaded files are kept.
+    pub blobs: BlobLocation,
+    /// Whether clients get file URLs of the gateway or presigned URLs of the blob storage.
+    pub file_urls: FileUrls,
     /// The URL clients reach the server at, used in file URLs; by default the request's `Host`.
     pub public_url: Option<String>,
     /// An operator's catalog directory, added to (and overriding) the embedded models.
@@ -37,6 +43,41 @@ pub struct ServerConfig {
     pub max_queued_per_key: u64,
     /// Queued jobs in all (0: no cap).
     pub max_queue_length: u64,
+}
+
+/// Where jobs and keys are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// SQLite in the data directory: one process owns it.
+    Embedded,
+    /// A PostgreSQL database (`postgres://...`) that several replicas share.
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// Whether other processes may use the same store at the same time.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+}
+
+/// Where files are kept.
+#[derive(Debug, Clone)]
+pub enum BlobLocation {
+    /// The data directory's `files/`.
+    Local,
+    /// An S3-compatible bucket that several replicas share.
+    S3(Box<invokd_store::S3Config>),
+}
+
+/// Which URLs outputs carry for their files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileUrls {
+    /// `<public url>/files/<key>?expires=..&sig=..`, served by any replica.
+    #[default]
+    Gateway,
+    /// Presigned URLs of the bucket, so file bytes never pass through the gateway (S3 only).
+    Presigned,
 }
 
 /// How the dispatcher runs jobs.
@@ -106,6 +147,9 @@ impl ServerConfig {
         Self {
             listen,
             data_dir,
+            store: StoreLocation::Embedded,
+            blobs: BlobLocation::Local,
+            file_urls: FileUrls::Gateway,
             public_url: None,
             catalog_dir: None,
             max_body_bytes: 4 * 1024 * 1024,

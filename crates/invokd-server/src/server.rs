@@ -13,11 +13,61 @@ use invokd_core::{
     store::{Stale, Store},
 };
 use invokd_providers::{Emulator, EmulatorConfig};
-use invokd_store::{LocalBlobStore, SqliteStore};
+use invokd_store::{LocalBlobStore, S3BlobStore, SqliteStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{bootstrap, config::ServerConfig, dispatcher::Dispatcher, router, state::App};
+use crate::{
+    bootstrap,
+    config::{BlobLocation, FileUrls, ServerConfig, StoreLocation},
+    dispatcher::Dispatcher,
+    router,
+    state::App,
+};
+
+/// The job store the configuration names, migrated.
+async fn open_store(
+    config: &ServerConfig,
+    data_dir: &bootstrap::DataDir,
+) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &config.store {
+        StoreLocation::Embedded => Arc::new(
+            SqliteStore::open(&data_dir.root.join("invokd.sqlite"))
+                .await
+                .context("cannot open the job store")?,
+        ),
+        StoreLocation::Postgres(_) => {
+            anyhow::bail!("this build has no PostgreSQL store")
+        }
+    })
+}
+
+/// The blob storage the configuration names, checked to be reachable and writable.
+async fn open_blobs(
+    config: &ServerConfig,
+    data_dir: &bootstrap::DataDir,
+) -> anyhow::Result<Arc<dyn BlobStore>> {
+    let blobs: Arc<dyn BlobStore> = match &config.blobs {
+        BlobLocation::Local => Arc::new(
+            LocalBlobStore::open(data_dir.root.join("files"))
+                .context("cannot open the file store")?,
+        ),
+        BlobLocation::S3(s3) => {
+            let store = S3BlobStore::new(s3.as_ref().clone()).context("invalid S3 settings")?;
+            store.check_writable().await.with_context(|| {
+                format!(
+                    "cannot write to the S3 bucket {} (it must exist)",
+                    s3.bucket
+                )
+            })?;
+            Arc::new(store)
+        }
+    };
+    if config.file_urls == FileUrls::Presigned && !matches!(config.blobs, BlobLocation::S3(_)) {
+        anyhow::bail!("presigned file URLs need S3 blob storage (--s3-bucket)");
+    }
+    Ok(blobs)
+}
 
 /// A started server: bound, migrated, recovered, ready to run.
 pub struct Server {
@@ -44,23 +94,22 @@ impl Server {
             .map(crate::tls::server_config)
             .transpose()?;
         let data_dir = bootstrap::DataDir::open(&config.data_dir)?;
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&data_dir.root.join("invokd.sqlite"))
-                .await
-                .context("cannot open the job store")?,
-        );
-        let blobs: Arc<dyn BlobStore> = Arc::new(
-            LocalBlobStore::open(data_dir.root.join("files"))
-                .context("cannot open the file store")?,
-        );
+        let store = open_store(&config, &data_dir).await?;
+        let blobs = open_blobs(&config, &data_dir).await?;
         let mut catalog = Catalog::embedded().context("the embedded catalog is invalid")?;
         if let Some(dir) = &config.catalog_dir {
             catalog.extend_from_dir(dir)?;
         }
         let catalog = Arc::new(catalog);
 
-        // This process holds the data directory's lock, so nothing else can be running a job.
-        let recovered = store.requeue_stale(Stale::AllRunning, Utc::now()).await?;
+        // Alone on the embedded store (the data directory's lock), nothing else can be running a
+        // job; on a shared store other replicas may be, so only expired leases are taken back.
+        let stale = if config.store.is_shared() {
+            Stale::Expired
+        } else {
+            Stale::AllRunning
+        };
+        let recovered = store.requeue_stale(stale, Utc::now()).await?;
         if recovered.requeued + recovered.failed > 0 {
             tracing::warn!(
                 requeued = recovered.requeued,
@@ -89,7 +138,12 @@ impl Server {
             latency_per_model: config.emulator.latency_per_model.clone(),
             ..EmulatorConfig::default()
         });
-        let signer = UrlSigner::new(data_dir.signing_secret()?);
+        let secrets = if config.store.is_shared() {
+            bootstrap::SecretHome::Store(store.as_ref())
+        } else {
+            bootstrap::SecretHome::DataDir(&data_dir.root)
+        };
+        let signer = UrlSigner::new(secrets.signing_secret().await?);
         let inputs = crate::input_fetch::InputFetcher::new(
             blobs.clone(),
             signer.clone(),
@@ -105,8 +159,9 @@ impl Server {
             owner: format!("invokd-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
             inputs,
         };
-        let webhook_signer = crate::webhooks::WebhookSigner::load_or_create(&data_dir.root)?;
-        let (admin_token, admin_created) = data_dir.admin_token(config.admin_token.as_deref())?;
+        let webhook_signer = crate::webhooks::WebhookSigner::load_or_create(&secrets).await?;
+        let (admin_token, admin_created) =
+            secrets.admin_token(config.admin_token.as_deref()).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -117,6 +172,8 @@ impl Server {
             signer: webhook_signer.clone(),
             url_signer: signer.clone(),
             file_url_ttl: config.file_url_ttl,
+            blobs: blobs.clone(),
+            file_urls: config.file_urls,
             base_url: config
                 .public_url
                 .clone()

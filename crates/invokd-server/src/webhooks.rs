@@ -3,9 +3,8 @@
 //! the body's SHA-256), retrying with exponential backoff and jitter until the retry window
 //! closes. It runs beside the dispatcher, so a slow or dead receiver never holds up a job.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use anyhow::Context;
 use base64::Engine as _;
 use chrono::Utc;
 use ed25519_dalek::{Signer, SigningKey};
@@ -19,7 +18,7 @@ use sha2::{Digest, Sha256};
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::{bootstrap::write_private, present::UrlRenderer};
+use crate::present::UrlRenderer;
 
 const KEY_FILE: &str = "webhook-signing.key";
 
@@ -36,23 +35,10 @@ impl std::fmt::Debug for WebhookSigner {
 }
 
 impl WebhookSigner {
-    /// The key kept in the data directory, created on first start, so receivers' cached JWKS
-    /// stay valid across restarts.
-    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
-        let path = data_dir.join(KEY_FILE);
-        let seed: [u8; 32] = if path.exists() {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            hex::decode(text.trim())
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .with_context(|| format!("{} is not a 32-byte hex key", path.display()))?
-        } else {
-            let seed: [u8; 32] = rand::random();
-            write_private(&path, hex::encode(seed).as_bytes())?;
-            seed
-        };
-        Ok(Self::from_seed(seed))
+    /// The key kept in the data directory (or the shared store), created on first start, so
+    /// receivers' cached JWKS stay valid across restarts and are the same on every replica.
+    pub async fn load_or_create(home: &crate::bootstrap::SecretHome<'_>) -> anyhow::Result<Self> {
+        Ok(Self::from_seed(home.random_key(KEY_FILE).await?))
     }
 
     fn public_b64(&self) -> String {
@@ -152,6 +138,9 @@ pub struct Deliverer {
     pub signer: WebhookSigner,
     pub url_signer: UrlSigner,
     pub file_url_ttl: Duration,
+    /// Where files are, and whether payloads carry its presigned URLs.
+    pub blobs: Arc<dyn invokd_core::blob::BlobStore>,
+    pub file_urls: crate::config::FileUrls,
     /// Base of the file URLs in payloads.
     pub base_url: String,
     pub config: WebhookConfig,
@@ -235,6 +224,11 @@ impl Deliverer {
             base_url: &self.base_url,
             signer: &self.url_signer,
             expires: crate::present::expiry(self.file_url_ttl),
+            direct: crate::present::direct_urls(
+                self.file_urls,
+                self.blobs.as_ref(),
+                self.file_url_ttl,
+            ),
         };
         let body = payload(&job, &urls).to_string();
         let at = Utc::now();
@@ -331,11 +325,12 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn signatures_verify_against_the_published_key() {
+    #[tokio::test]
+    async fn signatures_verify_against_the_published_key() {
         let dir = tempfile::tempdir().unwrap();
-        let signer = WebhookSigner::load_or_create(dir.path()).unwrap();
-        let again = WebhookSigner::load_or_create(dir.path()).unwrap();
+        let home = crate::bootstrap::SecretHome::DataDir(dir.path());
+        let signer = WebhookSigner::load_or_create(&home).await.unwrap();
+        let again = WebhookSigner::load_or_create(&home).await.unwrap();
         assert_eq!(signer.kid(), again.kid(), "the key survives restarts");
         let jwks = signer.jwks();
         let x = base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -894,4 +894,28 @@ impl Store for SqliteStore {
             .map_err(unavailable)?;
         Ok(())
     }
+
+    async fn setting_or_insert(
+        &self,
+        name: &str,
+        value: &str,
+    ) -> Result<(String, bool), StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO settings (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(value)
+        .bind(micros(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .rows_affected()
+            == 1;
+        let stored: String = sqlx::query_scalar("SELECT value FROM settings WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok((stored, inserted))
+    }
 }

@@ -6,9 +6,13 @@ pub mod fal_queue;
 pub mod sse;
 
 use chrono::Utc;
-use invokd_core::{JobId, blob::BLOB_SCHEME, signing::UrlSigner};
+use invokd_core::{
+    JobId,
+    blob::{BLOB_SCHEME, BlobStore},
+    signing::UrlSigner,
+};
 
-use crate::state::App;
+use crate::{config::FileUrls, state::App};
 use serde_json::{Map, Value};
 
 /// Turns `blob:<key>` into `<base>/files/<key>?expires=..&sig=..`.
@@ -19,6 +23,8 @@ pub struct UrlRenderer<'a> {
     pub base_url: &'a str,
     pub signer: &'a UrlSigner,
     pub expires: i64,
+    /// Set when files are served straight from the blob storage (presigned URLs), for this long.
+    pub direct: Option<(&'a dyn BlobStore, std::time::Duration)>,
 }
 
 impl<'a> UrlRenderer<'a> {
@@ -28,8 +34,22 @@ impl<'a> UrlRenderer<'a> {
             base_url,
             signer: &state.signer,
             expires: expiry(state.config.file_url_ttl),
+            direct: direct_urls(
+                state.config.file_urls,
+                state.blobs.as_ref(),
+                state.config.file_url_ttl,
+            ),
         }
     }
+}
+
+/// The blob storage that makes file URLs itself, when the configuration asks for it.
+pub fn direct_urls(
+    mode: FileUrls,
+    blobs: &dyn BlobStore,
+    ttl: std::time::Duration,
+) -> Option<(&dyn BlobStore, std::time::Duration)> {
+    (mode == FileUrls::Presigned).then_some((blobs, ttl))
 }
 
 /// Expiry rounded up to the hour, so repeated reads give the same URL and caches can work.
@@ -40,6 +60,12 @@ pub fn expiry(ttl: std::time::Duration) -> i64 {
 
 impl UrlRenderer<'_> {
     pub fn file_url(&self, key: &str) -> String {
+        if let Some(url) = self
+            .direct
+            .and_then(|(blobs, ttl)| blobs.presigned_url(key, ttl))
+        {
+            return url;
+        }
         let sig = self.signer.sign(key, self.expires);
         format!(
             "{}/files/{key}?expires={}&sig={sig}",
@@ -86,6 +112,7 @@ mod tests {
             base_url: "http://h:1",
             signer: &signer,
             expires: 3600,
+            direct: None,
         };
         let job = JobId::generate();
         let other = JobId::generate();

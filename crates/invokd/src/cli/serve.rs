@@ -5,7 +5,11 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::Context as _;
 use clap::Args;
 use invokd_client::config::{ClientConfig, Context, default_path};
-use invokd_server::{Server, ServerConfig};
+use invokd_server::{
+    Server, ServerConfig,
+    config::{BlobLocation, FileUrls, StoreLocation},
+};
+use invokd_store::S3Config;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Args)]
@@ -16,6 +20,35 @@ pub struct ServeArgs {
     /// Directory for the database, output files and secrets.
     #[arg(long, env = "INVOKD_DATA_DIR", default_value = "./invokd-data")]
     data_dir: PathBuf,
+    /// A PostgreSQL URL (postgres://user@host/db) for a store that several replicas share;
+    /// without it, SQLite in the data directory.
+    #[arg(long, env = "INVOKD_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Keep files in this S3 bucket (credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+    /// optionally AWS_SESSION_TOKEN); without it, in the data directory.
+    #[arg(long, env = "INVOKD_S3_BUCKET")]
+    s3_bucket: Option<String>,
+    /// The S3 endpoint, for S3-compatible servers (default: AWS's endpoint of the region).
+    #[arg(long, env = "INVOKD_S3_ENDPOINT", requires = "s3_bucket")]
+    s3_endpoint: Option<String>,
+    /// The bucket's region (default: AWS_REGION, else us-east-1).
+    #[arg(long, env = "INVOKD_S3_REGION", requires = "s3_bucket")]
+    s3_region: Option<String>,
+    /// A prefix for every object key, so deployments can share a bucket.
+    #[arg(
+        long,
+        env = "INVOKD_S3_PREFIX",
+        default_value = "",
+        requires = "s3_bucket"
+    )]
+    s3_prefix: String,
+    /// Virtual-host-style bucket URLs (bucket.host/key) instead of path-style (host/bucket/key).
+    /// Default: virtual-host on AWS, path-style with --s3-endpoint.
+    #[arg(long, env = "INVOKD_S3_VIRTUAL_HOST", requires = "s3_bucket")]
+    s3_virtual_host: Option<bool>,
+    /// File URLs in outputs: `gateway` (served by invokd) or `presigned` (straight from S3).
+    #[arg(long, env = "INVOKD_FILE_URLS", value_enum, default_value_t = FileUrlMode::Gateway)]
+    file_urls: FileUrlMode,
     /// URL clients reach this server at, used in file URLs (default: from the request's Host).
     #[arg(long, env = "INVOKD_PUBLIC_URL")]
     public_url: Option<String>,
@@ -111,6 +144,61 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FileUrlMode {
+    Gateway,
+    Presigned,
+}
+
+/// The store named by --database-url: PostgreSQL for `postgres://` URLs.
+pub fn store_location(url: Option<&str>) -> anyhow::Result<StoreLocation> {
+    match url.map(str::trim).filter(|u| !u.is_empty()) {
+        None => Ok(StoreLocation::Embedded),
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            Ok(StoreLocation::Postgres(u.to_owned()))
+        }
+        Some(_) => anyhow::bail!(
+            "--database-url must be a postgres:// URL (leave it out for SQLite in the data directory)"
+        ),
+    }
+}
+
+/// The S3 settings of the flags, with credentials from the environment.
+fn s3_config(a: &ServeArgs) -> anyhow::Result<Option<S3Config>> {
+    let Some(bucket) = a.s3_bucket.clone().filter(|b| !b.is_empty()) else {
+        return Ok(None);
+    };
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let region = a
+        .s3_region
+        .clone()
+        .or_else(|| env("AWS_REGION"))
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|| "us-east-1".to_owned());
+    let endpoint = match &a.s3_endpoint {
+        Some(e) => e.clone(),
+        None => format!("https://s3.{region}.amazonaws.com"),
+    };
+    let endpoint = endpoint
+        .parse()
+        .with_context(|| format!("--s3-endpoint {endpoint:?} is not a URL"))?;
+    let (Some(access_key_id), Some(secret_access_key)) =
+        (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
+    else {
+        anyhow::bail!("--s3-bucket needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
+    };
+    Ok(Some(S3Config {
+        endpoint,
+        bucket,
+        region,
+        path_style: !a.s3_virtual_host.unwrap_or(a.s3_endpoint.is_none()),
+        prefix: a.s3_prefix.clone(),
+        access_key_id,
+        secret_access_key,
+        session_token: env("AWS_SESSION_TOKEN"),
+    }))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
     Auto,
     Json,
@@ -145,6 +233,14 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     }
 
     let mut config = ServerConfig::new(a.listen, a.data_dir.clone());
+    config.store = store_location(a.database_url.as_deref())?;
+    if let Some(s3) = s3_config(&a)? {
+        config.blobs = BlobLocation::S3(Box::new(s3));
+    }
+    config.file_urls = match a.file_urls {
+        FileUrlMode::Gateway => FileUrls::Gateway,
+        FileUrlMode::Presigned => FileUrls::Presigned,
+    };
     config.public_url = a.public_url.clone();
     config.catalog_dir = a.catalog_dir.clone();
     config.max_body_bytes = a.max_body_bytes;

@@ -23,6 +23,8 @@ pub const KEY: &str = "invk_test_bootstrap_key_0123456789";
 pub struct Options {
     pub bootstrap_key: Option<String>,
     pub args: Vec<String>,
+    /// Extra environment of the server process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -36,6 +38,7 @@ impl Default for Options {
                 "--rate-limit-per-second".into(),
                 "0".into(),
             ],
+            env: Vec::new(),
         }
     }
 }
@@ -43,6 +46,11 @@ impl Default for Options {
 impl Options {
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.args.push(a.into());
+        self
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
         self
     }
 
@@ -98,6 +106,7 @@ impl TestServer {
             .env("INVOKD_CONFIG", &client_config)
             .env("INVOKD_LOG", "info")
             .env_remove("INVOKD_BOOTSTRAP_KEY")
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(
