@@ -1673,6 +1673,38 @@ mod postgres_only {
         t.remove().await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_claim_passes_over_a_locked_job_instead_of_waiting_for_it() {
+        let t = PgSchema::create().await;
+        let s = t.connect().await;
+        let k = KeyId::generate();
+        let first = s.insert_job(new_job("m", 0, k)).await.unwrap();
+        let second = s.insert_job(new_job("m", 0, k)).await.unwrap();
+        // Another transaction holds the first job's row, as a concurrent claim would.
+        let mut raw = t.raw().await;
+        raw.execute("BEGIN").await.unwrap();
+        raw.execute(
+            sqlx::query("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE").bind(first.id.as_uuid()),
+        )
+        .await
+        .unwrap();
+        let got = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            s.claim_jobs(claim("w", 2, &NO_CAPS)),
+        )
+        .await
+        .expect("a claim must not wait on a locked row")
+        .unwrap();
+        assert_eq!(
+            got.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![second.id]
+        );
+        raw.execute("ROLLBACK").await.unwrap();
+        assert_eq!(claim_one(&s, "w").await.id, first.id);
+        drop((s, raw));
+        t.remove().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn claimers_on_several_replicas_take_each_job_once() {
         let schema = PgSchema::create().await;
