@@ -42,6 +42,9 @@ const NOTICE_BUFFER: usize = 1024;
 
 /// Jobs, keys and webhook deliveries in one PostgreSQL schema (the first on the connection's
 /// `search_path`), shared by any number of replicas.
+///
+/// Replicas sweep with [`Stale::Expired`]; [`Stale::AllRunning`] also takes back the runs of
+/// every other replica, so it is only for when none is left.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,

@@ -146,7 +146,9 @@ CREATE TRIGGER jobs_terminal_webhook
 
 -- Wake-ups, sent on commit: a job entering the queue (new or back) wakes dispatchers on every
 -- replica; a job changing state, being asked to cancel, or getting log lines wakes live readers.
--- Triggers, so that every path that moves a job is heard, as with the outbox.
+-- Triggers, so that every path that moves a job is heard, as with the outbox. Heartbeats send
+-- nothing. (PostgreSQL serialises the commits of notifying transactions on a queue lock: cheap
+-- at job rates, and the first thing to measure if commits ever queue up there.)
 CREATE FUNCTION jobs_notify() RETURNS trigger
     LANGUAGE plpgsql SET search_path FROM CURRENT
     AS $$
