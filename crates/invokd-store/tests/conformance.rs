@@ -1705,6 +1705,39 @@ mod postgres_only {
         t.remove().await;
     }
 
+    #[tokio::test]
+    async fn a_store_connects_over_tls_when_the_url_asks_for_it() {
+        let t = PgSchema::create().await;
+        let ssl: String = sqlx::query_scalar("SHOW ssl")
+            .fetch_one(&mut t.raw().await)
+            .await
+            .unwrap();
+        if ssl != "on" {
+            // A property of the test server, not of the store: nothing to check against.
+            eprintln!("the test server has ssl = {ssl}: TLS not checked");
+            t.remove().await;
+            return;
+        }
+        let tls = t.options().ssl_mode(sqlx::postgres::PgSslMode::Require);
+        let s = PostgresStore::connect_with(tls.clone()).await.unwrap();
+        let job = s
+            .insert_job(new_job("m", 0, KeyId::generate()))
+            .await
+            .unwrap();
+        assert!(s.get_job(job.id, None).await.unwrap().is_some());
+        let mut raw = <sqlx::PgConnection as sqlx::Connection>::connect_with(&tls)
+            .await
+            .unwrap();
+        let encrypted: bool =
+            sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .fetch_one(&mut raw)
+                .await
+                .unwrap();
+        assert!(encrypted);
+        drop((s, raw));
+        t.remove().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn claimers_on_several_replicas_take_each_job_once() {
         let schema = PgSchema::create().await;
