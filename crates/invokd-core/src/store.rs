@@ -1,4 +1,5 @@
-//! The store interface: jobs and keys, with leases that fence who may finish a running job.
+//! The store interface: jobs and keys, with leases that fence who may finish a running job,
+//! and notices of changes for the stores that can hear them.
 
 use std::collections::BTreeMap;
 
@@ -295,6 +296,19 @@ pub trait KeyRepo: Send + Sync {
     async fn revoke_key(&self, id: KeyId, now: DateTime<Utc>) -> Result<bool, StoreError>;
 }
 
+/// News from the store that something changed, whichever process changed it, so waiters
+/// (dispatchers, SSE streams) wake at once instead of at their next poll.
+///
+/// A hint, never the truth: a notice may be late, repeated or lost (a dropped connection, a
+/// receiver that lagged), so waiters still read the store, and still poll it slowly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreNotice {
+    /// A job of this model entered the queue (a new one, or one handed back): claim now.
+    Queued { model_id: String },
+    /// This job changed: its status, a cancel request, or new log lines. Re-read it.
+    Changed(JobId),
+}
+
 /// Everything the server needs from a store.
 #[async_trait]
 pub trait Store: JobRepo + KeyRepo + DeliveryRepo + 'static {
@@ -309,4 +323,11 @@ pub trait Store: JobRepo + KeyRepo + DeliveryRepo + 'static {
         name: &str,
         value: &str,
     ) -> Result<(String, bool), StoreError>;
+
+    /// News of changes made through any instance of this store, when the store can hear them
+    /// (PostgreSQL's LISTEN/NOTIFY). `None` when it cannot, or need not: an embedded store has
+    /// one process, whose own in-process events already say everything.
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<StoreNotice>> {
+        None
+    }
 }

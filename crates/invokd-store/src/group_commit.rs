@@ -58,11 +58,11 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<(NewJob, Reply)>) {
 }
 
 async fn commit(pool: &SqlitePool, batch: &[(NewJob, Reply)]) -> Result<Vec<Job>, StoreError> {
-    let mut tx = pool.begin().await.map_err(crate::sqlite::unavailable)?;
+    let mut tx = pool.begin().await.map_err(crate::sql::unavailable)?;
     let mut jobs = Vec::with_capacity(batch.len());
     for (job, _) in batch {
         jobs.push(crate::sqlite::insert_row(&mut *tx, job).await?);
     }
-    tx.commit().await.map_err(crate::sqlite::unavailable)?;
+    tx.commit().await.map_err(crate::sql::unavailable)?;
     Ok(jobs)
 }

@@ -11,14 +11,19 @@ use invokd_core::{
     keys::{KeyHash, KeyRecord},
     provider::LogLine,
     store::{
-        AfterAttempt, Beat, ClaimRequest, Delivery, DeliveryAttempt, DeliveryRepo, DeliveryState,
-        IdempotencyKey, Inserted, JobRepo, KeyRepo, ListQuery, QueueStats, Requeued, Stale, Store,
-        StoreError,
+        AfterAttempt, Beat, ClaimRequest, Delivery, DeliveryAttempt, DeliveryRepo, IdempotencyKey,
+        Inserted, JobRepo, KeyRepo, ListQuery, QueueStats, Requeued, Stale, Store, StoreError,
     },
 };
 use serde_json::{Map, Value};
 
-use crate::group_commit::GroupCommit;
+use crate::{
+    group_commit::GroupCommit,
+    sql::{
+        ATTEMPTS_EXHAUSTED, after_attempt, beat, corrupt, delivery_state, from_micros, micros,
+        opt_time, outcome_columns, run_timeout_ms, to_json, unavailable,
+    },
+};
 use sqlx::{
     Row,
     sqlite::{
@@ -29,38 +34,11 @@ use sqlx::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// The message a job gets when its last attempt was cut off.
-const ATTEMPTS_EXHAUSTED: &str =
-    "the job was interrupted on its last allowed attempt (the worker stopped or lost its lease)";
-
 /// Jobs and keys in one SQLite database.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     inserts: GroupCommit,
-}
-
-pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
-        _ => StoreError::Unavailable(e.to_string()),
-    }
-}
-
-fn micros(t: DateTime<Utc>) -> i64 {
-    t.timestamp_micros()
-}
-
-fn from_micros(v: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_micros(v).ok_or_else(|| StoreError::Corrupt(format!("timestamp {v}")))
-}
-
-fn opt_time(v: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
-    v.map(from_micros).transpose()
-}
-
-fn corrupt(what: &str) -> impl Fn(String) -> StoreError + '_ {
-    move |e| StoreError::Corrupt(format!("{what}: {e}"))
 }
 
 impl SqliteStore {
@@ -185,7 +163,7 @@ pub(crate) async fn insert_row<'e, E: sqlx::SqliteExecutor<'e>>(
     .bind(i64::from(job.max_attempts))
     .bind(job.start_deadline.map(micros))
     .bind(job.webhook_url.as_deref())
-    .bind(job.run_timeout.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+    .bind(job.run_timeout.map(run_timeout_ms))
     .bind(&job.project)
     .fetch_one(ex)
     .await
@@ -204,10 +182,6 @@ fn key_from_row(r: &SqliteRow) -> Result<KeyRecord, StoreError> {
         created_at: from_micros(r.try_get("created_at").map_err(unavailable)?)?,
         revoked_at: opt_time(r.try_get("revoked_at").map_err(unavailable)?)?,
     })
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 #[async_trait]
@@ -367,11 +341,7 @@ impl JobRepo for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
-        Ok(match cancel {
-            None => Beat::Lost,
-            Some(None) => Beat::Held,
-            Some(Some(_)) => Beat::CancelRequested,
-        })
+        Ok(beat(cancel))
     }
 
     async fn finish(
@@ -381,11 +351,8 @@ impl JobRepo for SqliteStore {
         outcome: Outcome,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let (status, output, error) = match outcome {
-            Outcome::Completed(output) => (JobStatus::Completed, Some(to_json(&output)?), None),
-            Outcome::Failed(e) => (JobStatus::Failed, None, Some(e)),
-            Outcome::Canceled(e) => (JobStatus::Canceled, None, Some(e)),
-        };
+        let (status, output, error) = outcome_columns(outcome);
+        let output = output.as_ref().map(to_json).transpose()?;
         let done = sqlx::query(
             "UPDATE jobs
              SET status = ?1, output = ?2, error_message = ?3, error_type = ?4, completed_at = ?5,
@@ -782,11 +749,7 @@ impl SqliteStore {
             id: r.try_get("id").map_err(unavailable)?,
             job_id: JobId::from_str(&job_id).map_err(|e| corrupt("job id")(e.to_string()))?,
             url: r.try_get("url").map_err(unavailable)?,
-            state: match state.as_str() {
-                "pending" => DeliveryState::Pending,
-                "delivered" => DeliveryState::Delivered,
-                _ => DeliveryState::Failed,
-            },
+            state: delivery_state(&state),
             created_at: from_micros(r.try_get("created_at").map_err(unavailable)?)?,
             attempts: Vec::new(),
         })
@@ -834,11 +797,7 @@ impl DeliveryRepo for SqliteStore {
         attempt: DeliveryAttempt,
         then: AfterAttempt,
     ) -> Result<bool, StoreError> {
-        let (state, next) = match then {
-            AfterAttempt::Delivered => ("delivered", attempt.at),
-            AfterAttempt::RetryAt(t) => ("pending", t),
-            AfterAttempt::GiveUp => ("failed", attempt.at),
-        };
+        let (state, next) = after_attempt(then, attempt.at);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let updated = sqlx::query(
             "UPDATE webhook_deliveries

@@ -1,16 +1,18 @@
 //! Property test of the job state machine on the real store: any interleaving of submit,
 //! claim, heartbeat, lease expiry, complete, fail, release and cancel keeps the invariants:
 //! a terminal state is final, only the current lease holder finishes a job, and no job is lost.
+//! On both stores (PostgreSQL: see `common` for the database it needs).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use invokd_core::{
     JobError, JobId, JobStatus, KeyId, Lease, NewJob, Outcome,
-    store::{ClaimRequest, JobRepo, Stale},
+    store::{ClaimRequest, Stale, Store},
 };
-use invokd_store::SqliteStore;
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -56,11 +58,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-async fn run(ops: Vec<Op>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("db.sqlite"))
-        .await
-        .unwrap();
+async fn run(store: &dyn Store, ops: Vec<Op>) {
     let key = KeyId::generate();
     let mut clock: DateTime<Utc> = Utc::now();
     let mut jobs: Vec<JobId> = Vec::new();
@@ -182,11 +180,37 @@ async fn run(ops: Vec<Op>) {
     }
 }
 
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn any_interleaving_keeps_the_invariants(ops in proptest::collection::vec(op(), 1..60)) {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run(ops));
+    fn any_interleaving_keeps_the_invariants_sqlite(ops in proptest::collection::vec(op(), 1..60)) {
+        block_on(async {
+            let t = common::TestStore::sqlite().await;
+            run(&*t.store, ops).await;
+            t.close().await;
+        });
+    }
+}
+
+proptest! {
+    // Fewer cases: each makes a schema and runs the migrations.
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_interleaving_keeps_the_invariants_postgres(ops in proptest::collection::vec(op(), 1..60)) {
+        block_on(async {
+            let t = common::TestStore::postgres().await;
+            run(&*t.store, ops).await;
+            t.close().await;
+        });
     }
 }

@@ -1,0 +1,87 @@
+//! What the SQLite and PostgreSQL stores share: timestamps as unix microseconds, the mapping of
+//! database errors, and the wording of the errors the store itself gives jobs.
+
+use chrono::{DateTime, Utc};
+use invokd_core::{
+    JobError, JobStatus, Outcome,
+    store::{AfterAttempt, Beat, DeliveryState, StoreError},
+};
+use serde_json::{Map, Value};
+
+/// The message a job gets when its last attempt was cut off.
+pub(crate) const ATTEMPTS_EXHAUSTED: &str =
+    "the job was interrupted on its last allowed attempt (the worker stopped or lost its lease)";
+
+/// A unique violation is a conflict (the id exists); anything else means the store did not
+/// answer as it should.
+pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn from_micros(v: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(v).ok_or_else(|| StoreError::Corrupt(format!("timestamp {v}")))
+}
+
+pub(crate) fn opt_time(v: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    v.map(from_micros).transpose()
+}
+
+pub(crate) fn corrupt(what: &str) -> impl Fn(String) -> StoreError + '_ {
+    move |e| StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn delivery_state(s: &str) -> DeliveryState {
+    match s {
+        "pending" => DeliveryState::Pending,
+        "delivered" => DeliveryState::Delivered,
+        _ => DeliveryState::Failed,
+    }
+}
+
+/// A run limit as stored: whole milliseconds.
+pub(crate) fn run_timeout_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// How a run's outcome is stored: its status, output and error.
+pub(crate) fn outcome_columns(
+    outcome: Outcome,
+) -> (JobStatus, Option<Map<String, Value>>, Option<JobError>) {
+    match outcome {
+        Outcome::Completed(output) => (JobStatus::Completed, Some(output), None),
+        Outcome::Failed(e) => (JobStatus::Failed, None, Some(e)),
+        Outcome::Canceled(e) => (JobStatus::Canceled, None, Some(e)),
+    }
+}
+
+/// What a heartbeat's update found: no row (the lease is gone), or the row's cancel request.
+pub(crate) fn beat(cancel_requested_at: Option<Option<i64>>) -> Beat {
+    match cancel_requested_at {
+        None => Beat::Lost,
+        Some(None) => Beat::Held,
+        Some(Some(_)) => Beat::CancelRequested,
+    }
+}
+
+/// A delivery's state after an attempt made `at`, and when it is next due.
+pub(crate) fn after_attempt(
+    then: AfterAttempt,
+    at: DateTime<Utc>,
+) -> (&'static str, DateTime<Utc>) {
+    match then {
+        AfterAttempt::Delivered => (DeliveryState::Delivered.as_str(), at),
+        AfterAttempt::RetryAt(t) => (DeliveryState::Pending.as_str(), t),
+        AfterAttempt::GiveUp => (DeliveryState::Failed.as_str(), at),
+    }
+}
