@@ -1433,6 +1433,38 @@ async fn a_sweep_racing_the_holders_finish_lets_exactly_one_win(s: S) {
     }
 }
 
+async fn json_comes_back_whatever_it_holds(s: S) {
+    let key = KeyId::generate();
+    let odd = "nul \u{0} quote \" backslash \\ emoji \u{1F600} rtl \u{202E}";
+    let mut job = new_job("m", 0, key);
+    job.input = json!({"prompt": odd, odd: [odd], "big": u64::MAX, "neg": i64::MIN, "f": 0.1})
+        .as_object()
+        .unwrap()
+        .clone();
+    job.tags = vec![(odd.into(), odd.into())];
+    let stored = s.insert_job(job.clone()).await.unwrap();
+    assert_eq!((&stored.input, &stored.tags), (&job.input, &job.tags));
+    let listed = s
+        .list_jobs(&ListQuery {
+            tag: Some((odd.into(), odd.into())),
+            limit: 10,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![stored]);
+    let c = claim_one(&*s, "w").await;
+    let output = json!({"text": odd}).as_object().unwrap().clone();
+    let out = Outcome::Completed(output.clone());
+    assert!(
+        s.finish(job.id, c.lease.as_ref().unwrap(), out, common::now())
+            .await
+            .unwrap()
+    );
+    let got = s.get_job(job.id, None).await.unwrap().unwrap();
+    assert_eq!(got.output, Some(output));
+}
+
 conformance!(
     insert_get_and_scope_by_key,
     claims_follow_priority_then_age_and_skip_saturated_models,
@@ -1465,6 +1497,7 @@ conformance!(
     logs_come_back_in_the_order_they_were_written,
     cancel_is_scoped_to_the_project_and_final,
     a_sweep_racing_the_holders_finish_lets_exactly_one_win,
+    json_comes_back_whatever_it_holds,
 );
 
 /// What only the embedded store has: a file that outlives the process, and group commit.
