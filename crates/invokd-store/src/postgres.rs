@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::sql::{
     ATTEMPTS_EXHAUSTED, after_attempt, beat, corrupt, delivery_state, from_micros, micros,
-    opt_time, outcome_columns, run_timeout_ms, unavailable,
+    opt_time, outcome_columns, run_timeout_ms, to_json, unavailable,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -194,15 +194,16 @@ impl PostgresStore {
         let row = sqlx::query(
             "INSERT INTO jobs (id, key_id, project, model_id, input, tags, status, priority,
                                created_at, max_attempts, start_deadline, webhook_url, run_timeout_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, 'QUEUED', $7, $8, $9, $10, $11, $12)
+             VALUES ($1, $2, $3, $4, $5::json, $6::json, 'QUEUED', $7, $8, $9, $10, $11, $12)
              RETURNING *",
         )
         .bind(job.id.as_uuid())
         .bind(job.key_id.as_uuid())
         .bind(&job.project)
         .bind(&job.model_id)
-        .bind(Json(&job.input))
-        .bind(Json(&job.tags))
+        // As text: a jsonb parameter would refuse what the json column keeps.
+        .bind(to_json(&job.input)?)
+        .bind(to_json(&job.tags)?)
         .bind(job.priority)
         .bind(micros(job.created_at))
         .bind(int(job.max_attempts))
@@ -374,14 +375,10 @@ impl JobRepo for PostgresStore {
             b.push(" AND model_id = ").push_bind(m);
         }
         if let Some((name, value)) = &q.tag {
-            // Containment finds candidates through the index; it ignores the order inside a
-            // pair, so the pair itself is then checked.
-            b.push(" AND tags @> ")
-                .push_bind(Json([[name, value]]))
-                .push(" AND EXISTS (SELECT 1 FROM jsonb_array_elements(tags) t WHERE t->>0 = ")
-                .push_bind(name)
-                .push(" AND t->>1 = ")
-                .push_bind(value)
+            // The pair compared as JSON text, both sides written by serde_json: taking a value
+            // out (`->`, `->>`) unescapes it, which fails on a \u0000 (text cannot hold one).
+            b.push(" AND EXISTS (SELECT 1 FROM json_array_elements(tags) t WHERE t::text = ")
+                .push_bind(to_json(&(name, value))?)
                 .push(")");
         }
         if let Some(t) = q.created_after {
@@ -494,10 +491,10 @@ impl JobRepo for PostgresStore {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let (status, output, error) = outcome_columns(outcome);
-        let output = output.map(Json);
+        let output = output.as_ref().map(to_json).transpose()?;
         let done = sqlx::query(
             "UPDATE jobs
-             SET status = $1, output = $2, error_message = $3, error_type = $4, completed_at = $5,
+             SET status = $1, output = $2::json, error_message = $3, error_type = $4, completed_at = $5,
                  lease_owner = NULL, lease_expires_at = NULL
              WHERE id = $6 AND status = 'IN_PROGRESS' AND lease_owner = $7 AND attempt = $8",
         )

@@ -1387,6 +1387,104 @@ async fn a_setting_is_set_once_and_read_by_everyone(s: S) {
     assert!(results.iter().all(|(v, _)| v == winner));
 }
 
+async fn a_sweep_racing_the_holders_finish_lets_exactly_one_win(s: S) {
+    let k = KeyId::generate();
+    for _ in 0..60 {
+        s.insert_job(new_job("m", 0, k)).await.unwrap();
+    }
+    let t0 = common::now();
+    // Leases that run out at once, so the sweep may take any of them back.
+    let mut req = claim_at("holder", 60, &NO_CAPS, t0);
+    req.lease_until = t0;
+    let claimed = s.claim_jobs(req).await.unwrap();
+    assert_eq!(claimed.len(), 60);
+    let holder = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let mut finished = Vec::new();
+            for j in claimed {
+                let out = Outcome::Completed(Default::default());
+                if s.finish(j.id, j.lease.as_ref().unwrap(), out, t0)
+                    .await
+                    .unwrap()
+                {
+                    finished.push(j.id);
+                }
+            }
+            finished
+        })
+    };
+    let sweeper = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let mut requeued = 0;
+            for _ in 0..20 {
+                requeued += s
+                    .requeue_stale(Stale::Expired, t0 + Duration::seconds(1))
+                    .await
+                    .unwrap()
+                    .requeued;
+                tokio::task::yield_now().await;
+            }
+            requeued
+        })
+    };
+    let finished = holder.await.unwrap();
+    let requeued = sweeper.await.unwrap();
+    assert_eq!(
+        finished.len() as u64 + requeued,
+        60,
+        "each job once, by one side"
+    );
+    let all = s
+        .list_jobs(&ListQuery {
+            limit: 100,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    for j in all {
+        let expected = if finished.contains(&j.id) {
+            JobStatus::Completed
+        } else {
+            JobStatus::Queued
+        };
+        assert_eq!(j.status, expected);
+    }
+}
+
+async fn json_comes_back_whatever_it_holds(s: S) {
+    let key = KeyId::generate();
+    let odd = "nul \u{0} quote \" backslash \\ emoji \u{1F600} rtl \u{202E}";
+    let mut job = new_job("m", 0, key);
+    job.input = json!({"prompt": odd, odd: [odd], "big": u64::MAX, "neg": i64::MIN, "f": 0.1})
+        .as_object()
+        .unwrap()
+        .clone();
+    job.tags = vec![(odd.into(), odd.into())];
+    let stored = s.insert_job(job.clone()).await.unwrap();
+    assert_eq!((&stored.input, &stored.tags), (&job.input, &job.tags));
+    let listed = s
+        .list_jobs(&ListQuery {
+            tag: Some((odd.into(), odd.into())),
+            limit: 10,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![stored]);
+    let c = claim_one(&*s, "w").await;
+    let output = json!({"text": odd}).as_object().unwrap().clone();
+    let out = Outcome::Completed(output.clone());
+    assert!(
+        s.finish(job.id, c.lease.as_ref().unwrap(), out, common::now())
+            .await
+            .unwrap()
+    );
+    let got = s.get_job(job.id, None).await.unwrap().unwrap();
+    assert_eq!(got.output, Some(output));
+}
+
 conformance!(
     a_setting_is_set_once_and_read_by_everyone,
     insert_get_and_scope_by_key,
@@ -1419,6 +1517,8 @@ conformance!(
     keys_list_newest_first_and_revoke_once,
     logs_come_back_in_the_order_they_were_written,
     cancel_is_scoped_to_the_project_and_final,
+    a_sweep_racing_the_holders_finish_lets_exactly_one_win,
+    json_comes_back_whatever_it_holds,
 );
 
 /// What only the embedded store has: a file that outlives the process, and group commit.

@@ -27,9 +27,12 @@ CREATE TABLE jobs (
     key_id              uuid NOT NULL,
     project             text NOT NULL,
     model_id            text NOT NULL,
-    input               jsonb NOT NULL,
+    -- json, not jsonb: input and output are written once and read whole, tags only matched
+    -- within one caller's listing; and jsonb would refuse a \u0000 that SQLite (and the API)
+    -- accept.
+    input               json NOT NULL,
     -- [[name, value], ...]
-    tags                jsonb NOT NULL,
+    tags                json NOT NULL,
     status              text NOT NULL
         CHECK (status IN ('QUEUED', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'CANCELED')),
     priority            integer NOT NULL,
@@ -40,7 +43,7 @@ CREATE TABLE jobs (
     max_attempts        integer NOT NULL,
     lease_owner         text,
     lease_expires_at    bigint,
-    output              jsonb,
+    output              json,
     error_message       text,
     error_type          text,
     -- A queued job not started by then never runs (fal's X-Fal-Request-Timeout).
@@ -66,7 +69,6 @@ CREATE INDEX jobs_queued_by_key ON jobs (key_id) WHERE status = 'QUEUED';
 -- Listing newest first with cursor paging on (created_at, id), per project or for everyone.
 CREATE INDEX jobs_by_project ON jobs (project, created_at DESC, id DESC);
 CREATE INDEX jobs_by_created ON jobs (created_at DESC, id DESC);
-CREATE INDEX jobs_by_tags ON jobs USING gin (tags jsonb_path_ops);
 -- Retention.
 CREATE INDEX jobs_to_expire ON jobs (completed_at)
     WHERE expired_at IS NULL AND status IN ('COMPLETED', 'FAILED', 'CANCELED');
