@@ -46,6 +46,14 @@ impl RunningJobs {
         }
     }
 
+    /// Whether the job runs in this process.
+    pub fn is_running(&self, id: JobId) -> bool {
+        self.inner
+            .lock()
+            .map(|m| m.contains_key(&id))
+            .unwrap_or(false)
+    }
+
     /// Tells the job's run to stop, if it runs in this process. Other processes learn it from
     /// the store at their next heartbeat.
     pub fn cancel(&self, id: JobId) -> bool {
@@ -62,7 +70,9 @@ mod tests {
     fn cancel_reaches_a_registered_run_until_it_ends() {
         let jobs = RunningJobs::default();
         let id = JobId::generate();
+        assert!(!jobs.is_running(id));
         let reg = jobs.register(id);
+        assert!(jobs.is_running(id));
         assert!(jobs.cancel(id));
         assert!(reg.token.is_cancelled());
         drop(reg);

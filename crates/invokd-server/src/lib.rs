@@ -20,6 +20,7 @@ mod router;
 mod routes;
 mod server;
 mod state;
+mod store_notices;
 pub mod tls;
 mod webhooks;
 

@@ -13,7 +13,7 @@ use invokd_core::{
     store::{Stale, Store},
 };
 use invokd_providers::{Emulator, EmulatorConfig};
-use invokd_store::{LocalBlobStore, S3BlobStore, SqliteStore};
+use invokd_store::{LocalBlobStore, PostgresStore, S3BlobStore, SqliteStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -36,9 +36,11 @@ async fn open_store(
                 .await
                 .context("cannot open the job store")?,
         ),
-        StoreLocation::Postgres(_) => {
-            anyhow::bail!("this build has no PostgreSQL store")
-        }
+        StoreLocation::Postgres(url) => Arc::new(
+            PostgresStore::connect(url)
+                .await
+                .context("cannot open the PostgreSQL job store")?,
+        ),
     })
 }
 
@@ -76,6 +78,8 @@ pub struct Server {
     tls: Option<Arc<rustls::ServerConfig>>,
     app: Arc<App>,
     dispatcher: Dispatcher,
+    /// News from a shared store, relayed to this process's signals.
+    notices: (Arc<dyn Store>, Signals),
     local_addr: SocketAddr,
     created_key: Option<String>,
     created_admin_token: Option<String>,
@@ -203,6 +207,7 @@ impl Server {
             tls,
             app,
             dispatcher,
+            notices: (store, signals),
             local_addr,
             created_key,
             created_admin_token: admin_created.then_some(admin_token),
@@ -236,6 +241,8 @@ impl Server {
         let stop = CancellationToken::new();
         let dispatcher = tokio::spawn(self.dispatcher.run(stop.clone()));
         let deliverer = tokio::spawn(self.deliverer.run(stop.clone()));
+        let (store, signals) = self.notices;
+        tokio::spawn(crate::store_notices::relay(store, signals, stop.clone()));
         let handle = axum_server::Handle::new();
         let (stop_http, handle_http) = (stop.clone(), handle.clone());
         tokio::spawn(async move {

@@ -5,6 +5,7 @@ mod auth;
 pub mod exit;
 mod global;
 mod keys;
+mod migrate;
 mod models;
 mod output;
 mod progress;
@@ -46,12 +47,15 @@ enum Command {
     Auth(auth::AuthArgs),
     /// Certificates for local https.
     Tls(tls::TlsArgs),
+    /// Bring the store's schema up to date (the server also does it at start-up).
+    Migrate(migrate::MigrateArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => serve::run(*a).await,
         Command::Tls(a) => tls::run(a),
+        Command::Migrate(a) => migrate::run(a).await,
         Command::AsyncInvoke(a) => async_invoke::run(&global::Session::load(cli.global)?, a).await,
         Command::Models(a) => models::run(&global::Session::load(cli.global)?, a).await,
         Command::Keys(a) => keys::run(&global::Session::load(cli.global)?, a).await,
