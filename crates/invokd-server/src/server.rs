@@ -1,9 +1,10 @@
 //! Assembling and running the server: store, blobs, catalog, service, dispatcher, router.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use chrono::Utc;
+use invokd_core::provider::Provider;
 use invokd_core::{
     blob::BlobStore,
     catalog::Catalog,
@@ -12,12 +13,19 @@ use invokd_core::{
     signing::UrlSigner,
     store::{Stale, Store},
 };
-use invokd_providers::{Emulator, EmulatorConfig};
+use invokd_providers::{Emulator, EmulatorConfig, FalProvider};
 use invokd_store::{LocalBlobStore, SqliteStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{bootstrap, config::ServerConfig, dispatcher::Dispatcher, router, state::App};
+use crate::{
+    bootstrap,
+    config::ServerConfig,
+    dispatcher::Dispatcher,
+    router,
+    routing::{self, Providers, Route},
+    state::App,
+};
 
 /// A started server: bound, migrated, recovered, ready to run.
 pub struct Server {
@@ -30,6 +38,44 @@ pub struct Server {
     created_key: Option<String>,
     created_admin_token: Option<String>,
     _data_dir: bootstrap::DataDir,
+}
+
+/// The configured providers and the routing table: the emulator always, fal with a key; with
+/// no routes given, `fal-ai/*` goes to fal when it is configured.
+fn providers(
+    config: &ServerConfig,
+    emulator: Emulator,
+) -> anyhow::Result<(Arc<Providers>, Option<Arc<FalProvider>>)> {
+    let mut by_name: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
+    by_name.insert(routing::DEFAULT_PROVIDER.into(), Arc::new(emulator));
+    let fal = match &config.fal {
+        None => None,
+        Some(fal_config) => {
+            let mut fal_config = fal_config.clone();
+            if fal_config.webhook_url.is_none()
+                && let Some(public) = &config.public_url
+            {
+                fal_config.webhook_url = Some(format!(
+                    "{}{}",
+                    public.trim_end_matches('/'),
+                    router::FAL_WEBHOOK_PATH
+                ));
+            }
+            let fal = Arc::new(FalProvider::new(fal_config).context("cannot set up fal")?);
+            by_name.insert(invokd_providers::fal::NAME.into(), fal.clone());
+            Some(fal)
+        }
+    };
+    let routes = if config.routes.is_empty() && fal.is_some() {
+        vec![Route {
+            pattern: "fal-ai/*".into(),
+            provider: invokd_providers::fal::NAME.into(),
+        }]
+    } else {
+        config.routes.clone()
+    };
+    let providers = Providers::new(routes, by_name).context("invalid model routes")?;
+    Ok((Arc::new(providers), fal))
 }
 
 impl Server {
@@ -89,6 +135,7 @@ impl Server {
             latency_per_model: config.emulator.latency_per_model.clone(),
             ..EmulatorConfig::default()
         });
+        let (providers, fal) = providers(&config, emulator)?;
         let signer = UrlSigner::new(data_dir.signing_secret()?);
         let inputs = crate::input_fetch::InputFetcher::new(
             blobs.clone(),
@@ -98,7 +145,7 @@ impl Server {
         let dispatcher = Dispatcher {
             store: store.clone(),
             catalog,
-            provider: Arc::new(emulator),
+            providers: providers.clone(),
             blobs: blobs.clone(),
             signals: signals.clone(),
             config: config.dispatch.clone(),
@@ -139,6 +186,8 @@ impl Server {
             blobs,
             signer,
             config,
+            providers,
+            fal,
         });
         Ok(Self {
             listener,

@@ -34,7 +34,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway (embedded default: SQLite and files in --data-dir, the emulator provider).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Create and follow async invocations (doctl's `serverless-inference async-invoke`).
     #[command(name = "async-invoke", visible_alias = "async")]
     AsyncInvoke(async_invoke::AsyncInvokeArgs),
@@ -50,7 +50,7 @@ enum Command {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(a) => serve::run(a).await,
+        Command::Serve(a) => serve::run(*a).await,
         Command::Tls(a) => tls::run(a),
         Command::AsyncInvoke(a) => async_invoke::run(&global::Session::load(cli.global)?, a).await,
         Command::Models(a) => models::run(&global::Session::load(cli.global)?, a).await,
