@@ -256,7 +256,19 @@ async fn rate_limits_errors_slow_answers_and_dropped_connections_are_retried() {
     f.result_drop.store(1, SeqCst);
     f.status_slow.store(1, SeqCst);
     f.slow_ms.store(1500, SeqCst);
-    let server = start(&fake, &["--fal-request-timeout-ms", "500"]).await;
+    // Five failures in a row would open the breaker (its own test): not here.
+    let server = start(
+        &fake,
+        &[
+            "--fal-request-timeout-ms",
+            "500",
+            "--fal-breaker-threshold",
+            "20",
+            "--fal-retries",
+            "8",
+        ],
+    )
+    .await;
     let id = create(&server, "through the storm").await;
     let job = server.wait(&id).await;
     assert_eq!(job["status"], "COMPLETED", "{job}");
