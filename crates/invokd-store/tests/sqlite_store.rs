@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use chrono::{Duration, Utc};
 use invokd_core::{
-    CancelOutcome, JobError, JobId, JobStatus, KeyId, NewJob, Outcome,
+    CancelOutcome, JobError, JobId, JobStatus, KeyId, NewJob, Outcome, UpstreamRef,
     keys::{KeyHash, KeyRecord},
     store::{
         AfterAttempt, Beat, ClaimRequest, DeliveryAttempt, DeliveryRepo, DeliveryState, JobRepo,
@@ -295,6 +295,75 @@ async fn release_requeues_then_fails_on_the_last_attempt() {
     let j = s.get_job(job.id, None).await.unwrap().unwrap();
     assert_eq!(j.status, JobStatus::Failed);
     assert_eq!(j.error, Some(err));
+}
+
+/// Claims the one queued job.
+async fn claim_one(s: &SqliteStore) -> invokd_core::Job {
+    s.claim_jobs(claim("w", 1, &NO_CAPS))
+        .await
+        .unwrap()
+        .remove(0)
+}
+
+#[tokio::test]
+async fn upstream_references_are_fenced_and_keep_a_job_from_failing_when_its_holder_dies() {
+    let (_d, s) = store().await;
+    let job = s
+        .insert_job(new_job("m", 0, KeyId::generate()))
+        .await
+        .unwrap();
+    let c = claim_one(&s).await;
+    let lease = c.lease.clone().unwrap();
+    let up = UpstreamRef {
+        provider: "fal".into(),
+        request_id: Some("req-1".into()),
+        status_url: Some("https://queue/x/requests/req-1/status".into()),
+        response_url: None,
+        cancel_url: None,
+    };
+    let mut stale = lease.clone();
+    stale.owner = "someone else".into();
+    assert!(!s.set_upstream(job.id, &stale, Some(&up)).await.unwrap());
+    assert_eq!(
+        s.get_job(job.id, None).await.unwrap().unwrap().upstream,
+        None
+    );
+    assert!(s.set_upstream(job.id, &lease, Some(&up)).await.unwrap());
+
+    // Given back: queued again, the attempt not counted against it.
+    assert!(s.give_back(job.id, &lease, Utc::now()).await.unwrap());
+    let j = s.get_job(job.id, None).await.unwrap().unwrap();
+    assert_eq!((j.status, j.max_attempts), (JobStatus::Queued, 3));
+    assert_eq!(j.upstream.as_ref(), Some(&up), "kept for the next attempt");
+    assert!(!s.give_back(job.id, &lease, Utc::now()).await.unwrap());
+
+    // On its last attempt, a holder that dies leaves it queued (it runs upstream), not failed.
+    for _ in 0..2 {
+        let c = s
+            .claim_jobs(claim("w", 1, &NO_CAPS))
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(c.upstream.as_ref(), Some(&up));
+        s.requeue_stale(Stale::AllRunning, Utc::now())
+            .await
+            .unwrap();
+    }
+    let j = s.get_job(job.id, None).await.unwrap().unwrap();
+    assert_eq!((j.status, j.attempt), (JobStatus::Queued, 3));
+
+    // Cleared, the same dying holder fails it as before.
+    let c = claim_one(&s).await;
+    assert!(
+        s.set_upstream(job.id, c.lease.as_ref().unwrap(), None)
+            .await
+            .unwrap()
+    );
+    s.requeue_stale(Stale::AllRunning, Utc::now())
+        .await
+        .unwrap();
+    let j = s.get_job(job.id, None).await.unwrap().unwrap();
+    assert_eq!((j.status, j.upstream), (JobStatus::Failed, None));
 }
 
 #[tokio::test]

@@ -322,6 +322,19 @@ async fn fal_failures_end_the_job_with_their_type() {
 }
 
 #[tokio::test]
+async fn a_submission_whose_answer_is_lost_is_never_sent_again() {
+    let fake = FakeFal::start().await;
+    fake.faults().submit_drop.store(1, SeqCst);
+    let server = start(&fake, &[]).await;
+    let id = create(&server, "taken but unanswered").await;
+    let job = server.wait(&id).await;
+    assert_eq!(job["status"], "FAILED", "{job}");
+    let st = fal_status(&server, &id).await;
+    assert_eq!(st["error_type"], "upstream_submission_unknown", "{st}");
+    assert_eq!(fake.submissions("taken but unanswered"), 1);
+}
+
+#[tokio::test]
 async fn an_open_breaker_keeps_jobs_queued_until_fal_is_back() {
     let fake = FakeFal::start().await;
     fake.faults().down.store(true, SeqCst);

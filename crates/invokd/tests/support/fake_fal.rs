@@ -40,6 +40,8 @@ pub struct Faults {
     pub submit_500: AtomicU32,
     /// The next N submissions answer 422 (a validation error on `prompt`).
     pub submit_422: AtomicU32,
+    /// The next N submissions are taken, then the connection is closed before the answer.
+    pub submit_drop: AtomicU32,
     /// The next N status requests answer 500.
     pub status_500: AtomicU32,
     /// The next N status requests close the connection without an answer.
@@ -411,6 +413,9 @@ async fn do_submit(
         done: false,
         webhook_sent: false,
     });
+    if count(&faults.submit_drop) {
+        drop_connection();
+    }
     let mut v = f.urls(&app, &id);
     v["status"] = json!("IN_QUEUE");
     v["queue_position"] = json!(0);
