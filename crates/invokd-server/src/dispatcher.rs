@@ -344,8 +344,15 @@ impl Dispatcher {
                     .await;
             }
             Ended::Interrupted => {
-                let e = JobError::new("shutdown", "the server shut down while the job ran");
-                self.release(&job, &lease, e).await;
+                // A job running upstream goes on there and is resumed by the next process: its
+                // attempt is not used up (else a last attempt would fail a job fal still runs).
+                let upstream = self.store.get_job(job.id, None).await.ok().flatten();
+                if upstream.is_some_and(|j| j.upstream.is_some_and(|u| u.request_id.is_some())) {
+                    self.give_back(&job, &lease).await;
+                } else {
+                    let e = JobError::new("shutdown", "the server shut down while the job ran");
+                    self.release(&job, &lease, e).await;
+                }
             }
             Ended::Ran(Err(_)) => {
                 let e = JobError::new(

@@ -222,6 +222,49 @@ async fn a_restart_mid_job_resumes_without_a_second_submission() {
 }
 
 #[tokio::test]
+async fn a_shutdown_on_the_last_attempt_hands_the_job_back_to_be_resumed() {
+    let fake = FakeFal::start().await;
+    fake.faults().hold.store(true, SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let opts = with_fal(
+        &fake,
+        &["--max-attempts", "1", "--shutdown-grace-seconds", "0"],
+    );
+    let server = TestServer::start_in(dir.path(), opts.clone()).await;
+    let id = create(&server, "outlives a shutdown").await;
+    fake.wait_for("the job running upstream", |f| {
+        f.request("outlives a shutdown")
+            .is_some_and(|r| r.polls >= 2)
+    })
+    .await;
+    assert!(server.terminate().await.success());
+
+    let server = TestServer::start_in(dir.path(), opts).await;
+    fake.release().await;
+    let job = server.wait(&id).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    assert_eq!(fake.submissions("outlives a shutdown"), 1);
+}
+
+#[tokio::test]
+async fn fal_requests_in_flight_are_capped() {
+    let fake = FakeFal::start().await;
+    fake.faults().hold.store(true, SeqCst);
+    let server = start(&fake, &["--fal-max-concurrency", "1"]).await;
+    let a = create(&server, "first in").await;
+    let b = create(&server, "second in").await;
+    fake.wait_for("one request upstream", |f| f.requests().len() == 1)
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.requests().len(), 1, "the second waits for a slot");
+    fake.release().await;
+    for id in [a, b] {
+        assert_eq!(server.wait(&id).await["status"], "COMPLETED");
+    }
+    assert_eq!(fake.requests().len(), 2);
+}
+
+#[tokio::test]
 async fn a_cancel_is_passed_upstream() {
     let fake = FakeFal::start().await;
     fake.faults().hold.store(true, SeqCst);
