@@ -297,6 +297,7 @@ async fn rate_limits_errors_slow_answers_and_dropped_connections_are_retried() {
     f.status_500.store(2, SeqCst);
     f.status_drop.store(2, SeqCst);
     f.result_drop.store(1, SeqCst);
+    f.result_in_progress.store(2, SeqCst);
     f.status_slow.store(1, SeqCst);
     f.slow_ms.store(1500, SeqCst);
     // Five failures in a row would open the breaker (its own test): not here.
@@ -331,6 +332,7 @@ async fn rate_limits_errors_slow_answers_and_dropped_connections_are_retried() {
         ("status_drop", &f.status_drop),
         ("result_drop", &f.result_drop),
         ("status_slow", &f.status_slow),
+        ("result_in_progress", &f.result_in_progress),
     ] {
         assert_eq!(left.load(SeqCst), 0, "{name} fault never fired");
     }

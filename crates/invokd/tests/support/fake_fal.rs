@@ -46,6 +46,8 @@ pub struct Faults {
     pub status_500: AtomicU32,
     /// The next N status requests close the connection without an answer.
     pub status_drop: AtomicU32,
+    /// The next N result requests answer 400 "still in progress", even when it is done.
+    pub result_in_progress: AtomicU32,
     /// The next N result requests close the connection without an answer.
     pub result_drop: AtomicU32,
     /// The next N status requests answer after `slow_ms`.
@@ -501,6 +503,7 @@ async fn result(
         drop_connection();
     }
     let done = f.requests().iter().find(|r| r.id == id).map(|r| r.done);
+    let done = done.map(|d| d && !count(&faults.result_in_progress));
     match done {
         None => (
             StatusCode::NOT_FOUND,
