@@ -491,3 +491,28 @@ async fn webhooks_wake_the_job_and_forged_ones_are_refused() {
     );
     assert_eq!(fake.inner.webhooks_sent.load(SeqCst), 1);
 }
+
+#[tokio::test]
+async fn routes_that_cannot_work_stop_the_start() {
+    for (routes, want) in [
+        (
+            "fal-ai/*=fal",
+            r#"names provider "fal", which is not configured"#,
+        ),
+        ("nonsense", r#"route "nonsense" is not PATTERN=PROVIDER"#),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_invokd"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--routes", routes])
+            .env_remove("FAL_KEY")
+            .env("INVOKD_CONFIG", dir.path().join("client.toml"))
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{routes}: {err}");
+    }
+}
