@@ -154,7 +154,7 @@ impl Jwks {
             return Ok(());
         }
         // Unknown key (fal rotated) or nothing cached yet: fetch, but not too often.
-        if cached.fetched.is_none_or(|t| t.elapsed() >= REFETCH_EVERY) || !fresh {
+        if !fresh || cached.fetched.is_some_and(|t| t.elapsed() >= REFETCH_EVERY) {
             cached.keys = self.fetch().await?;
             cached.fetched = Some(Instant::now());
             if verifies(&cached.keys) {
