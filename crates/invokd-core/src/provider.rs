@@ -226,8 +226,9 @@ pub trait Provider: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Runs one attempt. It should stop early, with any error, when `ctx.cancel` fires. The run
-    /// is polled after `ctx.cancel` fires only when the client cancelled the job, so a provider
-    /// passes the cancel on to its upstream there (never on shutdown or a lost lease).
+    /// is polled after `ctx.cancel` fires only when the client cancelled the job or its run took
+    /// too long, so a provider passes the cancel on to its upstream there (never on shutdown or a
+    /// lost lease).
     async fn run(&self, req: RunRequest, ctx: RunContext) -> Result<RunOutput, ProviderError>;
 
     /// Whether it takes new runs now: `false` while an upstream's circuit breaker is open, so

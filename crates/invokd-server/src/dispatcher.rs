@@ -318,17 +318,18 @@ impl Dispatcher {
             .run_timeout
             .or(req.model.run_timeout)
             .unwrap_or(self.config.run_timeout);
-        let run = tokio::time::timeout(run_timeout, provider.run(req, ctx));
+        let run = provider.run(req, ctx);
         tokio::pin!(run);
         let result = tokio::select! {
-            r = &mut run => Ended::Ran(r),
+            r = &mut run => Ended::Ran(Ok(r)),
+            () = tokio::time::sleep(run_timeout) => Ended::Ran(Err(())),
             () = lost.cancelled() => Ended::LeaseLost,
             () = interrupt.cancelled() => Ended::Interrupted,
             () = cancel.cancelled() => Ended::Canceled,
         };
         provider_stop.cancel();
-        if matches!(result, Ended::Canceled) {
-            // Let the provider pass the cancel on (e.g. upstream) before the job is closed.
+        if matches!(result, Ended::Canceled | Ended::Ran(Err(()))) {
+            // Let the provider pass the stop on (e.g. cancel upstream) before the job is closed.
             let _ = tokio::time::timeout(self.config.cancel_grace, &mut run).await;
         }
         lost.cancel();

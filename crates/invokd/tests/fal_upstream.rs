@@ -289,6 +289,21 @@ async fn a_cancel_is_passed_upstream() {
 }
 
 #[tokio::test]
+async fn a_run_past_its_time_limit_is_cancelled_upstream() {
+    let fake = FakeFal::start().await;
+    fake.faults().hold.store(true, SeqCst);
+    let server = start(&fake, &["--run-timeout-seconds", "1"]).await;
+    let id = create(&server, "too slow").await;
+    let job = server.wait(&id).await;
+    assert_eq!(job["status"], "FAILED", "{job}");
+    assert_eq!(fal_status(&server, &id).await["error_type"], "run_timeout");
+    assert!(
+        fake.request("too slow").unwrap().cancelled,
+        "cancelled upstream"
+    );
+}
+
+#[tokio::test]
 async fn rate_limits_errors_slow_answers_and_dropped_connections_are_retried() {
     let fake = FakeFal::start().await;
     let f = fake.faults();
