@@ -142,6 +142,27 @@ pub struct Job {
     pub run_timeout: Option<std::time::Duration>,
     /// When retention removed the output and its files.
     pub expired_at: Option<DateTime<Utc>>,
+    /// The job's request at an upstream provider (fal), once a run has started submitting it:
+    /// a later attempt resumes it instead of submitting again.
+    pub upstream: Option<UpstreamRef>,
+}
+
+/// A job's request at an upstream provider, stored before and after the submission so that no
+/// restart ever submits the same job twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamRef {
+    /// The provider's name, e.g. `fal`.
+    pub provider: String,
+    /// The upstream's id of the request. `None` marks a submission that was started but whose
+    /// answer was never stored: whether the upstream took it is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_url: Option<String>,
 }
 
 /// What the service hands to the store to insert: ids and timestamps are made by the service,

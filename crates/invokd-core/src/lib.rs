@@ -15,4 +15,4 @@ pub mod signing;
 pub mod store;
 
 pub use ids::{JobId, KeyId};
-pub use job::{CancelOutcome, Job, JobError, JobStatus, Lease, NewJob, Outcome};
+pub use job::{CancelOutcome, Job, JobError, JobStatus, Lease, NewJob, Outcome, UpstreamRef};

@@ -14,6 +14,7 @@ use crate::{
     catalog::Model,
     events::JobEvents,
     ids::JobId,
+    job::{Lease, UpstreamRef},
     store::Store,
 };
 
@@ -46,6 +47,13 @@ pub struct RunRequest {
     pub input: Map<String, Value>,
     /// The files the input names, in the order they appear.
     pub files: Vec<InputFile>,
+    /// Lower runs first (passed on to upstreams that have priorities).
+    pub priority: i32,
+    /// If the job has not started by then it must not start (passed on to upstreams).
+    pub start_deadline: Option<DateTime<Utc>>,
+    /// What an earlier attempt stored about the job's upstream request: resume it, never
+    /// submit again.
+    pub upstream: Option<UpstreamRef>,
 }
 
 /// What a provider gets to do its work: a place for output files, a place for log lines, and a
@@ -54,6 +62,7 @@ pub struct RunRequest {
 pub struct RunContext {
     blobs: Arc<dyn BlobStore>,
     logs: Option<(Arc<dyn Store>, JobEvents)>,
+    upstream: Option<(Arc<dyn Store>, Lease)>,
     job_id: JobId,
     key_prefix: String,
     pub cancel: CancellationToken,
@@ -69,6 +78,7 @@ impl RunContext {
         Self {
             blobs,
             logs: None,
+            upstream: None,
             job_id,
             // One prefix per attempt, so a late writer from an expired lease never overwrites
             // the files of the attempt that finished the job.
@@ -82,6 +92,34 @@ impl RunContext {
     pub fn with_log_store(mut self, store: Arc<dyn Store>, events: JobEvents) -> Self {
         self.logs = Some((store, events));
         self
+    }
+
+    /// Upstream references go to this store, fenced by the run's lease.
+    pub fn with_upstream_store(mut self, store: Arc<dyn Store>, lease: Lease) -> Self {
+        self.upstream = Some((store, lease));
+        self
+    }
+
+    /// Stores (or clears) the job's upstream reference before the run goes on. An error means
+    /// it is not stored (the lease is lost or the store failed): the run must not submit.
+    pub async fn set_upstream(&self, upstream: Option<&UpstreamRef>) -> Result<(), ProviderError> {
+        let Some((store, lease)) = &self.upstream else {
+            return Err(ProviderError::permanent(
+                "internal_error",
+                "this run cannot store an upstream reference",
+            ));
+        };
+        match store.set_upstream(self.job_id, lease, upstream).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ProviderError::transient(
+                "internal_error",
+                "the run lost its lease before its upstream request was stored",
+            )),
+            Err(e) => Err(ProviderError::transient(
+                "internal_error",
+                format!("storing the upstream request failed: {e}"),
+            )),
+        }
     }
 
     /// Records a log line of the job (fal's levels: INFO, WARN, ERROR, DEBUG, STDOUT, STDERR).
@@ -122,6 +160,9 @@ pub enum Retry {
     Yes,
     /// The job fails now.
     No,
+    /// The upstream is unavailable, not the job at fault: back to the queue without using an
+    /// attempt.
+    Later,
 }
 
 /// A failed run.
@@ -152,6 +193,17 @@ impl ProviderError {
     }
 }
 
+impl ProviderError {
+    /// The upstream cannot take the job now; it waits in the queue without using an attempt.
+    pub fn later(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            error_type: error_type.into(),
+            retry: Retry::Later,
+        }
+    }
+}
+
 impl From<BlobError> for ProviderError {
     fn from(e: BlobError) -> Self {
         Self::transient(
@@ -173,6 +225,15 @@ pub trait Provider: Send + Sync + 'static {
     /// A short stable name, shown in logs and `models list`.
     fn name(&self) -> &'static str;
 
-    /// Runs one attempt. It should stop early, with any error, when `ctx.cancel` fires.
+    /// Runs one attempt. It should stop early, with any error, when `ctx.cancel` fires. The run
+    /// is polled after `ctx.cancel` fires only when the client cancelled the job or its run took
+    /// too long, so a provider passes the cancel on to its upstream there (never on shutdown or a
+    /// lost lease).
     async fn run(&self, req: RunRequest, ctx: RunContext) -> Result<RunOutput, ProviderError>;
+
+    /// Whether it takes new runs now: `false` while an upstream's circuit breaker is open, so
+    /// its jobs wait QUEUED instead of failing.
+    fn available(&self) -> bool {
+        true
+    }
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     ids::{JobId, KeyId},
-    job::{CancelOutcome, Job, JobError, Lease, NewJob, Outcome},
+    job::{CancelOutcome, Job, JobError, Lease, NewJob, Outcome, UpstreamRef},
     keys::{KeyHash, KeyRecord},
     provider::LogLine,
 };
@@ -241,8 +241,29 @@ pub trait JobRepo: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
+    /// Gives a run back to the queue without counting its attempt (the upstream was unavailable,
+    /// the job not at fault), or cancels it when a cancel was asked for. Fenced like `finish`.
+    async fn give_back(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Stores (or clears, with `None`) the job's upstream reference, only if `lease` is still
+    /// the current one; `false` means the lease was lost and nothing changed. It is durable when
+    /// this returns: the provider submits upstream only after it.
+    async fn set_upstream(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        upstream: Option<&UpstreamRef>,
+    ) -> Result<bool, StoreError>;
+
     /// Takes back running jobs whose holder is gone: QUEUED again, FAILED when no attempt is
-    /// left, CANCELED when a cancel was asked for.
+    /// left, CANCELED when a cancel was asked for. A job with an upstream request id goes back
+    /// to the queue whatever its attempts: it is still running upstream and is resumed, not
+    /// failed.
     async fn requeue_stale(&self, which: Stale, now: DateTime<Utc>)
     -> Result<Requeued, StoreError>;
 

@@ -43,6 +43,11 @@ pub struct ServerConfig {
     pub max_queued_per_key: u64,
     /// Queued jobs in all (0: no cap).
     pub max_queue_length: u64,
+    /// The fal upstream (`FAL_KEY`); without it every model runs on the emulator.
+    pub fal: Option<invokd_providers::FalConfig>,
+    /// Which provider runs each model. Empty: `fal-ai/*` on fal when fal is configured, the
+    /// emulator for the rest.
+    pub routes: Vec<crate::routing::Route>,
 }
 
 /// Where jobs and keys are kept.
@@ -166,6 +171,8 @@ impl ServerConfig {
             rate_limit: crate::rate_limit::RateLimitConfig::default(),
             max_queued_per_key: 10_000,
             max_queue_length: 1_000_000,
+            fal: None,
+            routes: Vec::new(),
         }
     }
 }

@@ -14,19 +14,20 @@ use invokd_core::{
     catalog::Catalog,
     events::Signals,
     job::cancelled_error,
-    provider::{Provider, Retry, RunContext, RunRequest},
+    provider::{Retry, RunContext, RunRequest},
     store::{Beat, ClaimRequest, Stale, Store},
 };
 use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::DispatchConfig, input_fetch::InputFetcher};
+use crate::{config::DispatchConfig, input_fetch::InputFetcher, routing::Providers};
 
 /// Runs jobs until `shutdown` fires.
 pub struct Dispatcher {
     pub store: Arc<dyn Store>,
     pub catalog: Arc<Catalog>,
-    pub provider: Arc<dyn Provider>,
+    /// Which provider runs each model.
+    pub providers: Arc<Providers>,
     pub blobs: Arc<dyn BlobStore>,
     /// Shared with the job service: wake-ups, cancels, job-change news.
     pub signals: Signals,
@@ -195,12 +196,23 @@ impl Dispatcher {
                 return Vec::new();
             };
             let per_model = self.config.per_model_concurrency;
-            let capacity: BTreeMap<String, u32> = r
+            let mut capacity: BTreeMap<String, u32> = r
                 .by_model
                 .iter()
                 .filter(|(_, n)| **n > 0)
                 .map(|(m, n)| (m.clone(), per_model.saturating_sub(*n)))
                 .collect();
+            // A provider whose upstream is failing (circuit open) starts nothing: its jobs wait
+            // QUEUED instead of using up their attempts.
+            for m in self.catalog.iter() {
+                if self
+                    .providers
+                    .for_model(&m.id)
+                    .is_some_and(|p| !p.available())
+                {
+                    capacity.insert(m.id.clone(), 0);
+                }
+            }
             (
                 self.config.max_concurrency.saturating_sub(r.total),
                 capacity,
@@ -228,7 +240,7 @@ impl Dispatcher {
         for j in &jobs {
             self.signals.events.notify(j.id);
             let waited = (now - j.created_at).num_milliseconds().max(0) as f64 / 1000.0;
-            crate::metrics::job_started(&j.model_id, self.provider.name(), waited);
+            crate::metrics::job_started(&j.model_id, self.providers.name_for(&j.model_id), waited);
         }
         if let Ok(mut r) = running.lock() {
             for j in &jobs {
@@ -253,7 +265,15 @@ impl Dispatcher {
             self.finish(&job, &lease, Outcome::Failed(e)).await;
             return;
         };
-        tracing::info!(job_id = %job.id, model = %job.model_id, attempt = job.attempt, "job started");
+        let Some(provider) = self.providers.for_model(&job.model_id).cloned() else {
+            let e = JobError::new(
+                "internal_error",
+                format!("no provider is configured for model {}", job.model_id),
+            );
+            self.finish(&job, &lease, Outcome::Failed(e)).await;
+            return;
+        };
+        tracing::info!(job_id = %job.id, model = %job.model_id, attempt = job.attempt, provider = provider.name(), "job started");
 
         // `lost` fires when the lease is lost, so a fenced-off run stops working; `cancel` when
         // the client cancels (here, or seen by the heartbeat when cancelled through another
@@ -272,7 +292,8 @@ impl Dispatcher {
             job.attempt,
             provider_stop.clone(),
         )
-        .with_log_store(self.store.clone(), self.signals.events.clone());
+        .with_log_store(self.store.clone(), self.signals.events.clone())
+        .with_upstream_store(self.store.clone(), lease.clone());
         let files = match self.inputs.fetch_all(&job.input).await {
             Ok(files) => files,
             Err(e) => {
@@ -289,22 +310,26 @@ impl Dispatcher {
             model,
             input: job.input.clone(),
             files,
+            priority: job.priority,
+            start_deadline: job.start_deadline,
+            upstream: job.upstream.clone(),
         };
         let run_timeout = job
             .run_timeout
             .or(req.model.run_timeout)
             .unwrap_or(self.config.run_timeout);
-        let run = tokio::time::timeout(run_timeout, self.provider.run(req, ctx));
+        let run = provider.run(req, ctx);
         tokio::pin!(run);
         let result = tokio::select! {
-            r = &mut run => Ended::Ran(r),
+            r = &mut run => Ended::Ran(Ok(r)),
+            () = tokio::time::sleep(run_timeout) => Ended::Ran(Err(())),
             () = lost.cancelled() => Ended::LeaseLost,
             () = interrupt.cancelled() => Ended::Interrupted,
             () = cancel.cancelled() => Ended::Canceled,
         };
         provider_stop.cancel();
-        if matches!(result, Ended::Canceled) {
-            // Let the provider pass the cancel on (e.g. upstream) before the job is closed.
+        if matches!(result, Ended::Canceled | Ended::Ran(Err(()))) {
+            // Let the provider pass the stop on (e.g. cancel upstream) before the job is closed.
             let _ = tokio::time::timeout(self.config.cancel_grace, &mut run).await;
         }
         lost.cancel();
@@ -320,8 +345,15 @@ impl Dispatcher {
                     .await;
             }
             Ended::Interrupted => {
-                let e = JobError::new("shutdown", "the server shut down while the job ran");
-                self.release(&job, &lease, e).await;
+                // A job running upstream goes on there and is resumed by the next process: its
+                // attempt is not used up (else a last attempt would fail a job fal still runs).
+                let upstream = self.store.get_job(job.id, None).await.ok().flatten();
+                if upstream.is_some_and(|j| j.upstream.is_some_and(|u| u.request_id.is_some())) {
+                    self.give_back(&job, &lease).await;
+                } else {
+                    let e = JobError::new("shutdown", "the server shut down while the job ran");
+                    self.release(&job, &lease, e).await;
+                }
             }
             Ended::Ran(Err(_)) => {
                 let e = JobError::new(
@@ -337,13 +369,18 @@ impl Dispatcher {
                     .await;
             }
             Ended::Ran(Ok(Err(e))) => {
-                crate::metrics::provider_error(self.provider.name(), &e.error_type);
+                crate::metrics::provider_error(provider.name(), &e.error_type);
                 let err = JobError::new(e.error_type.clone(), e.message.clone());
-                if e.retry == Retry::Yes {
-                    tracing::warn!(job_id = %job.id, error = %e, "attempt failed; retrying if attempts remain");
-                    self.release(&job, &lease, err).await;
-                } else {
-                    self.finish(&job, &lease, Outcome::Failed(err)).await;
+                match e.retry {
+                    Retry::Yes => {
+                        tracing::warn!(job_id = %job.id, error = %e, "attempt failed; retrying if attempts remain");
+                        self.release(&job, &lease, err).await;
+                    }
+                    Retry::Later => {
+                        tracing::warn!(job_id = %job.id, error = %e, "upstream unavailable; the job waits in the queue");
+                        self.give_back(&job, &lease).await;
+                    }
+                    Retry::No => self.finish(&job, &lease, Outcome::Failed(err)).await,
                 }
             }
         }
@@ -359,6 +396,17 @@ impl Dispatcher {
             Ok(false) => tracing::warn!(job_id = %job.id, "lease lost before release"),
             Err(e) => {
                 tracing::error!(job_id = %job.id, error = %e, "release failed; the lease will expire")
+            }
+        }
+    }
+
+    /// Gives the job back to the queue without using an attempt, fenced.
+    async fn give_back(&self, job: &Job, lease: &Lease) {
+        match self.store.give_back(job.id, lease, Utc::now()).await {
+            Ok(true) => self.signals.events.notify(job.id),
+            Ok(false) => tracing::warn!(job_id = %job.id, "lease lost before giving back"),
+            Err(e) => {
+                tracing::error!(job_id = %job.id, error = %e, "giving back failed; the lease will expire")
             }
         }
     }
@@ -415,7 +463,12 @@ impl Dispatcher {
                 let ran = job
                     .started_at
                     .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
-                crate::metrics::job_finished(&job.model_id, self.provider.name(), status, ran);
+                crate::metrics::job_finished(
+                    &job.model_id,
+                    self.providers.name_for(&job.model_id),
+                    status,
+                    ran,
+                );
                 tracing::info!(job_id = %job.id, status, "job finished")
             }
             Ok(false) => tracing::warn!(job_id = %job.id, "lease lost; result discarded"),

@@ -18,6 +18,7 @@ pub mod rate_limit;
 mod request_context;
 mod router;
 mod routes;
+pub mod routing;
 mod server;
 mod state;
 mod store_notices;
@@ -26,5 +27,6 @@ mod webhooks;
 
 pub use config::ServerConfig;
 pub use input_fetch::FetchConfig;
+pub use invokd_providers::FalConfig;
 pub use server::Server;
 pub use webhooks::WebhookConfig;

@@ -39,6 +39,9 @@ pub fn surface_of(path: &str) -> Surface {
     }
 }
 
+/// Where fal's webhooks for invokd's upstream requests arrive (signed by fal, no access key).
+pub const FAL_WEBHOOK_PATH: &str = "/v1/upstream/fal/webhook";
+
 async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such route")
 }
@@ -81,6 +84,7 @@ pub fn router(state: AppState) -> Router {
             get(routes::async_invoke::get),
         )
         .route("/v1/models", get(routes::models::list))
+        .route(FAL_WEBHOOK_PATH, post(routes::fal_webhook::receive))
         .route(
             "/v1/admin/keys",
             post(routes::admin::create).get(routes::admin::list),

@@ -1,9 +1,10 @@
 //! Assembling and running the server: store, blobs, catalog, service, dispatcher, router.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use chrono::Utc;
+use invokd_core::provider::Provider;
 use invokd_core::{
     blob::BlobStore,
     catalog::Catalog,
@@ -12,7 +13,7 @@ use invokd_core::{
     signing::UrlSigner,
     store::{Stale, Store},
 };
-use invokd_providers::{Emulator, EmulatorConfig};
+use invokd_providers::{Emulator, EmulatorConfig, FalProvider};
 use invokd_store::{LocalBlobStore, PostgresStore, S3BlobStore, SqliteStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +23,7 @@ use crate::{
     config::{BlobLocation, FileUrls, ServerConfig, StoreLocation},
     dispatcher::Dispatcher,
     router,
+    routing::{self, Providers, Route},
     state::App,
 };
 
@@ -86,6 +88,44 @@ pub struct Server {
     _data_dir: bootstrap::DataDir,
 }
 
+/// The configured providers and the routing table: the emulator always, fal with a key; with
+/// no routes given, `fal-ai/*` goes to fal when it is configured.
+fn providers(
+    config: &ServerConfig,
+    emulator: Emulator,
+) -> anyhow::Result<(Arc<Providers>, Option<Arc<FalProvider>>)> {
+    let mut by_name: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
+    by_name.insert(routing::DEFAULT_PROVIDER.into(), Arc::new(emulator));
+    let fal = match &config.fal {
+        None => None,
+        Some(fal_config) => {
+            let mut fal_config = fal_config.clone();
+            if fal_config.webhook_url.is_none()
+                && let Some(public) = &config.public_url
+            {
+                fal_config.webhook_url = Some(format!(
+                    "{}{}",
+                    public.trim_end_matches('/'),
+                    router::FAL_WEBHOOK_PATH
+                ));
+            }
+            let fal = Arc::new(FalProvider::new(fal_config).context("cannot set up fal")?);
+            by_name.insert(invokd_providers::fal::NAME.into(), fal.clone());
+            Some(fal)
+        }
+    };
+    let routes = if config.routes.is_empty() && fal.is_some() {
+        vec![Route {
+            pattern: "fal-ai/*".into(),
+            provider: invokd_providers::fal::NAME.into(),
+        }]
+    } else {
+        config.routes.clone()
+    };
+    let providers = Providers::new(routes, by_name).context("invalid model routes")?;
+    Ok((Arc::new(providers), fal))
+}
+
 impl Server {
     /// Opens the data directory, migrates the store, requeues what the last process left
     /// running, creates the first key if there is none, and binds the listener.
@@ -142,6 +182,7 @@ impl Server {
             latency_per_model: config.emulator.latency_per_model.clone(),
             ..EmulatorConfig::default()
         });
+        let (providers, fal) = providers(&config, emulator)?;
         let secrets = if config.store.is_shared() {
             bootstrap::SecretHome::Store(store.as_ref())
         } else {
@@ -156,7 +197,7 @@ impl Server {
         let dispatcher = Dispatcher {
             store: store.clone(),
             catalog,
-            provider: Arc::new(emulator),
+            providers: providers.clone(),
             blobs: blobs.clone(),
             signals: signals.clone(),
             config: config.dispatch.clone(),
@@ -200,6 +241,8 @@ impl Server {
             blobs,
             signer,
             config,
+            providers,
+            fal,
         });
         Ok(Self {
             listener,

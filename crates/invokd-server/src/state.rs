@@ -17,4 +17,8 @@ pub struct App {
     pub admin_token: invokd_core::keys::KeyHash,
     pub rate_limiter: crate::rate_limit::RateLimiter,
     pub config: ServerConfig,
+    /// Which provider runs each model.
+    pub providers: Arc<crate::routing::Providers>,
+    /// The fal provider, when configured: its webhooks come in through the router.
+    pub fal: Option<Arc<invokd_providers::FalProvider>>,
 }

@@ -7,7 +7,7 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use invokd_core::{
-    CancelOutcome, Job, JobError, JobId, JobStatus, KeyId, Lease, NewJob, Outcome,
+    CancelOutcome, Job, JobError, JobId, JobStatus, KeyId, Lease, NewJob, Outcome, UpstreamRef,
     job::{cancelled_error, start_timeout_error},
     keys::{KeyHash, KeyRecord},
     provider::LogLine,
@@ -180,6 +180,7 @@ impl PostgresStore {
                 .map(Duration::from_millis),
             expired_at: opt_time(get(row, "expired_at")?)?,
             cancel_requested: get::<Option<i64>>(row, "cancel_requested_at")?.is_some(),
+            upstream: get::<Option<Json<UpstreamRef>>>(row, "upstream")?.map(|j| j.0),
         })
     }
 
@@ -548,24 +549,75 @@ impl JobRepo for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn give_back(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        // The attempt stays counted (it fences late writers) and one more is allowed instead.
+        let cancelled = cancelled_error();
+        let done = sqlx::query(
+            "UPDATE jobs
+             SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'CANCELED' ELSE 'QUEUED' END,
+                 error_message = CASE WHEN cancel_requested_at IS NOT NULL THEN $1 END,
+                 error_type = CASE WHEN cancel_requested_at IS NOT NULL THEN $2 END,
+                 completed_at = CASE WHEN cancel_requested_at IS NOT NULL THEN $3 END,
+                 max_attempts = max_attempts + 1,
+                 lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $4 AND status = 'IN_PROGRESS' AND lease_owner = $5 AND attempt = $6",
+        )
+        .bind(&cancelled.message)
+        .bind(&cancelled.error_type)
+        .bind(micros(now))
+        .bind(id.as_uuid())
+        .bind(&lease.owner)
+        .bind(int(lease.attempt))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_upstream(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        upstream: Option<&UpstreamRef>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET upstream = $1
+             WHERE id = $2 AND status = 'IN_PROGRESS' AND lease_owner = $3 AND attempt = $4",
+        )
+        .bind(upstream.map(Json))
+        .bind(id.as_uuid())
+        .bind(&lease.owner)
+        .bind(int(lease.attempt))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn requeue_stale(
         &self,
         which: Stale,
         now: DateTime<Utc>,
     ) -> Result<Requeued, StoreError> {
-        // One statement decides each job on its own row lock, so replicas sweeping together,
-        // or a holder finishing meanwhile, cannot both win.
+        // A job with an upstream request id still runs upstream: it goes back to be resumed,
+        // whatever its attempts. One statement decides each job on its own row lock, so
+        // replicas sweeping together, or a holder finishing meanwhile, cannot both win.
         let cancelled = cancelled_error();
         let ended: Vec<String> = sqlx::query_scalar(
             "UPDATE jobs
              SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'CANCELED'
-                               WHEN attempt >= max_attempts THEN 'FAILED' ELSE 'QUEUED' END,
+                               WHEN attempt >= max_attempts AND upstream->>'request_id' IS NULL THEN 'FAILED' ELSE 'QUEUED' END,
                  error_message = CASE WHEN cancel_requested_at IS NOT NULL THEN $1
-                                      WHEN attempt >= max_attempts THEN $3 ELSE error_message END,
+                                      WHEN attempt >= max_attempts AND upstream->>'request_id' IS NULL THEN $3 ELSE error_message END,
                  error_type = CASE WHEN cancel_requested_at IS NOT NULL THEN $2
-                                   WHEN attempt >= max_attempts THEN 'runner_disconnected'
+                                   WHEN attempt >= max_attempts AND upstream->>'request_id' IS NULL THEN 'runner_disconnected'
                                    ELSE error_type END,
-                 completed_at = CASE WHEN cancel_requested_at IS NOT NULL OR attempt >= max_attempts
+                 completed_at = CASE WHEN cancel_requested_at IS NOT NULL OR (attempt >= max_attempts AND upstream->>'request_id' IS NULL)
                                      THEN $4 ELSE completed_at END,
                  lease_owner = NULL, lease_expires_at = NULL
              WHERE status = 'IN_PROGRESS' AND ($5 OR lease_expires_at < $4)

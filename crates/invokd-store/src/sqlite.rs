@@ -6,7 +6,7 @@ use std::{path::Path, str::FromStr, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use invokd_core::{
-    CancelOutcome, Job, JobError, JobId, JobStatus, KeyId, Lease, NewJob, Outcome,
+    CancelOutcome, Job, JobError, JobId, JobStatus, KeyId, Lease, NewJob, Outcome, UpstreamRef,
     job::{cancelled_error, start_timeout_error},
     keys::{KeyHash, KeyRecord},
     provider::LogLine,
@@ -141,6 +141,10 @@ impl SqliteStore {
                 .map(std::time::Duration::from_millis),
             expired_at: opt_time(opt_int("expired_at")?)?,
             cancel_requested: opt_int("cancel_requested_at")?.is_some(),
+            upstream: opt_str("upstream")?
+                .map(|s| serde_json::from_str::<UpstreamRef>(&s))
+                .transpose()
+                .map_err(|e| corrupt("upstream")(e.to_string()))?,
         })
     }
 }
@@ -409,6 +413,57 @@ impl JobRepo for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn give_back(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        // The attempt stays counted (it fences late writers) and one more is allowed instead.
+        let cancelled = cancelled_error();
+        let done = sqlx::query(
+            "UPDATE jobs
+             SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'CANCELED' ELSE 'QUEUED' END,
+                 error_message = CASE WHEN cancel_requested_at IS NOT NULL THEN ?1 END,
+                 error_type = CASE WHEN cancel_requested_at IS NOT NULL THEN ?2 END,
+                 completed_at = CASE WHEN cancel_requested_at IS NOT NULL THEN ?3 END,
+                 max_attempts = max_attempts + 1,
+                 lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = ?4 AND status = 'IN_PROGRESS' AND lease_owner = ?5 AND attempt = ?6",
+        )
+        .bind(&cancelled.message)
+        .bind(&cancelled.error_type)
+        .bind(micros(now))
+        .bind(id.to_string())
+        .bind(&lease.owner)
+        .bind(i64::from(lease.attempt))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_upstream(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        upstream: Option<&UpstreamRef>,
+    ) -> Result<bool, StoreError> {
+        let json = upstream.map(to_json).transpose()?;
+        let done = sqlx::query(
+            "UPDATE jobs SET upstream = ?1
+             WHERE id = ?2 AND status = 'IN_PROGRESS' AND lease_owner = ?3 AND attempt = ?4",
+        )
+        .bind(json)
+        .bind(id.to_string())
+        .bind(&lease.owner)
+        .bind(i64::from(lease.attempt))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn requeue_stale(
         &self,
         which: Stale,
@@ -435,7 +490,8 @@ impl JobRepo for SqliteStore {
             "UPDATE jobs
              SET status = 'FAILED', error_message = ?1, error_type = 'runner_disconnected',
                  completed_at = ?2, lease_owner = NULL, lease_expires_at = NULL
-             WHERE status = 'IN_PROGRESS' AND (?3 OR lease_expires_at < ?2) AND attempt >= max_attempts",
+             WHERE status = 'IN_PROGRESS' AND (?3 OR lease_expires_at < ?2) AND attempt >= max_attempts
+               AND json_extract(upstream, '$.request_id') IS NULL",
         )
         .bind(ATTEMPTS_EXHAUSTED)
         .bind(micros(now))

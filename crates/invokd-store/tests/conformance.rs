@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use chrono::Duration;
 use common::{NO_CAPS, PgSchema, TestStore, claim, claim_at, claim_one, new_job};
 use invokd_core::{
-    CancelOutcome, JobError, JobId, JobStatus, KeyId, Outcome,
+    CancelOutcome, JobError, JobId, JobStatus, KeyId, Outcome, UpstreamRef,
     keys::{KeyHash, KeyRecord},
     provider::LogLine,
     store::{
@@ -1485,7 +1485,63 @@ async fn json_comes_back_whatever_it_holds(s: S) {
     assert_eq!(got.output, Some(output));
 }
 
+async fn upstream_references_are_fenced_and_keep_a_job_from_failing_when_its_holder_dies(s: S) {
+    let job = s
+        .insert_job(new_job("m", 0, KeyId::generate()))
+        .await
+        .unwrap();
+    let c = claim_one(s.as_ref(), "w").await;
+    let lease = c.lease.clone().unwrap();
+    let up = UpstreamRef {
+        provider: "fal".into(),
+        request_id: Some("req-1".into()),
+        status_url: Some("https://queue/x/requests/req-1/status".into()),
+        response_url: None,
+        cancel_url: None,
+    };
+    let mut stale = lease.clone();
+    stale.owner = "someone else".into();
+    assert!(!s.set_upstream(job.id, &stale, Some(&up)).await.unwrap());
+    assert_eq!(
+        s.get_job(job.id, None).await.unwrap().unwrap().upstream,
+        None
+    );
+    assert!(s.set_upstream(job.id, &lease, Some(&up)).await.unwrap());
+
+    // Given back: queued again, the attempt not counted against it.
+    assert!(s.give_back(job.id, &lease, common::now()).await.unwrap());
+    let j = s.get_job(job.id, None).await.unwrap().unwrap();
+    assert_eq!((j.status, j.max_attempts), (JobStatus::Queued, 3));
+    assert_eq!(j.upstream.as_ref(), Some(&up), "kept for the next attempt");
+    assert!(!s.give_back(job.id, &lease, common::now()).await.unwrap());
+
+    // On its last attempt, a holder that dies leaves it queued (it runs upstream), not failed.
+    for _ in 0..2 {
+        let c = claim_one(s.as_ref(), "w").await;
+        assert_eq!(c.upstream.as_ref(), Some(&up));
+        s.requeue_stale(Stale::AllRunning, common::now())
+            .await
+            .unwrap();
+    }
+    let j = s.get_job(job.id, None).await.unwrap().unwrap();
+    assert_eq!((j.status, j.attempt), (JobStatus::Queued, 3));
+
+    // Cleared, the same dying holder fails it as before.
+    let c = claim_one(s.as_ref(), "w").await;
+    assert!(
+        s.set_upstream(job.id, c.lease.as_ref().unwrap(), None)
+            .await
+            .unwrap()
+    );
+    s.requeue_stale(Stale::AllRunning, common::now())
+        .await
+        .unwrap();
+    let j = s.get_job(job.id, None).await.unwrap().unwrap();
+    assert_eq!((j.status, j.upstream), (JobStatus::Failed, None));
+}
+
 conformance!(
+    upstream_references_are_fenced_and_keep_a_job_from_failing_when_its_holder_dies,
     a_setting_is_set_once_and_read_by_everyone,
     insert_get_and_scope_by_key,
     claims_follow_priority_then_age_and_skip_saturated_models,

@@ -21,6 +21,7 @@ pub async fn list(State(state): State<AppState>, Auth(_): Auth) -> Result<Json<V
                 "title": m.title,
                 "description": m.description,
                 "input_schema": m.input_schema,
+                "provider": state.providers.name_for(&m.id),
             })
         })
         .collect();

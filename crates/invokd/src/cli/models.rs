@@ -97,9 +97,17 @@ pub async fn run(session: &Session, a: ModelsArgs) -> anyhow::Result<()> {
         Cmd::List => match session.output() {
             Output::Json => super::output::json(&list),
             Output::Text => {
-                let mut t = Table::new(&["Model", "Kind", "Title"]);
+                // Where each model runs, as the server routes it (the built-in catalog cannot
+                // know: `-`).
+                let mut t = Table::new(&["Model", "Kind", "Provider", "Title"]);
                 for m in &list.data {
-                    t.row(vec![m.id.clone(), m.kind.clone(), m.title.clone()]);
+                    let provider = m.extra.get("provider").and_then(Value::as_str);
+                    t.row(vec![
+                        m.id.clone(),
+                        m.kind.clone(),
+                        provider.unwrap_or("-").to_owned(),
+                        m.title.clone(),
+                    ]);
                 }
                 t.print()?;
                 Ok(())

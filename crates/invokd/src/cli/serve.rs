@@ -135,12 +135,97 @@ pub struct ServeArgs {
     /// Let input URLs and webhooks reach loopback, private and link-local addresses (refused by default).
     #[arg(long, env = "INVOKD_ALLOW_PRIVATE_URLS")]
     allow_private_urls: bool,
+    #[command(flatten)]
+    fal: FalArgs,
+    /// Which provider runs each model: `PATTERN=PROVIDER,...`, a pattern being a model id or a
+    /// prefix ending in `*`; the most specific wins (default with FAL_KEY: `fal-ai/*=fal`).
+    #[arg(long, env = "INVOKD_ROUTES", value_name = "ROUTES")]
+    routes: Option<String>,
     /// Log filter, e.g. `info` or `invokd_server=debug`.
     #[arg(long, env = "INVOKD_LOG", default_value = "info")]
     log: String,
     /// Log format: JSON lines when stderr is not a terminal, readable text when it is.
     #[arg(long, env = "INVOKD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     log_format: LogFormat,
+}
+
+/// The fal upstream: on when a key is given.
+#[derive(Debug, Args)]
+struct FalArgs {
+    /// fal's API key (`key_id:key_secret`): models routed to fal run on fal's real models.
+    #[arg(long, env = "FAL_KEY", hide_env_values = true)]
+    fal_key: Option<String>,
+    /// fal's queue API.
+    #[arg(
+        long,
+        env = "INVOKD_FAL_QUEUE_URL",
+        default_value = "https://queue.fal.run"
+    )]
+    fal_queue_url: String,
+    /// fal's webhook signing keys (JWKS).
+    #[arg(
+        long,
+        env = "INVOKD_FAL_JWKS_URL",
+        default_value = "https://rest.alpha.fal.ai/.well-known/jwks.json"
+    )]
+    fal_jwks_url: String,
+    /// Copy fal's output files into invokd's file store and serve them from invokd.
+    #[arg(long, env = "INVOKD_FAL_REHOST", default_value_t = true, action = clap::ArgAction::Set)]
+    fal_rehost: bool,
+    /// fal requests in flight at once.
+    #[arg(long, env = "INVOKD_FAL_MAX_CONCURRENCY", default_value_t = 16)]
+    fal_max_concurrency: usize,
+    /// Tries per call to fal (429, 5xx, timeouts and dropped connections are tried again).
+    #[arg(long, env = "INVOKD_FAL_RETRIES", default_value_t = 6)]
+    fal_retries: u32,
+    /// First retry delay, in milliseconds; it doubles, with jitter, up to the maximum.
+    #[arg(long, env = "INVOKD_FAL_BACKOFF_BASE_MS", default_value_t = 500)]
+    fal_backoff_base_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    #[arg(long, env = "INVOKD_FAL_BACKOFF_MAX_MS", default_value_t = 30_000)]
+    fal_backoff_max_ms: u64,
+    /// Time limit of one call to fal, in milliseconds.
+    #[arg(long, env = "INVOKD_FAL_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    fal_request_timeout_ms: u64,
+    /// First status poll delay, in milliseconds; it doubles up to the maximum.
+    #[arg(long, env = "INVOKD_FAL_POLL_MS", default_value_t = 500)]
+    fal_poll_ms: u64,
+    /// Longest status poll delay, in milliseconds, without webhooks.
+    #[arg(long, env = "INVOKD_FAL_POLL_MAX_MS", default_value_t = 5_000)]
+    fal_poll_max_ms: u64,
+    /// Longest status poll delay, in milliseconds, when fal's webhooks wake the runs.
+    #[arg(long, env = "INVOKD_FAL_WEBHOOK_POLL_MAX_MS", default_value_t = 30_000)]
+    fal_webhook_poll_max_ms: u64,
+    /// Consecutive failed calls that open fal's circuit breaker.
+    #[arg(long, env = "INVOKD_FAL_BREAKER_THRESHOLD", default_value_t = 5)]
+    fal_breaker_threshold: u32,
+    /// How long the breaker stays open, in milliseconds, before fal is tried again.
+    #[arg(long, env = "INVOKD_FAL_BREAKER_OPEN_MS", default_value_t = 30_000)]
+    fal_breaker_open_ms: u64,
+}
+
+impl FalArgs {
+    fn config(&self) -> Option<invokd_server::FalConfig> {
+        let key = self.fal_key.as_deref().filter(|k| !k.trim().is_empty())?;
+        let ms = Duration::from_millis;
+        Some(invokd_server::FalConfig {
+            queue_url: self.fal_queue_url.clone(),
+            jwks_url: self.fal_jwks_url.clone(),
+            webhook_url: None,
+            rehost: self.fal_rehost,
+            max_concurrency: self.fal_max_concurrency.max(1),
+            retries: self.fal_retries.max(1),
+            backoff_base: ms(self.fal_backoff_base_ms.max(1)),
+            backoff_max: ms(self.fal_backoff_max_ms.max(1)),
+            request_timeout: ms(self.fal_request_timeout_ms.max(1)),
+            poll_interval: ms(self.fal_poll_ms.max(1)),
+            poll_max: ms(self.fal_poll_max_ms.max(1)),
+            webhook_poll_max: ms(self.fal_webhook_poll_max_ms.max(1)),
+            breaker_threshold: self.fal_breaker_threshold.max(1),
+            breaker_open_for: ms(self.fal_breaker_open_ms),
+            ..invokd_server::FalConfig::new(key)
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -285,6 +370,11 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     config.dispatch.heartbeat = config.dispatch.lease / 3;
     config.dispatch.max_attempts = a.max_attempts.max(1);
     config.dispatch.shutdown_grace = Duration::from_secs(a.shutdown_grace_seconds);
+    config.fal = a.fal.config();
+    if let Some(routes) = &a.routes {
+        config.routes = invokd_server::routing::Route::parse_table(routes)
+            .context("invalid --routes (INVOKD_ROUTES)")?;
+    }
 
     let server = Server::start(config).await?;
     let scheme = if server.is_tls() { "https" } else { "http" };

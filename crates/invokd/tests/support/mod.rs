@@ -97,10 +97,11 @@ impl TestServer {
         let data_dir = dir.join("data");
         let client_config = dir.join("client.toml");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_invokd"));
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
+        cmd.arg("serve");
+        if !opts.args.iter().any(|a| a == "--listen") {
+            cmd.arg("--listen").arg("127.0.0.1:0");
+        }
+        cmd.arg("--data-dir")
             .arg(&data_dir)
             .args(&opts.args)
             .env("INVOKD_CONFIG", &client_config)
