@@ -51,8 +51,20 @@ where
             anyhow::Ok((hist, errors))
         }));
     }
+    collect(tasks, 0, started).await
+}
+
+/// One worker's latencies and failure count.
+pub type Worker = (Histogram<u64>, u64);
+
+/// Merges the workers' histograms and error counts (plus `errors` counted elsewhere) into the
+/// figures of a run that began at `started`.
+pub async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Worker>>>,
+    mut errors: u64,
+    started: Instant,
+) -> anyhow::Result<Stats> {
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut errors = 0;
     for t in tasks {
         let (h, e) = t.await??;
         all.add(&h)?;

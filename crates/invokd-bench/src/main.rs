@@ -1,10 +1,13 @@
 //! invokd-bench: measures invokd (create, status, end to end, memory, start-up) and, in the
 //! same run with the same load generator, a bare axum server; reports invokd's figures as
-//! ratios to the baseline's, prints a table and writes JSON.
+//! ratios to the baseline's, prints a table and writes JSON. The queue core (the store
+//! without HTTP) is measured the same way against a raw SQLite insert loop.
 
 mod baseline;
 mod load;
+mod pgdb;
 mod process;
+mod queue;
 mod scale;
 
 use std::{
@@ -15,7 +18,9 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use invokd_core::store::Store;
 use load::Stats;
+use pgdb::FreshDb;
 use process::Server;
 use reqwest::StatusCode;
 use serde::Serialize;
@@ -43,6 +48,11 @@ struct Args {
     /// Completed jobs in the store for the start-up and memory figures.
     #[arg(long, default_value_t = 1_000_000)]
     history: u64,
+    /// Run invokd (and the queue core) on PostgreSQL: a fresh database is created on this
+    /// server for each invokd started, and dropped at the end. The history figures stay on
+    /// SQLite (they fill the embedded database directly).
+    #[arg(long)]
+    database_url: Option<String>,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "target/bench/latest.json")]
     json: PathBuf,
@@ -119,15 +129,51 @@ async fn main() -> anyhow::Result<()> {
     rows.push(row("baseline: echo POST (64)", &post, None, ""));
     rows.push(row("baseline: GET (64)", &get, None, ""));
 
-    // invokd with jobs that stay queued: create and status alone.
+    // The queue core, beside a raw insert loop with the same durability, at the create
+    // scenario's concurrency.
     let dir = tempfile::tempdir()?;
+    let raw = queue::raw_sqlite(dir.path(), 64, duration).await?;
+    rows.push(row("raw SQLite insert loop (64), rows", &raw, None, ""));
+    let sqlite: Arc<dyn Store> = Arc::new(
+        invokd_store::SqliteStore::open(&dir.path().join("core.sqlite"))
+            .await
+            .context("cannot open the queue core's SQLite store")?,
+    );
+    let core = queue::queue_core(sqlite, 64, duration).await?;
+    rows.push(row(
+        "queue core, SQLite (64), jobs completed",
+        &core,
+        Some(&raw),
+        "≥ 0.3 × raw insert loop",
+    ));
+    let mut databases = Vec::new();
+    if let Some(admin) = &args.database_url {
+        let db = FreshDb::create(admin, "core").await?;
+        let pg: Arc<dyn Store> = Arc::new(
+            invokd_store::PostgresStore::connect(&db.url)
+                .await
+                .with_context(|| format!("cannot open the store in {}", db.name))?,
+        );
+        let core = queue::queue_core(pg, 64, duration).await?;
+        databases.push(db);
+        rows.push(row(
+            "queue core, PostgreSQL (64), jobs completed",
+            &core,
+            Some(&raw),
+            "",
+        ));
+    }
+
+    // invokd with jobs that stay queued: create and status alone.
     let held = Server::start(
-        process::invokd(
+        invokd_on(
             &invokd,
             &dir.path().join("held"),
-            KEY,
             &["--emulator-latency-ms", "3600000", "--max-concurrency", "1"],
-        ),
+            args.database_url.as_deref(),
+            &mut databases,
+        )
+        .await?,
         "invokd listening on ",
     )
     .await?;
@@ -187,10 +233,9 @@ async fn main() -> anyhow::Result<()> {
 
     // invokd running every job at once on the emulator with no latency: the whole path.
     let running = Server::start(
-        process::invokd(
+        invokd_on(
             &invokd,
             &dir.path().join("running"),
-            KEY,
             &[
                 "--emulator-latency-ms",
                 "0",
@@ -199,7 +244,10 @@ async fn main() -> anyhow::Result<()> {
                 "--per-model-concurrency",
                 "64",
             ],
-        ),
+            args.database_url.as_deref(),
+            &mut databases,
+        )
+        .await?,
         "invokd listening on ",
     )
     .await?;
@@ -247,6 +295,9 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let big_rss = big.rss_mb();
     drop(big);
+    for db in databases {
+        db.drop_db().await?;
+    }
 
     let with_history = format!("{history} stored jobs");
     let mut memory = vec![
@@ -289,6 +340,24 @@ async fn main() -> anyhow::Result<()> {
         .sum();
     anyhow::ensure!(failures == 0, "{failures} operations failed");
     Ok(())
+}
+
+/// `invokd serve` with `extra`, on a fresh database of `database_url` when one is given
+/// (recorded in `databases` to be dropped at the end), else on SQLite in `dir`.
+async fn invokd_on(
+    bin: &Path,
+    dir: &Path,
+    extra: &[&str],
+    database_url: Option<&str>,
+    databases: &mut Vec<FreshDb>,
+) -> anyhow::Result<tokio::process::Command> {
+    let mut cmd = process::invokd(bin, dir, KEY, extra);
+    if let Some(admin) = database_url {
+        let db = FreshDb::create(admin, "server").await?;
+        cmd.arg("--database-url").arg(&db.url);
+        databases.push(db);
+    }
+    Ok(cmd)
 }
 
 fn row(name: &str, s: &Stats, baseline: Option<&Stats>, target: &str) -> Row {
