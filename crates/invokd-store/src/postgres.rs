@@ -501,8 +501,8 @@ impl JobRepo for PostgresStore {
         )
         .bind(status.as_str())
         .bind(output)
-        .bind(error.as_ref().map(|e| e.message.as_str()))
-        .bind(error.as_ref().map(|e| e.error_type.as_str()))
+        .bind(error.as_ref().map(|e| pg_text(&e.message).into_owned()))
+        .bind(error.as_ref().map(|e| pg_text(&e.error_type).into_owned()))
         .bind(micros(now))
         .bind(id.as_uuid())
         .bind(&lease.owner)
@@ -535,8 +535,8 @@ impl JobRepo for PostgresStore {
                  lease_owner = NULL, lease_expires_at = NULL
              WHERE id = $4 AND status = 'IN_PROGRESS' AND lease_owner = $5 AND attempt = $6",
         )
-        .bind(&error.message)
-        .bind(&error.error_type)
+        .bind(pg_text(&error.message).into_owned())
+        .bind(pg_text(&error.error_type).into_owned())
         .bind(micros(now))
         .bind(id.as_uuid())
         .bind(&lease.owner)
@@ -800,7 +800,10 @@ impl JobRepo for PostgresStore {
         }
         let ts: Vec<i64> = lines.iter().map(|l| micros(l.timestamp)).collect();
         let levels: Vec<&str> = lines.iter().map(|l| l.level.as_str()).collect();
-        let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
+        let messages: Vec<String> = lines
+            .iter()
+            .map(|l| pg_text(&l.message).into_owned())
+            .collect();
         // One statement for all lines, numbered in the order given.
         sqlx::query(
             "INSERT INTO job_logs (job_id, ts, level, message)
@@ -837,6 +840,16 @@ impl JobRepo for PostgresStore {
     }
 }
 
+/// PostgreSQL's `text` cannot hold U+0000, which SQLite keeps: a log line, an error message or a
+/// key's name with one would be refused by the database. It is stored as U+FFFD instead.
+fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 #[async_trait]
 impl KeyRepo for PostgresStore {
     async fn insert_key(&self, key: KeyRecord) -> Result<(), StoreError> {
@@ -847,7 +860,7 @@ impl KeyRepo for PostgresStore {
         .bind(key.id.as_uuid())
         .bind(&key.hash.0)
         .bind(&key.prefix)
-        .bind(&key.name)
+        .bind(pg_text(&key.name).into_owned())
         .bind(micros(key.created_at))
         .bind(key.revoked_at.map(micros))
         .bind(&key.project)

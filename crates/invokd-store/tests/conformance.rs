@@ -1540,7 +1540,55 @@ async fn upstream_references_are_fenced_and_keep_a_job_from_failing_when_its_hol
     assert_eq!((j.status, j.upstream), (JobStatus::Failed, None));
 }
 
+async fn text_with_a_nul_character_is_stored(s: S) {
+    // SQLite keeps U+0000; PostgreSQL's text cannot, and stores U+FFFD in its place.
+    let same = |got: &str, sent: &str| got.replace('\u{FFFD}', "\0") == sent;
+    let job = s
+        .insert_job(new_job("m", 0, KeyId::generate()))
+        .await
+        .unwrap();
+    let line = LogLine {
+        message: "before\0after".into(),
+        level: "INFO".into(),
+        timestamp: common::now(),
+    };
+    s.append_logs(job.id, std::slice::from_ref(&line))
+        .await
+        .unwrap();
+    assert!(same(
+        &s.logs(job.id).await.unwrap()[0].message,
+        &line.message
+    ));
+    let c = claim_one(s.as_ref(), "w").await;
+    let err = JobError {
+        message: "model said \0".into(),
+        error_type: "runner_server_error".into(),
+    };
+    assert!(
+        s.finish(
+            job.id,
+            c.lease.as_ref().unwrap(),
+            Outcome::Failed(err.clone()),
+            common::now()
+        )
+        .await
+        .unwrap()
+    );
+    let j = s.get_job(job.id, None).await.unwrap().unwrap();
+    assert!(same(&j.error.unwrap().message, &err.message));
+    let key = KeyRecord::for_secret(
+        "invk_nul_key_0123456789abcdef",
+        "a\0name",
+        None,
+        common::now(),
+    );
+    s.insert_key(key.clone()).await.unwrap();
+    let found = s.find_key(&key.hash).await.unwrap().unwrap();
+    assert!(same(&found.name, "a\0name"));
+}
+
 conformance!(
+    text_with_a_nul_character_is_stored,
     upstream_references_are_fenced_and_keep_a_job_from_failing_when_its_holder_dies,
     a_setting_is_set_once_and_read_by_everyone,
     insert_get_and_scope_by_key,
