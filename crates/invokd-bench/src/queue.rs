@@ -19,7 +19,6 @@ use invokd_core::{
     store::{ClaimRequest, Store},
 };
 use serde_json::{Map, Value, json};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::load::{self, Stats};
 
@@ -34,16 +33,8 @@ const CONSUMERS: usize = 2;
 /// connections.
 pub async fn raw_sqlite(dir: &Path, workers: usize, duration: Duration) -> anyhow::Result<Stats> {
     let path = dir.join("raw.sqlite");
-    let options = SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(10))
-        .pragma("temp_store", "memory");
-    let pool = SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
+    let pool = invokd_store::sqlite::pool_options()
+        .connect_with(invokd_store::sqlite::connect_options(&path))
         .await
         .with_context(|| format!("cannot open {}", path.display()))?;
     // The job's columns that a create writes, with the same kinds of values.

@@ -16,11 +16,16 @@ pub use blob_s3::{S3BlobStore, S3Config};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
+/// Whether `target` names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(target: &str) -> bool {
+    target.starts_with("postgres://") || target.starts_with("postgresql://")
+}
+
 /// Opens the store `target` names: a `postgres://` or `postgresql://` URL connects to
 /// PostgreSQL; anything else is a SQLite database file (a `sqlite:` prefix is allowed).
 /// Either way, pending migrations are run first.
 pub async fn open(target: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+    if is_postgres_url(target) {
         return Ok(Arc::new(PostgresStore::connect(target).await?));
     }
     let path = target

@@ -238,9 +238,7 @@ enum FileUrlMode {
 pub fn store_location(url: Option<&str>) -> anyhow::Result<StoreLocation> {
     match url.map(str::trim).filter(|u| !u.is_empty()) {
         None => Ok(StoreLocation::Embedded),
-        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-            Ok(StoreLocation::Postgres(u.to_owned()))
-        }
+        Some(u) if invokd_store::is_postgres_url(u) => Ok(StoreLocation::Postgres(u.to_owned())),
         Some(_) => anyhow::bail!(
             "--database-url must be a postgres:// URL (leave it out for SQLite in the data directory)"
         ),
