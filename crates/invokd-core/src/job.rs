@@ -183,6 +183,36 @@ pub struct NewJob {
     pub run_timeout: Option<std::time::Duration>,
 }
 
+impl NewJob {
+    /// The job as it stands once inserted: queued and never attempted.
+    pub fn queued(self) -> Job {
+        Job {
+            id: self.id,
+            key_id: self.key_id,
+            project: self.project,
+            model_id: self.model_id,
+            input: self.input,
+            tags: self.tags,
+            status: JobStatus::Queued,
+            priority: self.priority,
+            created_at: self.created_at,
+            started_at: None,
+            completed_at: None,
+            attempt: 0,
+            max_attempts: self.max_attempts,
+            lease: None,
+            output: None,
+            error: None,
+            start_deadline: self.start_deadline,
+            cancel_requested: false,
+            webhook_url: self.webhook_url,
+            run_timeout: self.run_timeout,
+            expired_at: None,
+            upstream: None,
+        }
+    }
+}
+
 /// How a run ended, as the lease holder reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {

@@ -1,68 +1,190 @@
-//! Group commit of new jobs: creates that arrive while a commit is on its way to disk wait for
-//! the next one and share it, so many creates cost one fsync. Each caller still gets its answer
-//! only after the transaction holding its row has committed.
+//! Group commit: the SQLite store's frequent writes (new jobs, claims, finishes, heartbeats, log
+//! lines) that arrive while a commit is on its way to disk wait for the next one and share it,
+//! so many writes cost one fsync. Each caller still gets its answer only after the transaction holding
+//! its write has committed.
 
-use invokd_core::{Job, NewJob, store::StoreError};
-use sqlx::SqlitePool;
+use chrono::{DateTime, Utc};
+use invokd_core::{Job, JobId, Lease, NewJob, provider::LogLine, store::Beat, store::StoreError};
+use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-/// Rows in one transaction at most: bounds the latency a large batch adds to its first row.
+use crate::{job_cache::JobCache, sqlite};
+use std::sync::Arc;
+
+/// Writes in one transaction at most: bounds the latency a large batch adds to its first write.
 const MAX_BATCH: usize = 256;
 
-type Reply = oneshot::Sender<Result<Job, StoreError>>;
+/// One write waiting for a commit. Each is applied by a single fenced statement (or a few for
+/// log lines), so it can run again on its own if its batch fails.
+#[derive(Debug)]
+pub(crate) enum Write {
+    Insert(NewJob),
+    Fenced(sqlite::Fenced),
+    Claim(sqlite::Claim),
+    Heartbeat {
+        id: JobId,
+        lease: Lease,
+        until: DateTime<Utc>,
+    },
+    AppendLogs {
+        id: JobId,
+        lines: Vec<LogLine>,
+    },
+}
 
-/// The queue of rows waiting for a commit.
+/// What a write did, as its caller expects it.
+#[derive(Debug)]
+enum Done {
+    Inserted(Box<Job>),
+    Applied(bool),
+    Beat(Beat),
+    Logged,
+    Claimed(Vec<Job>),
+}
+
+impl Write {
+    async fn apply(&self, conn: &mut SqliteConnection) -> Result<Done, StoreError> {
+        Ok(match self {
+            Write::Insert(job) => Done::Inserted(Box::new(sqlite::insert_row(conn, job).await?)),
+            Write::Fenced(f) => Done::Applied(f.apply(conn).await?),
+            Write::Claim(c) => Done::Claimed(c.apply(conn).await?),
+            Write::Heartbeat { id, lease, until } => {
+                Done::Beat(sqlite::heartbeat_row(conn, *id, lease, *until).await?)
+            }
+            Write::AppendLogs { id, lines } => {
+                sqlite::append_log_rows(conn, *id, lines).await?;
+                Done::Logged
+            }
+        })
+    }
+
+    /// Tells the cache what the committed write did to its job.
+    fn remember(&self, done: &Done, cache: &JobCache) {
+        match (self, done) {
+            (Write::Insert(_), Done::Inserted(job)) => cache.put(job),
+            (Write::Fenced(f), Done::Applied(true)) => cache.forget(f.job_id()),
+            (Write::Claim(_), Done::Claimed(jobs)) => jobs.iter().for_each(|j| cache.put(j)),
+            (Write::Heartbeat { id, .. }, Done::Beat(b)) if *b != Beat::Lost => cache.forget(*id),
+            _ => {}
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Done, StoreError>>;
+
+/// The queue of writes waiting for a commit, applied on the store's one writing connection.
 #[derive(Debug, Clone)]
 pub struct GroupCommit {
-    tx: mpsc::Sender<(NewJob, Reply)>,
+    tx: mpsc::Sender<(Write, Reply)>,
 }
 
 impl GroupCommit {
-    /// Starts the committing task on `pool`; it ends when the last handle is dropped.
-    pub fn start(pool: SqlitePool) -> Self {
+    /// Starts the committing task on `pool`, telling `cache` what each commit changed; it ends
+    /// when the last handle is dropped.
+    pub(crate) fn start(pool: SqlitePool, cache: Arc<JobCache>) -> Self {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(pool, rx));
+        tokio::spawn(run(pool, cache, rx));
         Self { tx }
     }
 
-    /// Inserts `job`, returning once it is committed.
+    /// Inserts `job`, returning it once it is committed.
     pub async fn insert(&self, job: NewJob) -> Result<Job, StoreError> {
+        match self.submit(Write::Insert(job)).await? {
+            Done::Inserted(job) => Ok(*job),
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    /// Applies a fenced update; true if the lease was still held and the job changed.
+    pub(crate) async fn fenced(&self, f: sqlite::Fenced) -> Result<bool, StoreError> {
+        match self.submit(Write::Fenced(f)).await? {
+            Done::Applied(done) => Ok(done),
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    /// Claims queued jobs; claims share commits with the other writes.
+    pub(crate) async fn claim(&self, claim: sqlite::Claim) -> Result<Vec<Job>, StoreError> {
+        match self.submit(Write::Claim(claim)).await? {
+            Done::Claimed(jobs) => Ok(jobs),
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    pub(crate) async fn heartbeat(
+        &self,
+        id: JobId,
+        lease: Lease,
+        until: DateTime<Utc>,
+    ) -> Result<Beat, StoreError> {
+        match self.submit(Write::Heartbeat { id, lease, until }).await? {
+            Done::Beat(beat) => Ok(beat),
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    pub(crate) async fn append_logs(
+        &self,
+        id: JobId,
+        lines: Vec<LogLine>,
+    ) -> Result<(), StoreError> {
+        match self.submit(Write::AppendLogs { id, lines }).await? {
+            Done::Logged => Ok(()),
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    async fn submit(&self, write: Write) -> Result<Done, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((job, reply))
+            .send((write, reply))
             .await
-            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?
+            .map_err(|_| shutting_down())?;
+        answer.await.map_err(|_| shutting_down())?
     }
 }
 
-async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<(NewJob, Reply)>) {
+fn shutting_down() -> StoreError {
+    StoreError::Unavailable("the store is shutting down".into())
+}
+
+fn mismatch(done: &Done) -> StoreError {
+    StoreError::Unavailable(format!(
+        "the write queue answered {done:?} to another write"
+    ))
+}
+
+async fn run(pool: SqlitePool, cache: Arc<JobCache>, mut rx: mpsc::Receiver<(Write, Reply)>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match commit(&pool, &batch).await {
-            Ok(jobs) => {
-                for ((_, reply), job) in batch.drain(..).zip(jobs) {
-                    let _ = reply.send(Ok(job));
+        match commit(&pool, batch.iter().map(|(write, _)| write)).await {
+            Ok(done) => {
+                for ((write, reply), done) in batch.drain(..).zip(done) {
+                    write.remember(&done, &cache);
+                    let _ = reply.send(Ok(done));
                 }
             }
-            // One bad row must not fail the others: each on its own, with its own answer.
+            // One failing write must not fail the others: each on its own, with its own answer.
             Err(_) => {
-                for (job, reply) in batch.drain(..) {
-                    let _ = reply.send(crate::sqlite::insert_row(&pool, &job).await);
+                for (write, reply) in batch.drain(..) {
+                    let alone = commit(&pool, std::iter::once(&write)).await;
+                    let _ =
+                        reply.send(alone.and_then(|mut done| done.pop().ok_or_else(shutting_down)));
                 }
             }
         }
     }
 }
 
-async fn commit(pool: &SqlitePool, batch: &[(NewJob, Reply)]) -> Result<Vec<Job>, StoreError> {
+async fn commit<'w>(
+    pool: &SqlitePool,
+    writes: impl Iterator<Item = &'w Write>,
+) -> Result<Vec<Done>, StoreError> {
     let mut tx = pool.begin().await.map_err(crate::sql::unavailable)?;
-    let mut jobs = Vec::with_capacity(batch.len());
-    for (job, _) in batch {
-        jobs.push(crate::sqlite::insert_row(&mut *tx, job).await?);
+    let mut done = Vec::with_capacity(MAX_BATCH);
+    for write in writes {
+        done.push(write.apply(&mut tx).await?);
     }
     tx.commit().await.map_err(crate::sql::unavailable)?;
-    Ok(jobs)
+    Ok(done)
 }

@@ -3,6 +3,7 @@
 pub mod blob_fs;
 pub mod blob_s3;
 mod group_commit;
+mod job_cache;
 pub mod postgres;
 mod sql;
 pub mod sqlite;

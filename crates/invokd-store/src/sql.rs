@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use invokd_core::{
-    JobError, JobStatus, Outcome,
+    Job, JobError, JobStatus, NewJob, Outcome,
     store::{AfterAttempt, Beat, DeliveryState, StoreError},
 };
 use serde_json::{Map, Value};
@@ -52,6 +52,18 @@ pub(crate) fn delivery_state(s: &str) -> DeliveryState {
 /// A run limit as stored: whole milliseconds.
 pub(crate) fn run_timeout_ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A new job as a read of its row returns it: times in whole microseconds and the run limit
+/// in whole milliseconds, as stored.
+pub(crate) fn as_inserted(job: &NewJob) -> Result<Job, StoreError> {
+    let mut stored = job.clone().queued();
+    stored.created_at = from_micros(micros(job.created_at))?;
+    stored.start_deadline = opt_time(job.start_deadline.map(micros))?;
+    stored.run_timeout = job
+        .run_timeout
+        .map(|d| std::time::Duration::from_millis(d.as_millis().try_into().unwrap_or(u64::MAX)));
+    Ok(stored)
 }
 
 /// How a run's outcome is stored: its status, output and error.

@@ -1,7 +1,7 @@
 //! The SQLite store: one database file in WAL mode with full fsync, so a committed job survives
 //! a crash of the process or the machine.
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,16 +19,17 @@ use serde_json::{Map, Value};
 
 use crate::{
     group_commit::GroupCommit,
+    job_cache::JobCache,
     sql::{
-        ATTEMPTS_EXHAUSTED, after_attempt, beat, corrupt, delivery_state, from_micros, micros,
-        opt_time, outcome_columns, run_timeout_ms, to_json, unavailable,
+        ATTEMPTS_EXHAUSTED, after_attempt, as_inserted, beat, corrupt, delivery_state, from_micros,
+        micros, opt_time, outcome_columns, run_timeout_ms, to_json, unavailable,
     },
 };
 use sqlx::{
     Row,
     sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-        SqliteSynchronous,
+        SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+        SqliteRow, SqliteSynchronous,
     },
 };
 
@@ -53,25 +54,47 @@ pub fn pool_options() -> SqlitePoolOptions {
 }
 
 /// Jobs and keys in one SQLite database.
+///
+/// Every write goes through one connection (`write`), the frequent ones batched by the group
+/// commit: SQLite has one writer anyway, and writers queued in the process wait their turn
+/// without the busy handler's sleeps. Reads run beside them on read-only connections (`pool`).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    inserts: GroupCommit,
+    write: SqlitePool,
+    writes: GroupCommit,
+    /// The process owns the file alone (the data directory's lock), so jobs it wrote or read
+    /// can be answered from memory.
+    cache: Arc<JobCache>,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and runs pending migrations.
+    /// Opens (creating if needed) the database at `path` and runs pending migrations. The store
+    /// must be the file's only writer while it is open (the server holds the data directory's
+    /// lock): it keeps recent jobs in memory.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let pool = pool_options()
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
             .connect_with(connect_options(path))
             .await
             .map_err(unavailable)?;
         MIGRATOR
-            .run(&pool)
+            .run(&write)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        let inserts = GroupCommit::start(pool.clone());
-        Ok(Self { pool, inserts })
+        // Read-only, so a write that missed the writer fails loudly instead of contending.
+        let pool = pool_options()
+            .connect_with(connect_options(path).read_only(true))
+            .await
+            .map_err(unavailable)?;
+        let cache = Arc::new(JobCache::default());
+        let writes = GroupCommit::start(write.clone(), cache.clone());
+        Ok(Self {
+            pool,
+            write,
+            writes,
+            cache,
+        })
     }
 
     fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
@@ -162,9 +185,9 @@ pub(crate) async fn insert_row<'e, E: sqlx::SqliteExecutor<'e>>(
     ex: E,
     job: &NewJob,
 ) -> Result<Job, StoreError> {
-    let row = sqlx::query(
+    sqlx::query(
         "INSERT INTO jobs (id, key_id, model_id, input, tags, status, priority, created_at, max_attempts, start_deadline, webhook_url, run_timeout_ms, project)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'QUEUED', ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING *",
+         VALUES (?1, ?2, ?3, ?4, ?5, 'QUEUED', ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .bind(job.id.to_string())
     .bind(job.key_id.to_string())
@@ -178,10 +201,227 @@ pub(crate) async fn insert_row<'e, E: sqlx::SqliteExecutor<'e>>(
     .bind(job.webhook_url.as_deref())
     .bind(job.run_timeout.map(run_timeout_ms))
     .bind(&job.project)
-    .fetch_one(ex)
+    .execute(ex)
     .await
     .map_err(unavailable)?;
-    SqliteStore::job_from_row(&row)
+    as_inserted(job)
+}
+
+/// An update that applies only while the caller holds the job's lease: the job is running, with
+/// this owner and this attempt (fencing). `?1`–`?3` are the fence; the change binds from `?4`.
+macro_rules! fenced {
+    ($set:literal) => {
+        concat!(
+            "UPDATE jobs SET ",
+            $set,
+            " WHERE id = ?1 AND status = 'IN_PROGRESS' AND lease_owner = ?2 AND attempt = ?3"
+        )
+    };
+}
+
+/// A change a lease holder makes to its running job.
+#[derive(Debug)]
+pub(crate) enum Change {
+    Finish {
+        status: JobStatus,
+        output: Option<String>,
+        error: Option<JobError>,
+        now: DateTime<Utc>,
+    },
+    /// Cancelled if asked; back to the queue while attempts remain; else the error is final.
+    Release {
+        error: JobError,
+        now: DateTime<Utc>,
+    },
+    /// Back to the queue: the attempt stays counted (it fences late writers) and one more is
+    /// allowed instead.
+    GiveBack {
+        now: DateTime<Utc>,
+    },
+    SetUpstream(Option<String>),
+}
+
+/// A [`Change`] with the lease it is fenced by.
+#[derive(Debug)]
+pub(crate) struct Fenced {
+    id: JobId,
+    owner: String,
+    attempt: i64,
+    change: Change,
+}
+
+impl Fenced {
+    pub(crate) fn new(id: JobId, lease: &Lease, change: Change) -> Self {
+        Self {
+            id,
+            owner: lease.owner.clone(),
+            attempt: i64::from(lease.attempt),
+            change,
+        }
+    }
+
+    pub(crate) fn job_id(&self) -> JobId {
+        self.id
+    }
+
+    /// True if the lease was still held and the job changed.
+    pub(crate) async fn apply(&self, conn: &mut SqliteConnection) -> Result<bool, StoreError> {
+        let cancelled = cancelled_error();
+        let sql = match &self.change {
+            Change::Finish { .. } => fenced!(
+                "status = ?4, output = ?5, error_message = ?6, error_type = ?7, completed_at = ?8,
+                 lease_owner = NULL, lease_expires_at = NULL"
+            ),
+            Change::Release { .. } => fenced!(
+                "status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'CANCELED'
+                               WHEN attempt >= max_attempts THEN 'FAILED' ELSE 'QUEUED' END,
+                 error_message = CASE WHEN cancel_requested_at IS NOT NULL THEN ?7
+                                      WHEN attempt >= max_attempts THEN ?4 END,
+                 error_type = CASE WHEN cancel_requested_at IS NOT NULL THEN ?8
+                                   WHEN attempt >= max_attempts THEN ?5 END,
+                 completed_at = CASE WHEN cancel_requested_at IS NOT NULL OR attempt >= max_attempts
+                                     THEN ?6 END,
+                 lease_owner = NULL, lease_expires_at = NULL"
+            ),
+            Change::GiveBack { .. } => fenced!(
+                "status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'CANCELED' ELSE 'QUEUED' END,
+                 error_message = CASE WHEN cancel_requested_at IS NOT NULL THEN ?4 END,
+                 error_type = CASE WHEN cancel_requested_at IS NOT NULL THEN ?5 END,
+                 completed_at = CASE WHEN cancel_requested_at IS NOT NULL THEN ?6 END,
+                 max_attempts = max_attempts + 1,
+                 lease_owner = NULL, lease_expires_at = NULL"
+            ),
+            Change::SetUpstream(_) => fenced!("upstream = ?4"),
+        };
+        let q = sqlx::query(sql)
+            .bind(self.id.to_string())
+            .bind(&self.owner)
+            .bind(self.attempt);
+        let q = match &self.change {
+            Change::Finish {
+                status,
+                output,
+                error,
+                now,
+            } => q
+                .bind(status.as_str())
+                .bind(output.as_deref())
+                .bind(error.as_ref().map(|e| e.message.as_str()))
+                .bind(error.as_ref().map(|e| e.error_type.as_str()))
+                .bind(micros(*now)),
+            Change::Release { error, now } => q
+                .bind(&error.message)
+                .bind(&error.error_type)
+                .bind(micros(*now))
+                .bind(&cancelled.message)
+                .bind(&cancelled.error_type),
+            Change::GiveBack { now } => q
+                .bind(&cancelled.message)
+                .bind(&cancelled.error_type)
+                .bind(micros(*now)),
+            Change::SetUpstream(json) => q.bind(json.as_deref()),
+        };
+        let done = q.execute(conn).await.map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+/// A claim of queued jobs under a lease, as the dispatcher asked it (owned, to wait in the
+/// write queue).
+#[derive(Debug)]
+pub(crate) struct Claim {
+    owner: String,
+    lease_until: i64,
+    now: i64,
+    capacity: String,
+    default_capacity: i64,
+    limit: i64,
+}
+
+impl Claim {
+    pub(crate) fn new(req: &ClaimRequest<'_>) -> Result<Self, StoreError> {
+        Ok(Self {
+            owner: req.owner.to_owned(),
+            lease_until: micros(req.lease_until),
+            now: micros(req.now),
+            capacity: to_json(req.capacity)?,
+            default_capacity: i64::from(req.default_capacity),
+            limit: i64::from(req.limit),
+        })
+    }
+
+    /// The claimed jobs, in the order they should start.
+    pub(crate) async fn apply(&self, conn: &mut SqliteConnection) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE jobs
+             SET status = 'IN_PROGRESS', attempt = attempt + 1, lease_owner = ?1,
+                 lease_expires_at = ?2, started_at = COALESCE(started_at, MAX(?3, created_at))
+             WHERE id IN (
+                 SELECT id FROM (
+                     SELECT id, model_id, priority, created_at,
+                            ROW_NUMBER() OVER (PARTITION BY model_id ORDER BY priority, created_at, id) AS nth
+                     FROM jobs
+                     WHERE status = 'QUEUED' AND (start_deadline IS NULL OR start_deadline >= ?3))
+                 WHERE nth <= COALESCE((SELECT value FROM json_each(?4) WHERE key = model_id), ?5)
+                 ORDER BY priority, created_at, id
+                 LIMIT ?6)
+             RETURNING *",
+        )
+        .bind(&self.owner)
+        .bind(self.lease_until)
+        .bind(self.now)
+        .bind(&self.capacity)
+        .bind(self.default_capacity)
+        .bind(self.limit)
+        .fetch_all(conn)
+        .await
+        .map_err(unavailable)?;
+        let mut jobs = rows
+            .iter()
+            .map(SqliteStore::job_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        jobs.sort_by_key(|j| (j.priority, j.created_at, j.id));
+        Ok(jobs)
+    }
+}
+
+/// Extends a running job's lease; what it found says whether to go on.
+pub(crate) async fn heartbeat_row(
+    conn: &mut SqliteConnection,
+    id: JobId,
+    lease: &Lease,
+    until: DateTime<Utc>,
+) -> Result<Beat, StoreError> {
+    let cancel: Option<Option<i64>> = sqlx::query_scalar(concat!(
+        fenced!("lease_expires_at = ?4"),
+        " RETURNING cancel_requested_at"
+    ))
+    .bind(id.to_string())
+    .bind(&lease.owner)
+    .bind(i64::from(lease.attempt))
+    .bind(micros(until))
+    .fetch_optional(conn)
+    .await
+    .map_err(unavailable)?;
+    Ok(beat(cancel))
+}
+
+pub(crate) async fn append_log_rows(
+    conn: &mut SqliteConnection,
+    id: JobId,
+    lines: &[LogLine],
+) -> Result<(), StoreError> {
+    for l in lines {
+        sqlx::query("INSERT INTO job_logs (job_id, ts, level, message) VALUES (?1, ?2, ?3, ?4)")
+            .bind(id.to_string())
+            .bind(micros(l.timestamp))
+            .bind(&l.level)
+            .bind(&l.message)
+            .execute(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 fn key_from_row(r: &SqliteRow) -> Result<KeyRecord, StoreError> {
@@ -200,7 +440,7 @@ fn key_from_row(r: &SqliteRow) -> Result<KeyRecord, StoreError> {
 #[async_trait]
 impl JobRepo for SqliteStore {
     async fn insert_job(&self, job: NewJob) -> Result<Job, StoreError> {
-        self.inserts.insert(job).await
+        self.writes.insert(job).await
     }
 
     async fn insert_job_idempotent(
@@ -209,7 +449,7 @@ impl JobRepo for SqliteStore {
         idem: IdempotencyKey,
     ) -> Result<Inserted, StoreError> {
         let key_id = job.key_id.to_string();
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
         // A write first, so the transaction holds SQLite's write lock from here: concurrent
         // creates with one key run one after the other.
         sqlx::query(
@@ -237,6 +477,7 @@ impl JobRepo for SqliteStore {
         if claimed == 1 {
             let inserted = insert_row(&mut *tx, &job).await?;
             tx.commit().await.map_err(unavailable)?;
+            self.cache.put(&inserted);
             return Ok(Inserted::New(inserted));
         }
         let row = sqlx::query(
@@ -294,46 +535,25 @@ impl JobRepo for SqliteStore {
     }
 
     async fn get_job(&self, id: JobId, project: Option<&str>) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?1 AND (?2 IS NULL OR project = ?2)")
+        let visible = |job: &Job| project.is_none_or(|p| p == job.project);
+        if let Some(job) = self.cache.get(id) {
+            return Ok(Some(job).filter(visible));
+        }
+        let seen = self.cache.generation();
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?1")
             .bind(id.to_string())
-            .bind(project)
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?;
-        row.as_ref().map(Self::job_from_row).transpose()
+        let Some(job) = row.as_ref().map(Self::job_from_row).transpose()? else {
+            return Ok(None);
+        };
+        self.cache.fill(&job, seen);
+        Ok(Some(job).filter(visible))
     }
 
     async fn claim_jobs(&self, req: ClaimRequest<'_>) -> Result<Vec<Job>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE jobs
-             SET status = 'IN_PROGRESS', attempt = attempt + 1, lease_owner = ?1,
-                 lease_expires_at = ?2, started_at = COALESCE(started_at, MAX(?3, created_at))
-             WHERE id IN (
-                 SELECT id FROM (
-                     SELECT id, model_id, priority, created_at,
-                            ROW_NUMBER() OVER (PARTITION BY model_id ORDER BY priority, created_at, id) AS nth
-                     FROM jobs
-                     WHERE status = 'QUEUED' AND (start_deadline IS NULL OR start_deadline >= ?3))
-                 WHERE nth <= COALESCE((SELECT value FROM json_each(?4) WHERE key = model_id), ?5)
-                 ORDER BY priority, created_at, id
-                 LIMIT ?6)
-             RETURNING *",
-        )
-        .bind(req.owner)
-        .bind(micros(req.lease_until))
-        .bind(micros(req.now))
-        .bind(to_json(req.capacity)?)
-        .bind(i64::from(req.default_capacity))
-        .bind(i64::from(req.limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let mut jobs = rows
-            .iter()
-            .map(Self::job_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        jobs.sort_by_key(|j| (j.priority, j.created_at, j.id));
-        Ok(jobs)
+        self.writes.claim(Claim::new(&req)?).await
     }
 
     async fn heartbeat(
@@ -342,19 +562,7 @@ impl JobRepo for SqliteStore {
         lease: &Lease,
         until: DateTime<Utc>,
     ) -> Result<Beat, StoreError> {
-        let cancel: Option<Option<i64>> = sqlx::query_scalar(
-            "UPDATE jobs SET lease_expires_at = ?1
-             WHERE id = ?2 AND status = 'IN_PROGRESS' AND lease_owner = ?3 AND attempt = ?4
-             RETURNING cancel_requested_at",
-        )
-        .bind(micros(until))
-        .bind(id.to_string())
-        .bind(&lease.owner)
-        .bind(i64::from(lease.attempt))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(beat(cancel))
+        self.writes.heartbeat(id, lease.clone(), until).await
     }
 
     async fn finish(
@@ -366,24 +574,13 @@ impl JobRepo for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (status, output, error) = outcome_columns(outcome);
         let output = output.as_ref().map(to_json).transpose()?;
-        let done = sqlx::query(
-            "UPDATE jobs
-             SET status = ?1, output = ?2, error_message = ?3, error_type = ?4, completed_at = ?5,
-                 lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = ?6 AND status = 'IN_PROGRESS' AND lease_owner = ?7 AND attempt = ?8",
-        )
-        .bind(status.as_str())
-        .bind(output)
-        .bind(error.as_ref().map(|e| e.message.clone()))
-        .bind(error.as_ref().map(|e| e.error_type.clone()))
-        .bind(micros(now))
-        .bind(id.to_string())
-        .bind(&lease.owner)
-        .bind(i64::from(lease.attempt))
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(done.rows_affected() == 1)
+        let change = Change::Finish {
+            status,
+            output,
+            error,
+            now,
+        };
+        self.writes.fenced(Fenced::new(id, lease, change)).await
     }
 
     async fn release(
@@ -393,33 +590,8 @@ impl JobRepo for SqliteStore {
         error: JobError,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        // Cancelled if asked; back to the queue while attempts remain; else the error is final.
-        let cancelled = cancelled_error();
-        let done = sqlx::query(
-            "UPDATE jobs
-             SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'CANCELED'
-                               WHEN attempt >= max_attempts THEN 'FAILED' ELSE 'QUEUED' END,
-                 error_message = CASE WHEN cancel_requested_at IS NOT NULL THEN ?7
-                                      WHEN attempt >= max_attempts THEN ?1 END,
-                 error_type = CASE WHEN cancel_requested_at IS NOT NULL THEN ?8
-                                   WHEN attempt >= max_attempts THEN ?2 END,
-                 completed_at = CASE WHEN cancel_requested_at IS NOT NULL OR attempt >= max_attempts
-                                     THEN ?3 END,
-                 lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = ?4 AND status = 'IN_PROGRESS' AND lease_owner = ?5 AND attempt = ?6",
-        )
-        .bind(&error.message)
-        .bind(&error.error_type)
-        .bind(micros(now))
-        .bind(id.to_string())
-        .bind(&lease.owner)
-        .bind(i64::from(lease.attempt))
-        .bind(&cancelled.message)
-        .bind(&cancelled.error_type)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(done.rows_affected() == 1)
+        let change = Change::Release { error, now };
+        self.writes.fenced(Fenced::new(id, lease, change)).await
     }
 
     async fn give_back(
@@ -428,28 +600,8 @@ impl JobRepo for SqliteStore {
         lease: &Lease,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        // The attempt stays counted (it fences late writers) and one more is allowed instead.
-        let cancelled = cancelled_error();
-        let done = sqlx::query(
-            "UPDATE jobs
-             SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'CANCELED' ELSE 'QUEUED' END,
-                 error_message = CASE WHEN cancel_requested_at IS NOT NULL THEN ?1 END,
-                 error_type = CASE WHEN cancel_requested_at IS NOT NULL THEN ?2 END,
-                 completed_at = CASE WHEN cancel_requested_at IS NOT NULL THEN ?3 END,
-                 max_attempts = max_attempts + 1,
-                 lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = ?4 AND status = 'IN_PROGRESS' AND lease_owner = ?5 AND attempt = ?6",
-        )
-        .bind(&cancelled.message)
-        .bind(&cancelled.error_type)
-        .bind(micros(now))
-        .bind(id.to_string())
-        .bind(&lease.owner)
-        .bind(i64::from(lease.attempt))
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(done.rows_affected() == 1)
+        let change = Change::GiveBack { now };
+        self.writes.fenced(Fenced::new(id, lease, change)).await
     }
 
     async fn set_upstream(
@@ -458,19 +610,8 @@ impl JobRepo for SqliteStore {
         lease: &Lease,
         upstream: Option<&UpstreamRef>,
     ) -> Result<bool, StoreError> {
-        let json = upstream.map(to_json).transpose()?;
-        let done = sqlx::query(
-            "UPDATE jobs SET upstream = ?1
-             WHERE id = ?2 AND status = 'IN_PROGRESS' AND lease_owner = ?3 AND attempt = ?4",
-        )
-        .bind(json)
-        .bind(id.to_string())
-        .bind(&lease.owner)
-        .bind(i64::from(lease.attempt))
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(done.rows_affected() == 1)
+        let change = Change::SetUpstream(upstream.map(to_json).transpose()?);
+        self.writes.fenced(Fenced::new(id, lease, change)).await
     }
 
     async fn requeue_stale(
@@ -479,9 +620,9 @@ impl JobRepo for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Requeued, StoreError> {
         let all = matches!(which, Stale::AllRunning);
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
         let cancelled = cancelled_error();
-        sqlx::query(
+        let canceled = sqlx::query(
             "UPDATE jobs
              SET status = 'CANCELED', error_message = ?1, error_type = ?2,
                  completed_at = ?3, lease_owner = NULL, lease_expires_at = NULL
@@ -494,7 +635,8 @@ impl JobRepo for SqliteStore {
         .bind(all)
         .execute(&mut *tx)
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable)?
+        .rows_affected();
         let failed = sqlx::query(
             "UPDATE jobs
              SET status = 'FAILED', error_message = ?1, error_type = 'runner_disconnected',
@@ -520,6 +662,9 @@ impl JobRepo for SqliteStore {
         .map_err(unavailable)?
         .rows_affected();
         tx.commit().await.map_err(unavailable)?;
+        if canceled + failed + requeued > 0 {
+            self.cache.clear();
+        }
         Ok(Requeued { requeued, failed })
     }
 
@@ -532,9 +677,12 @@ impl JobRepo for SqliteStore {
         .bind(&e.message)
         .bind(&e.error_type)
         .bind(micros(now))
-        .execute(&self.pool)
+        .execute(&self.write)
         .await
         .map_err(unavailable)?;
+        if done.rows_affected() > 0 {
+            self.cache.clear();
+        }
         Ok(done.rows_affected())
     }
 
@@ -545,6 +693,7 @@ impl JobRepo for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<CancelOutcome, StoreError> {
         let e = cancelled_error();
+        let job_id = id;
         let (id, scope) = (id.to_string(), project);
         // Each statement is atomic on its own; a job that moves between them (claimed, finished,
         // requeued) is caught by the next one, or by the next round.
@@ -558,10 +707,11 @@ impl JobRepo for SqliteStore {
             .bind(micros(now))
             .bind(&id)
             .bind(scope)
-            .execute(&self.pool)
+            .execute(&self.write)
             .await
             .map_err(unavailable)?;
             if queued.rows_affected() == 1 {
+                self.cache.forget(job_id);
                 return Ok(CancelOutcome::Canceled);
             }
             let running = sqlx::query(
@@ -571,10 +721,11 @@ impl JobRepo for SqliteStore {
             .bind(micros(now))
             .bind(&id)
             .bind(scope)
-            .execute(&self.pool)
+            .execute(&self.write)
             .await
             .map_err(unavailable)?;
             if running.rows_affected() == 1 {
+                self.cache.forget(job_id);
                 return Ok(CancelOutcome::Requested);
             }
             let status: Option<String> = sqlx::query_scalar(
@@ -639,9 +790,10 @@ impl JobRepo for SqliteStore {
         )
         .bind(micros(now))
         .bind(id.to_string())
-        .execute(&self.pool)
+        .execute(&self.write)
         .await
         .map_err(unavailable)?;
+        self.cache.forget(id);
         Ok(())
     }
 
@@ -697,20 +849,7 @@ impl JobRepo for SqliteStore {
         if lines.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        for l in lines {
-            sqlx::query(
-                "INSERT INTO job_logs (job_id, ts, level, message) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .bind(id.to_string())
-            .bind(micros(l.timestamp))
-            .bind(&l.level)
-            .bind(&l.message)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)
+        self.writes.append_logs(id, lines.to_vec()).await
     }
 
     async fn logs(&self, id: JobId) -> Result<Vec<LogLine>, StoreError> {
@@ -743,7 +882,7 @@ impl KeyRepo for SqliteStore {
             .bind(micros(key.created_at))
             .bind(key.revoked_at.map(micros))
             .bind(&key.project)
-            .execute(&self.pool)
+            .execute(&self.write)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -771,7 +910,7 @@ impl KeyRepo for SqliteStore {
             sqlx::query("UPDATE keys SET revoked_at = COALESCE(revoked_at, ?1) WHERE id = ?2")
                 .bind(micros(now))
                 .bind(id.to_string())
-                .execute(&self.pool)
+                .execute(&self.write)
                 .await
                 .map_err(unavailable)?;
         Ok(done.rows_affected() == 1)
@@ -843,7 +982,7 @@ impl DeliveryRepo for SqliteStore {
         .bind(micros(lease_until))
         .bind(micros(now))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.write)
         .await
         .map_err(unavailable)?;
         let mut out = Vec::with_capacity(rows.len());
@@ -863,7 +1002,7 @@ impl DeliveryRepo for SqliteStore {
         then: AfterAttempt,
     ) -> Result<bool, StoreError> {
         let (state, next) = after_attempt(then, attempt.at);
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut tx = self.write.begin().await.map_err(unavailable)?;
         let updated = sqlx::query(
             "UPDATE webhook_deliveries
              SET state = ?1, next_attempt_at = ?2, attempts = attempts + 1,
@@ -930,7 +1069,7 @@ impl Store for SqliteStore {
         .bind(name)
         .bind(value)
         .bind(micros(Utc::now()))
-        .execute(&self.pool)
+        .execute(&self.write)
         .await
         .map_err(unavailable)?
         .rows_affected()
