@@ -252,22 +252,24 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let levels: &[usize] = if args.quick { &[16] } else { &[16, 64] };
-    for &c in levels {
-        let e2e = {
-            let (http, url) = (http.clone(), running.url.clone());
-            load::run(c, duration, move |_, i| {
-                let (http, url) = (http.clone(), url.clone());
-                async move { end_to_end(&http, &url, i).await.unwrap_or(false) }
-            })
-            .await?
-        };
-        let target = if c == 16 { "≥ 0.25 × echo POST" } else { "" };
-        rows.push(row(
-            &format!("end to end ({c}), jobs"),
-            &e2e,
-            Some(&post),
-            target,
-        ));
+    for follow in [Follow::Poll, Follow::Wait] {
+        for &c in levels {
+            let e2e = {
+                let (http, url) = (http.clone(), running.url.clone());
+                load::run(c, duration, move |_, i| {
+                    let (http, url) = (http.clone(), url.clone());
+                    async move { end_to_end(&http, &url, i, follow).await.unwrap_or(false) }
+                })
+                .await?
+            };
+            let target = if c == 16 { "≥ 0.25 × echo POST" } else { "" };
+            rows.push(row(
+                &format!("end to end ({c}), {}, jobs", follow.label()),
+                &e2e,
+                Some(&post),
+                target,
+            ));
+        }
     }
     drop(running);
 
@@ -409,14 +411,43 @@ async fn created_ids(http: &reqwest::Client, url: &str, n: u64) -> anyhow::Resul
     Ok(ids)
 }
 
+/// How an end-to-end client follows its job to the end.
+#[derive(Debug, Clone, Copy)]
+enum Follow {
+    /// Reads the status every 2 ms, as DigitalOcean's clients poll.
+    Poll,
+    /// Reads the status with `Prefer: wait=30`: the answer comes when the job ends.
+    Wait,
+}
+
+impl Follow {
+    fn label(self) -> &'static str {
+        match self {
+            Follow::Poll => "status every 2 ms",
+            Follow::Wait => "status with Prefer: wait",
+        }
+    }
+}
+
 /// Create, read the status until the job ends, read the result: whether it COMPLETED.
-async fn end_to_end(http: &reqwest::Client, url: &str, i: u64) -> anyhow::Result<bool> {
+async fn end_to_end(
+    http: &reqwest::Client,
+    url: &str,
+    i: u64,
+    follow: Follow,
+) -> anyhow::Result<bool> {
     let id = create(http, url, i).await?;
     loop {
-        let s = json_of(http.get(format!("{url}/v1/async-invoke/{id}/status"))).await?;
-        match s["status"].as_str() {
-            Some("COMPLETED" | "FAILED" | "CANCELED") => break,
-            _ => tokio::time::sleep(Duration::from_millis(2)).await,
+        let status = http.get(format!("{url}/v1/async-invoke/{id}/status"));
+        let status = match follow {
+            Follow::Poll => status,
+            Follow::Wait => status.header("prefer", "wait=30"),
+        };
+        let s = json_of(status).await?;
+        match (s["status"].as_str(), follow) {
+            (Some("COMPLETED" | "FAILED" | "CANCELED"), _) => break,
+            (_, Follow::Poll) => tokio::time::sleep(Duration::from_millis(2)).await,
+            (_, Follow::Wait) => {}
         }
     }
     let done = json_of(http.get(format!("{url}/v1/async-invoke/{id}"))).await?;

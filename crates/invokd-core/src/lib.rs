@@ -8,6 +8,7 @@ pub mod input_files;
 pub mod job;
 pub mod key_cache;
 pub mod keys;
+pub mod log_sink;
 pub mod provider;
 pub mod running;
 pub mod service;

@@ -15,6 +15,7 @@ use crate::{
     events::JobEvents,
     ids::JobId,
     job::{Lease, UpstreamRef},
+    log_sink::LogSink,
     store::Store,
 };
 
@@ -61,7 +62,7 @@ pub struct RunRequest {
 #[derive(Clone)]
 pub struct RunContext {
     blobs: Arc<dyn BlobStore>,
-    logs: Option<(Arc<dyn Store>, JobEvents)>,
+    logs: Option<LogSink>,
     upstream: Option<(Arc<dyn Store>, Lease)>,
     job_id: JobId,
     key_prefix: String,
@@ -90,8 +91,16 @@ impl RunContext {
     /// Log lines go to this store, where clients read them while the job runs, and each line
     /// wakes the job's live readers.
     pub fn with_log_store(mut self, store: Arc<dyn Store>, events: JobEvents) -> Self {
-        self.logs = Some((store, events));
+        self.logs = Some(LogSink::start(store, events, self.job_id));
         self
+    }
+
+    /// Returns once every line logged so far is stored: before the job ends, so that its log is
+    /// complete when a client sees it finished.
+    pub async fn flush_logs(&self) {
+        if let Some(sink) = &self.logs {
+            sink.flush().await;
+        }
     }
 
     /// Upstream references go to this store, fenced by the run's lease.
@@ -123,7 +132,8 @@ impl RunContext {
     }
 
     /// Records a log line of the job (fal's levels: INFO, WARN, ERROR, DEBUG, STDOUT, STDERR).
-    /// Logging is best effort: a failure to store a line never fails the run.
+    /// The line is stored in the background, in order, without holding up the run; logging is
+    /// best effort: a failure to store a line never fails the run.
     pub async fn log(&self, level: &str, message: impl Into<String>) {
         let line = LogLine {
             message: message.into(),
@@ -131,16 +141,8 @@ impl RunContext {
             timestamp: Utc::now(),
         };
         tracing::debug!(job_id = %self.job_id, level, message = %line.message, "job log");
-        if let Some((store, events)) = &self.logs {
-            match store
-                .append_logs(self.job_id, std::slice::from_ref(&line))
-                .await
-            {
-                Ok(()) => events.notify(self.job_id),
-                Err(e) => {
-                    tracing::warn!(job_id = %self.job_id, error = %e, "storing a log line failed")
-                }
-            }
+        if let Some(sink) = &self.logs {
+            sink.push(line).await;
         }
     }
 

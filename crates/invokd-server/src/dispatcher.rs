@@ -318,7 +318,7 @@ impl Dispatcher {
             .run_timeout
             .or(req.model.run_timeout)
             .unwrap_or(self.config.run_timeout);
-        let run = provider.run(req, ctx);
+        let run = provider.run(req, ctx.clone());
         tokio::pin!(run);
         let result = tokio::select! {
             r = &mut run => Ended::Ran(Ok(r)),
@@ -335,6 +335,7 @@ impl Dispatcher {
         lost.cancel();
         heartbeat.abort();
         drop(registration);
+        ctx.flush_logs().await;
 
         match result {
             Ended::LeaseLost => {

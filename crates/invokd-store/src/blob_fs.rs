@@ -1,4 +1,5 @@
-//! Blob storage in a local directory: write to a temporary file, fsync, rename, fsync the directory.
+//! Blob storage in a local directory: write to a temporary file beside the target, fsync,
+//! rename, fsync the directory.
 
 use std::{
     fs,
@@ -16,23 +17,28 @@ pub struct LocalBlobStore {
     root: PathBuf,
 }
 
-const TMP_DIR: &str = ".tmp";
+/// Temporary files start with this; no key may name one. Each is written in its target's own
+/// directory: one shared directory for every write made the file system's inode allocation and
+/// the directory's lock the bottleneck of a busy server.
+const TMP_PREFIX: &str = ".tmp";
 
 impl LocalBlobStore {
-    /// Opens (and creates) the directory. Leftover temporary files of a crashed write are removed.
+    /// Opens (and creates) the directory. Leftover temporary files of a crashed write sit in
+    /// their job's directory and go with it when retention removes the job's files.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, BlobError> {
         let root = root.into();
-        let tmp = root.join(TMP_DIR);
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp)?;
+        fs::create_dir_all(&root)?;
+        // Where every temporary file went before they were written beside their targets.
+        let old_tmp = root.join(TMP_PREFIX);
+        if old_tmp.exists() {
+            fs::remove_dir_all(&old_tmp)?;
         }
-        fs::create_dir_all(&tmp)?;
         Ok(Self { root })
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf, BlobError> {
         validate_key(key)?;
-        if key.starts_with(TMP_DIR) {
+        if key.split('/').any(|seg| seg.starts_with(TMP_PREFIX)) {
             return Err(BlobError::InvalidKey(key.to_owned()));
         }
         Ok(self.root.join(key))
@@ -42,9 +48,7 @@ impl LocalBlobStore {
 fn write_atomically(root: &Path, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let parent = target.parent().unwrap_or(root);
     fs::create_dir_all(parent)?;
-    let tmp = root
-        .join(TMP_DIR)
-        .join(format!("{:016x}", rand::random::<u64>()));
+    let tmp = parent.join(format!("{TMP_PREFIX}-{:016x}", rand::random::<u64>()));
     let mut f = fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
@@ -84,7 +88,7 @@ impl BlobStore for LocalBlobStore {
     }
 
     async fn check(&self) -> Result<(), BlobError> {
-        tokio::fs::metadata(self.root.join(TMP_DIR)).await?;
+        tokio::fs::metadata(&self.root).await?;
         Ok(())
     }
 }
@@ -107,6 +111,12 @@ mod tests {
         assert!(s.get("j/1/1.png").await.unwrap().is_none());
         assert!(s.get("../etc/passwd").await.is_err());
         assert!(s.put(".tmp/x", Bytes::new()).await.is_err());
-        assert_eq!(fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
+        assert!(s.get("j/1/.tmp-0123456789abcdef").await.is_err());
+        // Only the file itself is left in its directory: no temporary file.
+        let names: Vec<_> = fs::read_dir(dir.path().join("j/1"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["0.png"]);
     }
 }

@@ -180,10 +180,32 @@ async fn commit<'w>(
     pool: &SqlitePool,
     writes: impl Iterator<Item = &'w Write>,
 ) -> Result<Vec<Done>, StoreError> {
+    let writes: Vec<&Write> = writes.collect();
     let mut tx = pool.begin().await.map_err(crate::sql::unavailable)?;
-    let mut done = Vec::with_capacity(MAX_BATCH);
+    // New jobs first, in one statement; a write queued before them in the batch seeing them
+    // changes nothing, as nothing else can name a job before its insert has answered.
+    let new: Vec<&NewJob> = writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::Insert(job) => Some(job),
+            _ => None,
+        })
+        .collect();
+    let mut inserted = if new.is_empty() {
+        Vec::new()
+    } else {
+        sqlite::insert_rows(&mut *tx, &new).await?
+    }
+    .into_iter();
+    let mut done = Vec::with_capacity(writes.len());
     for write in writes {
-        done.push(write.apply(&mut tx).await?);
+        done.push(match write {
+            Write::Insert(_) => match inserted.next() {
+                Some(job) => Done::Inserted(Box::new(job)),
+                None => return Err(shutting_down()),
+            },
+            other => other.apply(&mut tx).await?,
+        });
     }
     tx.commit().await.map_err(crate::sql::unavailable)?;
     Ok(done)

@@ -1,0 +1,80 @@
+//! The log lines of one run on their way to the store: a provider's `log` never waits for a
+//! write; one task per run stores the lines in order, as many at a time as have come, and wakes
+//! the job's live readers after each batch.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{events::JobEvents, ids::JobId, provider::LogLine, store::Store};
+
+/// Lines waiting to be stored at most; a provider that logs faster waits for the store.
+const BACKLOG: usize = 256;
+
+enum Msg {
+    Line(LogLine),
+    /// Answered once every line sent before it has been stored (or has failed to be).
+    Flush(oneshot::Sender<()>),
+}
+
+/// A run's way to its job's log.
+#[derive(Clone)]
+pub struct LogSink {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl LogSink {
+    /// Starts the task storing `job`'s lines; it ends when the last handle is dropped.
+    pub fn start(store: Arc<dyn Store>, events: JobEvents, job: JobId) -> Self {
+        let (tx, rx) = mpsc::channel(BACKLOG);
+        tokio::spawn(store_lines(store, events, job, rx));
+        Self { tx }
+    }
+
+    /// Queues `line`; it is stored soon after, in the order lines were queued.
+    pub async fn push(&self, line: LogLine) {
+        // Only fails once the task is gone, i.e. the runtime is shutting down.
+        let _ = self.tx.send(Msg::Line(line)).await;
+    }
+
+    /// Returns once every line queued before is stored (or failed to be): the run's log is
+    /// complete before its job ends.
+    pub async fn flush(&self) {
+        let (done, stored) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            let _ = stored.await;
+        }
+    }
+}
+
+async fn store_lines(
+    store: Arc<dyn Store>,
+    events: JobEvents,
+    job: JobId,
+    mut rx: mpsc::Receiver<Msg>,
+) {
+    let mut msgs = Vec::with_capacity(BACKLOG);
+    let mut lines = Vec::with_capacity(BACKLOG);
+    let mut flushes = Vec::new();
+    while rx.recv_many(&mut msgs, BACKLOG).await > 0 {
+        for msg in msgs.drain(..) {
+            match msg {
+                Msg::Line(line) => lines.push(line),
+                Msg::Flush(done) => flushes.push(done),
+            }
+        }
+        if !lines.is_empty() {
+            // Logging is best effort: a failure to store lines never fails the run.
+            match store.append_logs(job, &lines).await {
+                Ok(()) => events.notify(job),
+                Err(e) => {
+                    tracing::warn!(job_id = %job, lines = lines.len(), error = %e, "storing log lines failed")
+                }
+            }
+            lines.clear();
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
