@@ -1,12 +1,12 @@
 //! Live views of one job for SSE streams: a snapshot (job, queue position, logs) each time the
 //! job may have changed, rendered into events by the surface, until the job is terminal.
 
-use std::{convert::Infallible, time::Duration};
+use std::{collections::VecDeque, convert::Infallible, time::Duration};
 
 use axum::response::sse::Event;
 use futures::Stream;
-use invokd_core::{Job, provider::LogLine};
-use tokio::sync::broadcast::error::RecvError;
+use invokd_core::{Job, JobId, provider::LogLine};
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::{error::ApiError, state::AppState};
 
@@ -36,57 +36,91 @@ pub async fn snapshot(state: &AppState, job: Job, logs: bool) -> Result<Snapshot
 }
 
 /// Events for `first` and each later change, as `render` makes them; the stream ends after the
-/// snapshot in which the job is terminal, or when the client goes away.
+/// snapshot in which the job is terminal, or when the client goes away (the stream is dropped).
+/// The stream itself follows the job: no task or channel per stream, as thousands may be open.
 pub fn events<R>(
     state: AppState,
     first: Job,
     logs: bool,
-    mut render: R,
+    render: R,
 ) -> impl Stream<Item = Result<Event, Infallible>>
 where
     R: FnMut(&Snapshot) -> Vec<Event> + Send + 'static,
 {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(16);
-    tokio::spawn(async move {
-        let mut news = state.service.signals().events.subscribe();
-        let mut job = first;
+    let follow = Follow {
+        news: state.service.signals().events.subscribe(),
+        state,
+        id: first.id,
+        project: first.project.clone(),
+        next: Some(first),
+        logs,
+        render,
+        pending: VecDeque::new(),
+        ended: false,
+    };
+    futures::stream::unfold(follow, |mut f| async move {
+        let event = f.next_event().await?;
+        Some((Ok(event), f))
+    })
+}
+
+/// One stream's view of its job.
+struct Follow<R> {
+    state: AppState,
+    /// Subscribed before the first snapshot, so no change is missed.
+    news: broadcast::Receiver<JobId>,
+    id: JobId,
+    project: String,
+    /// The job to render next, when it is already read.
+    next: Option<Job>,
+    logs: bool,
+    render: R,
+    /// Rendered events not yet sent.
+    pending: VecDeque<Event>,
+    /// The terminal snapshot has been rendered.
+    ended: bool,
+}
+
+impl<R: FnMut(&Snapshot) -> Vec<Event>> Follow<R> {
+    async fn next_event(&mut self) -> Option<Event> {
         loop {
-            let Ok(snap) = snapshot(&state, job, logs).await else {
-                return;
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            if self.ended {
+                return None;
+            }
+            let job = match self.next.take() {
+                Some(job) => job,
+                None => self.changed().await?,
             };
-            for event in render(&snap) {
-                if tx.send(Ok(event)).await.is_err() {
-                    return;
-                }
-            }
-            if snap.job.status.is_terminal() {
-                return;
-            }
-            let id = snap.job.id;
-            let deadline = tokio::time::sleep(FALLBACK_POLL);
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    () = &mut deadline => break,
-                    got = news.recv() => match got {
-                        Ok(changed) if changed == id => break,
-                        Ok(_) => {}
-                        Err(RecvError::Lagged(_)) => break,
-                        Err(RecvError::Closed) => return,
-                    },
-                    () = tx.closed() => return,
-                }
-            }
-            match state
-                .service
-                .store()
-                .get_job(id, Some(&snap.job.project))
-                .await
-            {
-                Ok(Some(j)) => job = j,
-                _ => return,
+            let snap = snapshot(&self.state, job, self.logs).await.ok()?;
+            self.pending.extend((self.render)(&snap));
+            self.ended = snap.job.status.is_terminal();
+        }
+    }
+
+    /// The job once news says it changed, or after `FALLBACK_POLL`.
+    async fn changed(&mut self) -> Option<Job> {
+        let deadline = tokio::time::sleep(FALLBACK_POLL);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => break,
+                got = self.news.recv() => match got {
+                    Ok(changed) if changed == self.id => break,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return None,
+                },
             }
         }
-    });
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+        self.state
+            .service
+            .store()
+            .get_job(self.id, Some(&self.project))
+            .await
+            .ok()
+            .flatten()
+    }
 }
