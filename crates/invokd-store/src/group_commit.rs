@@ -1,15 +1,16 @@
 //! Group commit: the SQLite store's frequent writes (new jobs, claims, finishes, heartbeats, log
 //! lines) that arrive while a commit is on its way to disk wait for the next one and share it,
-//! so many writes cost one fsync. Each caller still gets its answer only after the transaction holding
-//! its write has committed.
+//! so many writes cost one fsync. Each caller still gets its answer only after the transaction
+//! holding its write has committed.
 
 use chrono::{DateTime, Utc};
 use invokd_core::{Job, JobId, Lease, NewJob, provider::LogLine, store::Beat, store::StoreError};
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{job_cache::JobCache, sqlite};
 use std::sync::Arc;
+
+use crate::{job_cache::JobCache, sqlite};
 
 /// Writes in one transaction at most: bounds the latency a large batch adds to its first write.
 const MAX_BATCH: usize = 256;
@@ -43,9 +44,17 @@ enum Done {
 }
 
 impl Write {
-    async fn apply(&self, conn: &mut SqliteConnection) -> Result<Done, StoreError> {
+    /// Applies the write; a new job is already in, one of `inserted` (the batch's inserts run
+    /// first, as one statement).
+    async fn apply(
+        &self,
+        conn: &mut SqliteConnection,
+        inserted: &mut impl Iterator<Item = Job>,
+    ) -> Result<Done, StoreError> {
         Ok(match self {
-            Write::Insert(job) => Done::Inserted(Box::new(sqlite::insert_row(conn, job).await?)),
+            Write::Insert(_) => Done::Inserted(Box::new(inserted.next().ok_or_else(|| {
+                StoreError::Unavailable("the batch's insert returned fewer jobs".into())
+            })?)),
             Write::Fenced(f) => Done::Applied(f.apply(conn).await?),
             Write::Claim(c) => Done::Claimed(c.apply(conn).await?),
             Write::Heartbeat { id, lease, until } => {
@@ -199,13 +208,7 @@ async fn commit<'w>(
     .into_iter();
     let mut done = Vec::with_capacity(writes.len());
     for write in writes {
-        done.push(match write {
-            Write::Insert(_) => match inserted.next() {
-                Some(job) => Done::Inserted(Box::new(job)),
-                None => return Err(shutting_down()),
-            },
-            other => other.apply(&mut tx).await?,
-        });
+        done.push(write.apply(&mut tx, &mut inserted).await?);
     }
     tx.commit().await.map_err(crate::sql::unavailable)?;
     Ok(done)

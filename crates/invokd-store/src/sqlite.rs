@@ -181,7 +181,7 @@ impl SqliteStore {
     }
 }
 
-pub(crate) async fn insert_row<'e, E: sqlx::SqliteExecutor<'e>>(
+async fn insert_row<'e, E: sqlx::SqliteExecutor<'e>>(
     ex: E,
     job: &NewJob,
 ) -> Result<Job, StoreError> {
