@@ -29,8 +29,8 @@ const CLAIM_BATCH: u32 = 64;
 const CONSUMERS: usize = 2;
 
 /// Inserts one row per operation, one transaction each, on `workers` workers, into a fresh
-/// SQLite file opened as `SqliteStore::open` opens its own: WAL, synchronous=FULL, 8
-/// connections.
+/// SQLite file with the store's durability settings (WAL, synchronous=FULL) on 8 connections, as
+/// a plain application would write it.
 pub async fn raw_sqlite(dir: &Path, workers: usize, duration: Duration) -> anyhow::Result<Stats> {
     let path = dir.join("raw.sqlite");
     let pool = invokd_store::sqlite::pool_options()

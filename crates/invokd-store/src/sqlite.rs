@@ -48,7 +48,7 @@ pub fn connect_options(path: &Path) -> SqliteConnectOptions {
         .pragma("temp_store", "memory")
 }
 
-/// The store's connection pool: a few connections, SQLite having one writer anyway.
+/// The store's read connections (its writes go through one connection of their own).
 pub fn pool_options() -> SqlitePoolOptions {
     SqlitePoolOptions::new().max_connections(8)
 }
