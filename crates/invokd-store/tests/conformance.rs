@@ -1320,6 +1320,31 @@ async fn logs_come_back_in_the_order_they_were_written(s: S) {
     assert_eq!(s.logs(b.id).await.unwrap(), vec![line(9, "INFO")]);
 }
 
+async fn a_runs_log_lines_are_all_stored_in_order_once_flushed(s: S) {
+    let job = s
+        .insert_job(new_job("m", 0, KeyId::generate()))
+        .await
+        .unwrap();
+    let events = invokd_core::events::JobEvents::default();
+    let mut news = events.subscribe();
+    let sink = invokd_core::log_sink::LogSink::start(s.clone(), events, job.id);
+    let t0 = common::now();
+    // More lines than the sink holds at once, so they are stored in several batches.
+    let lines: Vec<LogLine> = (0..600)
+        .map(|i| LogLine {
+            message: format!("line {i}"),
+            level: "INFO".into(),
+            timestamp: t0,
+        })
+        .collect();
+    for l in &lines {
+        sink.push(l.clone()).await;
+    }
+    sink.flush().await;
+    assert_eq!(s.logs(job.id).await.unwrap(), lines);
+    assert_eq!(news.recv().await.unwrap(), job.id);
+}
+
 async fn cancel_is_scoped_to_the_project_and_final(s: S) {
     let k = KeyId::generate();
     let mut j = new_job("m", 0, k);
@@ -1592,6 +1617,7 @@ conformance!(
     upstream_references_are_fenced_and_keep_a_job_from_failing_when_its_holder_dies,
     a_setting_is_set_once_and_read_by_everyone,
     insert_get_and_scope_by_key,
+    a_runs_log_lines_are_all_stored_in_order_once_flushed,
     claims_follow_priority_then_age_and_skip_saturated_models,
     many_claimers_each_job_claimed_once,
     only_the_current_lease_can_finish_and_terminal_is_final,
