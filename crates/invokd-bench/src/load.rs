@@ -28,7 +28,77 @@ where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = bool> + Send,
 {
-    let op = Arc::new(op);
+    Ok(tally(workers, duration, Arc::new(op)).await?.stats())
+}
+
+/// Runs `base` and `invokd` in turn, `rounds` times for `duration / rounds` each, and gives each
+/// side's figures over all its rounds. Taking turns in short slices puts both under the same
+/// moments of a shared machine's load, so their ratio moves far less than with one long run each.
+pub async fn paired<F, Fut, G, Gut>(
+    workers: usize,
+    duration: Duration,
+    rounds: u32,
+    base: F,
+    invokd: G,
+) -> anyhow::Result<(Stats, Stats)>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+    G: Fn(usize, u64) -> Gut + Send + Sync + 'static,
+    Gut: Future<Output = bool> + Send,
+{
+    let rounds = rounds.max(1);
+    let slice = duration / rounds;
+    let (base, invokd) = (Arc::new(base), Arc::new(invokd));
+    let (mut b, mut i) = (Tally::new()?, Tally::new()?);
+    for _ in 0..rounds {
+        b.add(tally(workers, slice, base.clone()).await?)?;
+        i.add(tally(workers, slice, invokd.clone()).await?)?;
+    }
+    Ok((b.stats(), i.stats()))
+}
+
+/// Latencies, failures and time of one or more runs.
+pub struct Tally {
+    hist: Histogram<u64>,
+    errors: u64,
+    seconds: f64,
+}
+
+impl Tally {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            hist: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            errors: 0,
+            seconds: 0.0,
+        })
+    }
+
+    fn add(&mut self, other: Tally) -> anyhow::Result<()> {
+        self.hist.add(&other.hist)?;
+        self.errors += other.errors;
+        self.seconds += other.seconds;
+        Ok(())
+    }
+
+    fn stats(&self) -> Stats {
+        let ms = |q: f64| self.hist.value_at_quantile(q) as f64 / 1000.0;
+        Stats {
+            ops: self.hist.len(),
+            errors: self.errors,
+            seconds: self.seconds,
+            per_second: self.hist.len() as f64 / self.seconds,
+            p50_ms: ms(0.5),
+            p99_ms: ms(0.99),
+        }
+    }
+}
+
+async fn tally<F, Fut>(workers: usize, duration: Duration, op: Arc<F>) -> anyhow::Result<Tally>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::with_capacity(workers);
@@ -51,7 +121,7 @@ where
             anyhow::Ok((hist, errors))
         }));
     }
-    collect(tasks, 0, started).await
+    collect_tally(tasks, 0, started).await
 }
 
 /// One worker's latencies and failure count.
@@ -61,23 +131,24 @@ pub type Worker = (Histogram<u64>, u64);
 /// figures of a run that began at `started`.
 pub async fn collect(
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Worker>>>,
-    mut errors: u64,
+    errors: u64,
     started: Instant,
 ) -> anyhow::Result<Stats> {
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    Ok(collect_tally(tasks, errors, started).await?.stats())
+}
+
+async fn collect_tally(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Worker>>>,
+    errors: u64,
+    started: Instant,
+) -> anyhow::Result<Tally> {
+    let mut all = Tally::new()?;
+    all.errors = errors;
     for t in tasks {
         let (h, e) = t.await??;
-        all.add(&h)?;
-        errors += e;
+        all.hist.add(&h)?;
+        all.errors += e;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
-    Ok(Stats {
-        ops: all.len(),
-        errors,
-        seconds,
-        per_second: all.len() as f64 / seconds,
-        p50_ms: ms(0.5),
-        p99_ms: ms(0.99),
-    })
+    all.seconds = started.elapsed().as_secs_f64();
+    Ok(all)
 }

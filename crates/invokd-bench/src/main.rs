@@ -104,30 +104,11 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
     let mut rows = Vec::new();
 
-    // The baseline.
+    // The baseline, kept running: it takes turns with invokd in the create and status runs.
     let mut cmd = tokio::process::Command::new(&me);
     cmd.arg("baseline-server");
     let base = Server::start(cmd, "baseline listening on ").await?;
-    let post = {
-        let (http, url) = (http.clone(), format!("{}/echo", base.url));
-        load::run(64, duration, move |_, i| {
-            let req = http.post(&url).json(&job_body(i));
-            async move { ok(req, StatusCode::ACCEPTED).await }
-        })
-        .await?
-    };
-    let get = {
-        let (http, url) = (http.clone(), format!("{}/ping", base.url));
-        load::run(64, duration, move |_, _| {
-            let req = http.get(&url);
-            async move { ok(req, StatusCode::OK).await }
-        })
-        .await?
-    };
-    let base_rss = base.rss_mb();
-    drop(base);
-    rows.push(row("baseline: echo POST (64)", &post, None, ""));
-    rows.push(row("baseline: GET (64)", &get, None, ""));
+    let rounds = if args.quick { 1 } else { seconds.ceil() as u32 };
 
     // The queue core, beside a raw insert loop with the same durability, at the create
     // scenario's concurrency.
@@ -165,90 +146,139 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // invokd with jobs that stay queued: create and status alone.
-    let held = Server::start(
-        invokd_on(
-            &invokd,
-            &dir.path().join("held"),
-            &["--emulator-latency-ms", "3600000", "--max-concurrency", "1"],
-            args.database_url.as_deref(),
-            &mut databases,
-        )
-        .await?,
-        "invokd listening on ",
+    let held = start_invokd(
+        &invokd,
+        &dir.path().join("held"),
+        HOLD_JOBS,
+        args.database_url.as_deref(),
+        &mut databases,
     )
     .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = held.rss_mb();
     let startup_ms = held.startup.as_secs_f64() * 1000.0;
-    let create = {
-        let (http, url) = (http.clone(), format!("{}/v1/async-invoke", held.url));
-        load::run(64, duration, move |_, i| {
-            let req = http.post(&url).bearer_auth(KEY).json(&job_body(i));
-            async move { ok(req, StatusCode::ACCEPTED).await }
-        })
+    let (post, create) = {
+        let (echo, url) = (
+            format!("{}/echo", base.url),
+            format!("{}/v1/async-invoke", held.url),
+        );
+        let (h1, h2) = (http.clone(), http.clone());
+        load::paired(
+            64,
+            duration,
+            rounds,
+            move |_, i| {
+                let req = h1.post(&echo).json(&job_body(i));
+                async move { ok(req, StatusCode::ACCEPTED).await }
+            },
+            move |_, i| {
+                let req = h2.post(&url).bearer_auth(KEY).json(&job_body(i));
+                async move { ok(req, StatusCode::ACCEPTED).await }
+            },
+        )
         .await?
     };
+    let ids = Arc::new(created_ids(&http, &held.url, 256).await?);
+    let (get, status) = {
+        let (ping, url, ids) = (format!("{}/ping", base.url), held.url.clone(), ids.clone());
+        let (h1, h2) = (http.clone(), http.clone());
+        load::paired(
+            64,
+            duration,
+            rounds,
+            move |_, _| {
+                let req = h1.get(&ping);
+                async move { ok(req, StatusCode::OK).await }
+            },
+            move |w, i| {
+                let id = &ids[(w * 7919 + i as usize) % ids.len()];
+                let req = h2
+                    .get(format!("{url}/v1/async-invoke/{id}/status"))
+                    .bearer_auth(KEY);
+                async move { ok(req, StatusCode::OK).await }
+            },
+        )
+        .await?
+    };
+    rows.splice(
+        0..0,
+        [
+            row("baseline: echo POST (64)", &post, None, ""),
+            row("baseline: GET (64)", &get, None, ""),
+        ],
+    );
     rows.push(row(
         "create (64)",
         &create,
         Some(&post),
         "≥ 0.6 × echo POST, p99 ≤ 10 ms",
     ));
-    let ids = Arc::new(created_ids(&http, &held.url, 256).await?);
-    let status = {
-        let (http, url, ids) = (http.clone(), held.url.clone(), ids.clone());
-        load::run(64, duration, move |w, i| {
-            let id = &ids[(w * 7919 + i as usize) % ids.len()];
-            let req = http
-                .get(format!("{url}/v1/async-invoke/{id}/status"))
-                .bearer_auth(KEY);
-            async move { ok(req, StatusCode::OK).await }
-        })
-        .await?
-    };
     rows.push(row("status (64)", &status, Some(&get), "≥ 0.7 × GET"));
     let loaded_rss = held.rss_mb();
 
-    // Open event streams on the queued jobs, held while the server's memory is read.
-    let want = if args.quick { 200 } else { args.streams };
-    let mut sse = Vec::new();
-    for (label, transport) in [
-        // HTTP/2 first: freed memory is not always given back, so the larger goes last.
-        ("HTTP/2, 100 per connection", scale::Transport::Http2(100)),
-        ("HTTP/1.1", scale::Transport::Http1),
-    ] {
-        let (opened, holders) = scale::open_streams(&held, &ids, want, transport).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        sse.push((
-            format!("RSS, {opened} of {want} SSE streams ({label}), MB"),
-            held.rss_mb(),
-        ));
-        for h in holders {
-            h.abort();
-        }
-        // Let the server notice the closed streams before the next count.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    let base_rss = base.rss_mb();
+    drop(base);
     drop(held);
 
-    // invokd running every job at once on the emulator with no latency: the whole path.
-    let running = Server::start(
-        invokd_on(
+    // Event streams held open while the server's memory is read, on a fresh invokd with 256
+    // queued jobs, and on a fresh baseline's bare stream for what the HTTP stack alone costs.
+    // Fresh servers for each figure: memory freed by earlier runs is not always given back,
+    // and would be counted as the streams'.
+    let want = if args.quick { 200 } else { args.streams };
+    let mut sse = Vec::new();
+    for (n, (label, transport)) in [
+        ("HTTP/2, 100 per connection", scale::Transport::Http2(100)),
+        ("HTTP/1.1", scale::Transport::Http1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let queued = start_invokd(
             &invokd,
-            &dir.path().join("running"),
-            &[
-                "--emulator-latency-ms",
-                "0",
-                "--max-concurrency",
-                "64",
-                "--per-model-concurrency",
-                "64",
-            ],
+            &dir.path().join(format!("streams-{n}")),
+            HOLD_JOBS,
             args.database_url.as_deref(),
             &mut databases,
         )
-        .await?,
-        "invokd listening on ",
+        .await?;
+        let urls: Vec<String> = created_ids(&http, &queued.url, 256)
+            .await?
+            .iter()
+            .map(|id| format!("{}/v1/async-invoke/{id}/events", queued.url))
+            .collect();
+        let (opened, rss) = scale::stream_rss(&queued, &urls, want, transport).await?;
+        sse.push((
+            format!("RSS, {opened} of {want} SSE streams ({label}), MB"),
+            rss,
+            "≤ 150 (10,000 streams)",
+        ));
+        drop(queued);
+        let mut cmd = tokio::process::Command::new(&me);
+        cmd.arg("baseline-server");
+        let bare = Server::start(cmd, "baseline listening on ").await?;
+        let urls = [format!("{}/events", bare.url)];
+        let (opened, rss) = scale::stream_rss(&bare, &urls, want, transport).await?;
+        sse.push((
+            format!("baseline RSS, {opened} SSE streams ({label}), MB"),
+            rss,
+            "",
+        ));
+    }
+
+    // invokd running every job at once on the emulator with no latency: the whole path.
+    let running = start_invokd(
+        &invokd,
+        &dir.path().join("running"),
+        &[
+            "--emulator-latency-ms",
+            "0",
+            "--max-concurrency",
+            "64",
+            "--per-model-concurrency",
+            "64",
+        ],
+        args.database_url.as_deref(),
+        &mut databases,
     )
     .await?;
     let levels: &[usize] = if args.quick { &[16] } else { &[16, 64] };
@@ -306,17 +336,14 @@ async fn main() -> anyhow::Result<()> {
         ("RSS idle, MB".to_owned(), idle_rss, "≤ 30"),
         ("RSS after create and status, MB".into(), loaded_rss, ""),
     ];
-    memory.extend(
-        sse.into_iter()
-            .map(|(name, rss)| (name, rss, "≤ 150 (10,000 streams)")),
-    );
+    memory.extend(sse);
     memory.extend([
         (
             format!("RSS, {with_history}, MB"),
             big_rss,
             "≤ 100 (1,000,000 jobs)",
         ),
-        ("baseline RSS, MB".into(), base_rss, ""),
+        ("baseline RSS after its runs, MB".into(), base_rss, ""),
         ("start-up, empty store, ms".into(), Some(startup_ms), ""),
         (
             format!("start-up, {with_history}, ms"),
@@ -342,6 +369,21 @@ async fn main() -> anyhow::Result<()> {
         .sum();
     anyhow::ensure!(failures == 0, "{failures} operations failed");
     Ok(())
+}
+
+/// Server flags that keep created jobs queued: a one-hour emulator run holds the one slot.
+const HOLD_JOBS: &[&str] = &["--emulator-latency-ms", "3600000", "--max-concurrency", "1"];
+
+/// `invokd serve` started with `extra` (see `invokd_on`), once it is listening.
+async fn start_invokd(
+    bin: &Path,
+    dir: &Path,
+    extra: &[&str],
+    database_url: Option<&str>,
+    databases: &mut Vec<FreshDb>,
+) -> anyhow::Result<Server> {
+    let cmd = invokd_on(bin, dir, extra, database_url, databases).await?;
+    Server::start(cmd, "invokd listening on ").await
 }
 
 /// `invokd serve` with `extra`, on a fresh database of `database_url` when one is given

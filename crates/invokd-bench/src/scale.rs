@@ -62,13 +62,32 @@ pub enum Transport {
     Http2(usize),
 }
 
-/// Opens `n` event streams on queued jobs of `server` and holds them; how many opened.
-pub async fn open_streams(
+/// Opens `n` event streams on `server`, round the `urls` given, and reads its resident memory
+/// while they are open: how many opened, and the memory in MB. The streams are closed after.
+pub async fn stream_rss(
     server: &Server,
-    ids: &[String],
+    urls: &[String],
+    n: usize,
+    transport: Transport,
+) -> anyhow::Result<(usize, Option<f64>)> {
+    let (opened, holders) = open_streams(urls, n, transport).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = server.rss_mb();
+    for h in holders {
+        h.abort();
+    }
+    // Let the server notice the closed streams before the next count.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok((opened, rss))
+}
+
+/// Opens `n` event streams, round the `urls` given, and holds them; how many opened.
+async fn open_streams(
+    urls: &[String],
     n: usize,
     transport: Transport,
 ) -> anyhow::Result<(usize, Vec<tokio::task::JoinHandle<()>>)> {
+    anyhow::ensure!(!urls.is_empty(), "no stream to open");
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<bool>(n.max(1));
     let mut held = Vec::with_capacity(n);
     let mut shared = None;
@@ -82,11 +101,7 @@ pub async fn open_streams(
                 shared.clone().context("a client")?
             }
         };
-        let url = format!(
-            "{}/v1/async-invoke/{}/events",
-            server.url,
-            ids[i % ids.len()]
-        );
+        let url = urls[i % urls.len()].clone();
         let ready = ready_tx.clone();
         held.push(tokio::spawn(async move {
             let res = http.get(&url).bearer_auth(KEY).send().await;

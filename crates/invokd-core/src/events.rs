@@ -2,6 +2,11 @@
 //! polling. It is a hint: readers still read the store, and poll it slowly for changes made by
 //! other processes.
 
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
 use tokio::sync::broadcast;
 
 use crate::ids::JobId;
@@ -10,6 +15,9 @@ use crate::ids::JobId;
 #[derive(Debug, Clone)]
 pub struct JobEvents {
     tx: broadcast::Sender<JobId>,
+    /// How many changes there have been: a reader that saw the same count a while ago knows no
+    /// job changed in between, so no queue moved.
+    changes: Arc<AtomicU64>,
 }
 
 impl Default for JobEvents {
@@ -17,14 +25,28 @@ impl Default for JobEvents {
         // Readers that fall behind skip ahead (`Lagged`) and re-read the store, so a small
         // buffer loses nothing that matters.
         let (tx, _) = broadcast::channel(1024);
-        Self { tx }
+        Self {
+            tx,
+            changes: Arc::default(),
+        }
     }
 }
 
 impl JobEvents {
     pub fn notify(&self, id: JobId) {
+        self.changes.fetch_add(1, Ordering::Release);
         // No subscriber is fine.
         let _ = self.tx.send(id);
+    }
+
+    /// Jobs changed at once (a sweep), with no news of each: readers re-read at their next look.
+    pub fn some_changed(&self) {
+        self.changes.fetch_add(1, Ordering::Release);
+    }
+
+    /// The count of changes so far; it moves whenever any job changes.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<JobId> {

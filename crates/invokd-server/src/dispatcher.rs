@@ -144,6 +144,7 @@ impl Dispatcher {
                     failed = r.failed,
                     "took back jobs with expired leases"
                 );
+                self.signals.events.some_changed();
                 self.signals.wake.notify_one();
             }
             Ok(_) => {}
@@ -184,7 +185,10 @@ impl Dispatcher {
     async fn expire_deadlines(&self) {
         match self.store.expire_deadlines(Utc::now()).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(jobs = n, "queued jobs passed their start deadline"),
+            Ok(n) => {
+                self.signals.events.some_changed();
+                tracing::info!(jobs = n, "queued jobs passed their start deadline");
+            }
             Err(e) => tracing::error!(error = %e, "expiring start deadlines failed"),
         }
     }

@@ -5,13 +5,17 @@ use std::{collections::VecDeque, convert::Infallible, time::Duration};
 
 use axum::response::sse::Event;
 use futures::Stream;
-use invokd_core::{Job, JobId, provider::LogLine};
+use invokd_core::{Job, JobId, JobStatus, provider::LogLine};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::{error::ApiError, state::AppState};
 
-/// How often to look at the store when no in-process news comes (changes made elsewhere).
-const FALLBACK_POLL: Duration = Duration::from_secs(1);
+/// How often a stream looks whether any job changed since it last read its own (a queued job's
+/// position moves when jobs ahead of it start or leave), without news of its own job.
+const LOOK: Duration = Duration::from_secs(1);
+/// How often a stream reads its job even when no news came: news is a hint, and a change made
+/// by another process without a notice must still show.
+const FALLBACK_POLL: Duration = Duration::from_secs(10);
 
 /// The job as a live reader sees it at one moment.
 pub struct Snapshot {
@@ -47,8 +51,10 @@ pub fn events<R>(
 where
     R: FnMut(&Snapshot) -> Vec<Event> + Send + 'static,
 {
+    let events = &state.service.signals().events;
     let follow = Follow {
-        news: state.service.signals().events.subscribe(),
+        news: events.subscribe(),
+        seen: events.changes(),
         state,
         id: first.id,
         project: first.project.clone(),
@@ -57,6 +63,7 @@ where
         render,
         pending: VecDeque::new(),
         ended: false,
+        queued: false,
     };
     futures::stream::unfold(follow, |mut f| async move {
         let event = f.next_event().await?;
@@ -79,6 +86,10 @@ struct Follow<R> {
     pending: VecDeque<Event>,
     /// The terminal snapshot has been rendered.
     ended: bool,
+    /// The job was queued when last read: its position may move with any other job.
+    queued: bool,
+    /// The count of job changes before the last read (`JobEvents::changes`).
+    seen: u64,
 }
 
 impl<R: FnMut(&Snapshot) -> Vec<Event>> Follow<R> {
@@ -92,21 +103,30 @@ impl<R: FnMut(&Snapshot) -> Vec<Event>> Follow<R> {
             }
             let job = match self.next.take() {
                 Some(job) => job,
-                None => self.changed().await?,
+                None => self.changed(self.queued).await?,
             };
             let snap = snapshot(&self.state, job, self.logs).await.ok()?;
             self.pending.extend((self.render)(&snap));
             self.ended = snap.job.status.is_terminal();
+            self.queued = snap.job.status == JobStatus::Queued;
         }
     }
 
-    /// The job once news says it changed, or after `FALLBACK_POLL`.
-    async fn changed(&mut self) -> Option<Job> {
-        let deadline = tokio::time::sleep(FALLBACK_POLL);
-        tokio::pin!(deadline);
+    /// The job once news says it changed; for a queued job, also at the first look after any
+    /// other job changed; at the latest after `FALLBACK_POLL`. Idle streams read nothing.
+    async fn changed(&mut self, queued: bool) -> Option<Job> {
+        let events = self.state.service.signals().events.clone();
+        let fallback = tokio::time::sleep(FALLBACK_POLL);
+        tokio::pin!(fallback);
+        let mut look = tokio::time::interval(LOOK);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        look.reset();
         loop {
             tokio::select! {
-                () = &mut deadline => break,
+                () = &mut fallback => break,
+                _ = look.tick() => if queued && events.changes() != self.seen {
+                    break;
+                },
                 got = self.news.recv() => match got {
                     Ok(changed) if changed == self.id => break,
                     Ok(_) => {}
@@ -115,6 +135,8 @@ impl<R: FnMut(&Snapshot) -> Vec<Event>> Follow<R> {
                 },
             }
         }
+        // Before the read: a change after it moves the count again.
+        self.seen = events.changes();
         self.state
             .service
             .store()

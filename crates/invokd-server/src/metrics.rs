@@ -2,7 +2,10 @@
 //! from the store when `/metrics` is scraped. Names follow Prometheus conventions (`_total`,
 //! `_seconds`, base units).
 
-use std::sync::OnceLock;
+use std::{
+    collections::HashMap,
+    sync::{LazyLock, OnceLock, RwLock},
+};
 
 use axum::{extract::State, http::header, response::IntoResponse};
 use chrono::Utc;
@@ -38,14 +41,65 @@ pub fn install() -> Option<&'static PrometheusHandle> {
 
 /// A request served: counted and timed by route (the route's template, not the raw path).
 pub fn http_request(route: &str, method: &str, status: u16, seconds: f64) {
-    let labels = [
-        ("route", route.to_owned()),
-        ("method", method.to_owned()),
-        ("status", status.to_string()),
-    ];
-    metrics::counter!("invokd_http_requests_total", &labels).increment(1);
-    let labels = [("route", route.to_owned()), ("method", method.to_owned())];
-    metrics::histogram!("invokd_http_request_duration_seconds", &labels).record(seconds);
+    let handles = RequestHandles::of(route, method, status);
+    handles.requests.increment(1);
+    handles.duration.record(seconds);
+}
+
+/// The handles of one route, method and status, registered once: looking them up by label
+/// values on every request cost a few allocations and a hash of the labels each time.
+#[derive(Clone)]
+struct RequestHandles {
+    method: String,
+    status: u16,
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// Handles by route, then a short list by method and status.
+static REQUEST_HANDLES: LazyLock<RwLock<HashMap<String, Vec<RequestHandles>>>> =
+    LazyLock::new(Default::default);
+
+impl RequestHandles {
+    fn of(route: &str, method: &str, status: u16) -> Self {
+        let found = |list: &Vec<Self>| {
+            list.iter()
+                .find(|h| h.status == status && h.method == method)
+                .cloned()
+        };
+        if let Ok(known) = REQUEST_HANDLES.read()
+            && let Some(h) = known.get(route).and_then(found)
+        {
+            return h;
+        }
+        let h = Self::register(route, method, status);
+        // Before the recorder is installed the handles do nothing: not worth keeping.
+        let installed = HANDLE.get().is_some_and(Option::is_some);
+        if installed && let Ok(mut known) = REQUEST_HANDLES.write() {
+            let list = known.entry(route.to_owned()).or_default();
+            if found(list).is_none() {
+                list.push(h.clone());
+            }
+        }
+        h
+    }
+
+    fn register(route: &str, method: &str, status: u16) -> Self {
+        let labels = [
+            ("route", route.to_owned()),
+            ("method", method.to_owned()),
+            ("status", status.to_string()),
+        ];
+        let requests = metrics::counter!("invokd_http_requests_total", &labels);
+        let labels = [("route", route.to_owned()), ("method", method.to_owned())];
+        let duration = metrics::histogram!("invokd_http_request_duration_seconds", &labels);
+        Self {
+            method: method.to_owned(),
+            status,
+            requests,
+            duration,
+        }
+    }
 }
 
 pub fn job_submitted(model: &str) {
