@@ -5,15 +5,28 @@
 
 use chrono::{DateTime, Utc};
 use invokd_core::{Job, JobId, Lease, NewJob, provider::LogLine, store::Beat, store::StoreError};
-use sqlx::{SqliteConnection, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+use sqlx::{Connection, SqliteConnection, SqlitePool};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::timeout,
+};
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use crate::{job_cache::JobCache, sqlite};
 
 /// Writes in one transaction at most: bounds the latency a large batch adds to its first write.
 const MAX_BATCH: usize = 256;
+/// How long the committing task keeps the store's one writing connection while writes keep
+/// coming. Taking it from the pool for every batch cost more than the batch's statements (the
+/// pool hands a connection back through a task of its own, behind every request the runtime
+/// has queued); the store's other writes (sweeps, keys, deliveries) wait for it meanwhile.
+const HOLD: Duration = Duration::from_millis(20);
+/// How long a held connection waits for the next write before it goes back to the pool.
+const LINGER: Duration = Duration::from_millis(2);
 
 /// One write waiting for a commit. Each is applied by a single fenced statement (or a few for
 /// log lines), so it can run again on its own if its batch fails.
@@ -80,11 +93,12 @@ impl Write {
 }
 
 type Reply = oneshot::Sender<Result<Done, StoreError>>;
+type Entry = (Write, Reply);
 
 /// The queue of writes waiting for a commit, applied on the store's one writing connection.
 #[derive(Debug, Clone)]
 pub struct GroupCommit {
-    tx: mpsc::Sender<(Write, Reply)>,
+    tx: mpsc::Sender<Entry>,
 }
 
 impl GroupCommit {
@@ -163,34 +177,60 @@ fn mismatch(done: &Done) -> StoreError {
     ))
 }
 
-async fn run(pool: SqlitePool, cache: Arc<JobCache>, mut rx: mpsc::Receiver<(Write, Reply)>) {
+async fn run(pool: SqlitePool, cache: Arc<JobCache>, mut rx: mpsc::Receiver<Entry>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match commit(&pool, batch.iter().map(|(write, _)| write)).await {
-            Ok(done) => {
-                for ((write, reply), done) in batch.drain(..).zip(done) {
-                    write.remember(&done, &cache);
-                    let _ = reply.send(Ok(done));
+        let mut conn = match pool.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                let e = e.to_string();
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(StoreError::Unavailable(e.clone())));
                 }
+                continue;
             }
-            // One failing write must not fail the others: each on its own, with its own answer.
-            Err(_) => {
-                for (write, reply) in batch.drain(..) {
-                    let alone = commit(&pool, std::iter::once(&write)).await;
-                    let _ =
-                        reply.send(alone.and_then(|mut done| done.pop().ok_or_else(shutting_down)));
-                }
+        };
+        let held = Instant::now();
+        loop {
+            commit_batch(&mut conn, &cache, &mut batch).await;
+            let left = HOLD.saturating_sub(held.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            // Cancel-safe: nothing is taken from the queue unless it is returned.
+            match timeout(left.min(LINGER), rx.recv_many(&mut batch, MAX_BATCH)).await {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+    }
+}
+
+/// Commits `batch` and answers its writers, emptying it.
+async fn commit_batch(conn: &mut SqliteConnection, cache: &JobCache, batch: &mut Vec<Entry>) {
+    match commit(conn, batch.iter().map(|(write, _)| write)).await {
+        Ok(done) => {
+            for ((write, reply), done) in batch.drain(..).zip(done) {
+                write.remember(&done, cache);
+                let _ = reply.send(Ok(done));
+            }
+        }
+        // One failing write must not fail the others: each on its own, with its own answer.
+        Err(_) => {
+            for (write, reply) in batch.drain(..) {
+                let alone = commit(conn, std::iter::once(&write)).await;
+                let _ = reply.send(alone.and_then(|mut done| done.pop().ok_or_else(shutting_down)));
             }
         }
     }
 }
 
 async fn commit<'w>(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     writes: impl Iterator<Item = &'w Write>,
 ) -> Result<Vec<Done>, StoreError> {
     let writes: Vec<&Write> = writes.collect();
-    let mut tx = pool.begin().await.map_err(crate::sql::unavailable)?;
+    let mut tx = conn.begin().await.map_err(crate::sql::unavailable)?;
     // New jobs first, in one statement; a write queued before them in the batch seeing them
     // changes nothing, as nothing else can name a job before its insert has answered.
     let new: Vec<&NewJob> = writes

@@ -75,6 +75,8 @@ impl SqliteStore {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            // A local file does not go stale like a socket: no ping each time it is taken.
+            .test_before_acquire(false)
             .connect_with(connect_options(path))
             .await
             .map_err(unavailable)?;
