@@ -87,7 +87,7 @@ fn new_job(key: KeyId, i: u64) -> NewJob {
         key_id: key,
         project: "bench".into(),
         model_id: "fal-ai/flux/schnell".into(),
-        input,
+        input: input.into(),
         tags: Vec::new(),
         priority: 0,
         created_at: Utc::now(),

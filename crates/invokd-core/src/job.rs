@@ -3,7 +3,7 @@
 //! A running job may also go back to QUEUED when its lease expires or its attempt fails with a
 //! retryable error. Terminal states are final.
 
-use std::{fmt, str::FromStr};
+use std::{fmt, str::FromStr, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -117,8 +117,9 @@ pub struct Job {
     /// The project of the key that submitted it: who may see it.
     pub project: String,
     pub model_id: String,
-    /// The validated input with the model's defaults applied, plus any unknown fields.
-    pub input: Map<String, Value>,
+    /// The validated input with the model's defaults applied, plus any unknown fields. Shared:
+    /// a job is copied on every read from the store's memory, its input and output are not.
+    pub input: Arc<Map<String, Value>>,
     pub tags: Vec<(String, String)>,
     pub status: JobStatus,
     /// Lower runs first.
@@ -130,7 +131,7 @@ pub struct Job {
     pub attempt: u32,
     pub max_attempts: u32,
     pub lease: Option<Lease>,
-    pub output: Option<Map<String, Value>>,
+    pub output: Option<Arc<Map<String, Value>>>,
     pub error: Option<JobError>,
     /// If it has not started by then, it fails with `request_timeout` and never runs.
     pub start_deadline: Option<DateTime<Utc>>,
@@ -173,7 +174,7 @@ pub struct NewJob {
     pub key_id: KeyId,
     pub project: String,
     pub model_id: String,
-    pub input: Map<String, Value>,
+    pub input: Arc<Map<String, Value>>,
     pub tags: Vec<(String, String)>,
     pub priority: i32,
     pub created_at: DateTime<Utc>,

@@ -45,7 +45,7 @@ pub struct RunRequest {
     pub job_id: JobId,
     pub attempt: u32,
     pub model: Arc<Model>,
-    pub input: Map<String, Value>,
+    pub input: Arc<Map<String, Value>>,
     /// The files the input names, in the order they appear.
     pub files: Vec<InputFile>,
     /// Lower runs first (passed on to upstreams that have priorities).

@@ -256,7 +256,7 @@ impl JobService {
             key_id: caller.key_id,
             project: caller.project.to_string(),
             model_id: model.id.clone(),
-            input,
+            input: input.into(),
             tags: sub.tags,
             priority: sub.priority,
             created_at,

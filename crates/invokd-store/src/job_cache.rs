@@ -125,7 +125,6 @@ mod tests {
     use super::*;
     use chrono::Utc;
     use invokd_core::{KeyId, NewJob};
-    use serde_json::Map;
 
     fn job() -> Job {
         NewJob {
@@ -133,7 +132,7 @@ mod tests {
             key_id: KeyId::generate(),
             project: "p".into(),
             model_id: "m".into(),
-            input: Map::new(),
+            input: Default::default(),
             tags: Vec::new(),
             priority: 0,
             created_at: Utc::now(),

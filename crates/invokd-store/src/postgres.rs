@@ -160,7 +160,7 @@ impl PostgresStore {
             key_id: KeyId::from(get::<Uuid>(row, "key_id")?),
             model_id: get(row, "model_id")?,
             project: get(row, "project")?,
-            input: get::<Json<Map<String, Value>>>(row, "input")?.0,
+            input: get::<Json<Map<String, Value>>>(row, "input")?.0.into(),
             tags: get::<Json<Vec<(String, String)>>>(row, "tags")?.0,
             status: JobStatus::from_str(&status).map_err(|e| corrupt("status")(e.to_string()))?,
             priority: get(row, "priority")?,
@@ -171,7 +171,7 @@ impl PostgresStore {
             max_attempts: u32::try_from(get::<i32>(row, "max_attempts")?)
                 .map_err(|e| corrupt("max_attempts")(e.to_string()))?,
             lease,
-            output: get::<Option<Json<Map<String, Value>>>>(row, "output")?.map(|j| j.0),
+            output: get::<Option<Json<Map<String, Value>>>>(row, "output")?.map(|j| j.0.into()),
             error,
             start_deadline: opt_time(get(row, "start_deadline")?)?,
             webhook_url: get(row, "webhook_url")?,

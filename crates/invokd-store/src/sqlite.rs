@@ -154,7 +154,7 @@ impl SqliteStore {
             key_id,
             model_id: get_str("model_id")?,
             project: get_str("project")?,
-            input,
+            input: input.into(),
             tags,
             status,
             priority: i32::try_from(int("priority")?)
@@ -166,7 +166,7 @@ impl SqliteStore {
             max_attempts: u32::try_from(int("max_attempts")?)
                 .map_err(|e| corrupt("max_attempts")(e.to_string()))?,
             lease,
-            output,
+            output: output.map(Arc::new),
             error,
             start_deadline: opt_time(opt_int("start_deadline")?)?,
             webhook_url: opt_str("webhook_url")?,

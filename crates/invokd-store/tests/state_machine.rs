@@ -77,7 +77,7 @@ async fn run(store: &dyn Store, ops: Vec<Op>) {
                         key_id: key,
                         project: "p".into(),
                         model_id: "m".into(),
-                        input: json!({}).as_object().unwrap().clone(),
+                        input: json!({}).as_object().unwrap().clone().into(),
                         tags: vec![],
                         priority: 0,
                         created_at: clock,

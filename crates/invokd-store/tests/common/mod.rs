@@ -142,7 +142,7 @@ pub fn new_job(model: &str, priority: i32, key: KeyId) -> NewJob {
         key_id: key,
         project: key.to_string(),
         model_id: model.into(),
-        input: json!({"prompt": "p"}).as_object().unwrap().clone(),
+        input: json!({"prompt": "p"}).as_object().unwrap().clone().into(),
         tags: vec![("type".into(), "test".into())],
         priority,
         created_at: now(),
