@@ -140,7 +140,14 @@ async fn verify(server: &TestServer, headers: &HeaderMap, body: &[u8]) {
 
 #[tokio::test]
 async fn a_webhook_arrives_once_signed_like_fals() {
-    let server = TestServer::start_with(fast_retries()).await;
+    // One job of the model at a time, each a while: a job queued behind another is sure to
+    // miss a 1 ms start deadline.
+    let server = TestServer::start_with(
+        fast_retries()
+            .set("--per-model-concurrency", "1")
+            .set("--emulator-latency-ms", "300"),
+    )
+    .await;
     let hook = receiver(vec![Answer::Ok]).await;
     let created = server.create(&job(&hook.url)).await;
     assert_eq!(created["webhook"]["state"], "pending");
@@ -163,7 +170,12 @@ async fn a_webhook_arrives_once_signed_like_fals() {
     assert_eq!(headers["x-fal-webhook-request-id"], id);
     verify(&server, &headers, &body).await;
 
-    // The fal surface takes the webhook as ?fal_webhook=, and a failed job reports ERROR.
+    // The fal surface takes the webhook as ?fal_webhook=, and a failed job reports ERROR: this
+    // one waits behind `ahead` past its start deadline.
+    let ahead = server
+        .create(&json!({"model_id": "fal-ai/flux/schnell", "input": {"prompt": "ahead"}}))
+        .await;
+    assert_eq!(ahead["status"], "QUEUED");
     let fal_hook = receiver(vec![Answer::Ok]).await;
     let resp = server
         .http
