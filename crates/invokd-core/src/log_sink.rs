@@ -1,15 +1,22 @@
 //! The log lines of one run on their way to the store: a provider's `log` never waits for a
-//! write; one task per run stores the lines in order, as many at a time as have come, and wakes
-//! the job's live readers after each batch.
+//! write; one task per run stores the lines in order, those that came within a short while
+//! together, and wakes the job's live readers after each batch.
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::{Duration, Instant, timeout_at},
+};
 
 use crate::{events::JobEvents, ids::JobId, provider::LogLine, store::Store};
 
 /// Lines waiting to be stored at most; a provider that logs faster waits for the store.
 const BACKLOG: usize = 256;
+/// How long a line may wait for others before it is stored: a short run's lines go in with its
+/// flush as one write instead of one write each, and a live reader sees a line at most this
+/// late.
+const LINGER: Duration = Duration::from_millis(25);
 
 enum Msg {
     Line(LogLine),
@@ -56,25 +63,46 @@ async fn store_lines(
     let mut msgs = Vec::with_capacity(BACKLOG);
     let mut lines = Vec::with_capacity(BACKLOG);
     let mut flushes = Vec::new();
-    while rx.recv_many(&mut msgs, BACKLOG).await > 0 {
+    // When the oldest line not yet stored must be.
+    let mut due: Option<Instant> = None;
+    loop {
+        let open = match due {
+            None => rx.recv_many(&mut msgs, BACKLOG).await > 0,
+            // Cancel-safe: a timed-out wait has taken nothing from the queue.
+            Some(at) => timeout_at(at, rx.recv_many(&mut msgs, BACKLOG))
+                .await
+                .is_ok_and(|n| n > 0),
+        };
         for msg in msgs.drain(..) {
             match msg {
                 Msg::Line(line) => lines.push(line),
                 Msg::Flush(done) => flushes.push(done),
             }
         }
+        let closed = rx.is_closed() && rx.is_empty() && !open;
         if !lines.is_empty() {
-            // Logging is best effort: a failure to store lines never fails the run.
-            match store.append_logs(job, &lines).await {
-                Ok(()) => events.notify(job),
-                Err(e) => {
-                    tracing::warn!(job_id = %job, lines = lines.len(), error = %e, "storing log lines failed")
-                }
+            let at = *due.get_or_insert_with(|| Instant::now() + LINGER);
+            if closed || !flushes.is_empty() || lines.len() >= BACKLOG || Instant::now() >= at {
+                store_batch(store.as_ref(), &events, job, &lines).await;
+                lines.clear();
+                due = None;
             }
-            lines.clear();
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
+        }
+        if closed {
+            break;
+        }
+    }
+}
+
+/// Stores lines; logging is best effort: a failure to store them never fails the run.
+async fn store_batch(store: &dyn Store, events: &JobEvents, job: JobId, lines: &[LogLine]) {
+    match store.append_logs(job, lines).await {
+        Ok(()) => events.notify(job),
+        Err(e) => {
+            tracing::warn!(job_id = %job, lines = lines.len(), error = %e, "storing log lines failed")
         }
     }
 }
