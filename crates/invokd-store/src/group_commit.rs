@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{job_cache::JobCache, sqlite};
+use crate::{job_cache::JobCache, sql::shutting_down, sqlite};
 
 /// Writes in one transaction at most: bounds the latency a large batch adds to its first write.
 const MAX_BATCH: usize = 256;
@@ -165,10 +165,6 @@ impl GroupCommit {
             .map_err(|_| shutting_down())?;
         answer.await.map_err(|_| shutting_down())?
     }
-}
-
-fn shutting_down() -> StoreError {
-    StoreError::Unavailable("the store is shutting down".into())
 }
 
 fn mismatch(done: &Done) -> StoreError {

@@ -26,6 +26,7 @@ use sqlx::{
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::pg_inserts::Inserts;
 use crate::sql::{
     ATTEMPTS_EXHAUSTED, after_attempt, beat, corrupt, delivery_state, from_micros, micros,
     opt_time, outcome_columns, run_timeout_ms, to_json, unavailable,
@@ -48,6 +49,8 @@ const NOTICE_BUFFER: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Creates share inserts and commits (`pg_inserts.rs`).
+    inserts: Inserts,
     notices: broadcast::Sender<StoreNotice>,
     _listener: Arc<ListenerTask>,
 }
@@ -114,6 +117,7 @@ impl PostgresStore {
         let (notices, _) = broadcast::channel(NOTICE_BUFFER);
         let listener = listen(&pool, options, notices.clone()).await?;
         Ok(Self {
+            inserts: Inserts::start(pool.clone()),
             pool,
             notices,
             _listener: Arc::new(listener),
@@ -188,33 +192,48 @@ impl PostgresStore {
         rows.iter().map(Self::job_from_row).collect()
     }
 
-    async fn insert_row<'e, E: sqlx::PgExecutor<'e>>(
+    /// Inserts one job and reads its row back.
+    pub(crate) async fn insert_row<'e, E: sqlx::PgExecutor<'e>>(
         ex: E,
         job: &NewJob,
     ) -> Result<Job, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO jobs (id, key_id, project, model_id, input, tags, status, priority,
-                               created_at, max_attempts, start_deadline, webhook_url, run_timeout_ms)
-             VALUES ($1, $2, $3, $4, $5::json, $6::json, 'QUEUED', $7, $8, $9, $10, $11, $12)
-             RETURNING *",
-        )
-        .bind(job.id.as_uuid())
-        .bind(job.key_id.as_uuid())
-        .bind(&job.project)
-        .bind(&job.model_id)
-        // As text: a jsonb parameter would refuse what the json column keeps.
-        .bind(to_json(&job.input)?)
-        .bind(to_json(&job.tags)?)
-        .bind(job.priority)
-        .bind(micros(job.created_at))
-        .bind(int(job.max_attempts))
-        .bind(job.start_deadline.map(micros))
-        .bind(job.webhook_url.as_deref())
-        .bind(job.run_timeout.map(run_timeout_ms))
-        .fetch_one(ex)
-        .await
-        .map_err(unavailable)?;
+        let mut insert = Self::insert_query(&[job])?;
+        insert.push(" RETURNING *");
+        let row = insert.build().fetch_one(ex).await.map_err(unavailable)?;
         Self::job_from_row(&row)
+    }
+
+    /// `INSERT INTO jobs ... VALUES` with a row for each of `jobs`, queued.
+    pub(crate) fn insert_query<'a>(
+        jobs: &[&'a NewJob],
+    ) -> Result<sqlx::QueryBuilder<'a, sqlx::Postgres>, StoreError> {
+        let json = jobs
+            .iter()
+            .map(|j| Ok((to_json(&j.input)?, to_json(&j.tags)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO jobs (id, key_id, project, model_id, input, tags, status, priority,
+                               created_at, max_attempts, start_deadline, webhook_url, run_timeout_ms) ",
+        );
+        insert.push_values(jobs.iter().zip(json), |mut row, (job, (input, tags))| {
+            row.push_bind(job.id.as_uuid())
+                .push_bind(job.key_id.as_uuid())
+                .push_bind(job.project.as_str())
+                .push_bind(job.model_id.as_str())
+                // As text: a jsonb parameter would refuse what the json column keeps.
+                .push_bind(input)
+                .push_unseparated("::json")
+                .push_bind(tags)
+                .push_unseparated("::json")
+                .push("'QUEUED'")
+                .push_bind(job.priority)
+                .push_bind(micros(job.created_at))
+                .push_bind(int(job.max_attempts))
+                .push_bind(job.start_deadline.map(micros))
+                .push_bind(job.webhook_url.as_deref())
+                .push_bind(job.run_timeout.map(run_timeout_ms));
+        });
+        Ok(insert)
     }
 }
 
@@ -301,7 +320,7 @@ fn key_from_row(r: &PgRow) -> Result<KeyRecord, StoreError> {
 #[async_trait]
 impl JobRepo for PostgresStore {
     async fn insert_job(&self, job: NewJob) -> Result<Job, StoreError> {
-        Self::insert_row(&self.pool, &job).await
+        self.inserts.insert(job).await
     }
 
     async fn insert_job_idempotent(
