@@ -18,6 +18,17 @@ pub struct JobEvents {
     /// How many changes there have been: a reader that saw the same count a while ago knows no
     /// job changed in between, so no queue moved.
     changes: Arc<AtomicU64>,
+    /// How many of them named no job (sweeps, lost news): every reader must look again.
+    unnamed: Arc<AtomicU64>,
+}
+
+/// The counts of job changes at one moment (`JobEvents::changes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Changes {
+    /// Every change, named or not.
+    pub any: u64,
+    /// Changes that named no job.
+    pub unnamed: u64,
 }
 
 impl Default for JobEvents {
@@ -28,6 +39,7 @@ impl Default for JobEvents {
         Self {
             tx,
             changes: Arc::default(),
+            unnamed: Arc::default(),
         }
     }
 }
@@ -39,14 +51,19 @@ impl JobEvents {
         let _ = self.tx.send(id);
     }
 
-    /// Jobs changed at once (a sweep), with no news of each: readers re-read at their next look.
+    /// Jobs changed with no news of each (a sweep, news lost): every reader re-reads at its
+    /// next look.
     pub fn some_changed(&self) {
+        self.unnamed.fetch_add(1, Ordering::Release);
         self.changes.fetch_add(1, Ordering::Release);
     }
 
-    /// The count of changes so far; it moves whenever any job changes.
-    pub fn changes(&self) -> u64 {
-        self.changes.load(Ordering::Acquire)
+    /// The counts of changes so far.
+    pub fn changes(&self) -> Changes {
+        Changes {
+            unnamed: self.unnamed.load(Ordering::Acquire),
+            any: self.changes.load(Ordering::Acquire),
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<JobId> {

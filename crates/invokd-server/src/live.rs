@@ -5,7 +5,7 @@ use std::{collections::VecDeque, convert::Infallible, time::Duration};
 
 use axum::response::sse::Event;
 use futures::Stream;
-use invokd_core::{Job, JobId, JobStatus, provider::LogLine};
+use invokd_core::{Job, JobId, JobStatus, events::Changes, provider::LogLine};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::{error::ApiError, state::AppState};
@@ -64,6 +64,7 @@ where
         pending: VecDeque::new(),
         ended: false,
         queued: false,
+        reread: true,
     };
     futures::stream::unfold(follow, |mut f| async move {
         let event = f.next_event().await?;
@@ -74,7 +75,7 @@ where
 /// One stream's view of its job.
 struct Follow<R> {
     state: AppState,
-    /// Subscribed before the first snapshot, so no change is missed.
+    /// Subscribed after the caller read the first job: see `reread`.
     news: broadcast::Receiver<JobId>,
     id: JobId,
     project: String,
@@ -88,8 +89,11 @@ struct Follow<R> {
     ended: bool,
     /// The job was queued when last read: its position may move with any other job.
     queued: bool,
-    /// The count of job changes before the last read (`JobEvents::changes`).
-    seen: u64,
+    /// The counts of job changes before the last read.
+    seen: Changes,
+    /// The job is read once more, without waiting, after the first snapshot: news of a change
+    /// between the caller's read and the subscription reached nobody.
+    reread: bool,
 }
 
 impl<R: FnMut(&Snapshot) -> Vec<Event>> Follow<R> {
@@ -112,8 +116,9 @@ impl<R: FnMut(&Snapshot) -> Vec<Event>> Follow<R> {
         }
     }
 
-    /// The job once news says it changed; for a queued job, also at the first look after any
-    /// other job changed; at the latest after `FALLBACK_POLL`. Idle streams read nothing.
+    /// The job once news says it changed, or at the first look after jobs changed without news
+    /// (a sweep); for a queued job, also at the first look after any other job changed; at the
+    /// latest after `FALLBACK_POLL`. Idle streams read nothing.
     async fn changed(&mut self, queued: bool) -> Option<Job> {
         let events = self.state.service.signals().events.clone();
         let fallback = tokio::time::sleep(FALLBACK_POLL);
@@ -121,11 +126,14 @@ impl<R: FnMut(&Snapshot) -> Vec<Event>> Follow<R> {
         let mut look = tokio::time::interval(LOOK);
         look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         look.reset();
-        loop {
+        while !std::mem::take(&mut self.reread) {
             tokio::select! {
                 () = &mut fallback => break,
-                _ = look.tick() => if queued && events.changes() != self.seen {
-                    break;
+                _ = look.tick() => {
+                    let now = events.changes();
+                    if now.unnamed != self.seen.unnamed || (queued && now.any != self.seen.any) {
+                        break;
+                    }
                 },
                 got = self.news.recv() => match got {
                     Ok(changed) if changed == self.id => break,

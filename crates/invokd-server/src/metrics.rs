@@ -41,6 +41,11 @@ pub fn install() -> Option<&'static PrometheusHandle> {
 
 /// A request served: counted and timed by route (the route's template, not the raw path).
 pub fn http_request(route: &str, method: &str, status: u16, seconds: f64) {
+    // A client may send any method name: one label for the others keeps the series bounded.
+    let method = match method {
+        "GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS" => method,
+        _ => "OTHER",
+    };
     let handles = RequestHandles::of(route, method, status);
     handles.requests.increment(1);
     handles.duration.record(seconds);

@@ -34,7 +34,10 @@ pub async fn relay(store: Arc<dyn Store>, signals: Signals, stop: CancellationTo
                 }
             }
             // Fell behind: wake everything that could have missed news; they re-read the store.
-            Err(RecvError::Lagged(_)) => signals.wake.notify_one(),
+            Err(RecvError::Lagged(_)) => {
+                signals.wake.notify_one();
+                signals.events.some_changed();
+            }
             Err(RecvError::Closed) => return,
         }
     }

@@ -50,24 +50,43 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Entry>) {
                     let _ = reply.send(as_inserted(&job));
                 }
             }
-            // One bad row must not fail the others: each on its own, with its own answer.
-            Err(_) => {
+            // The database refused a row: each on its own, so one bad row fails alone.
+            Err(Failure::Refused) => {
                 for (job, reply) in batch.drain(..) {
                     let _ = reply.send(PostgresStore::insert_row(&pool, &job).await);
+                }
+            }
+            // Not the rows' fault (no connection, the server gone): trying each alone would
+            // only make every later create wait a timeout per row. Whether a batch whose
+            // connection broke at its commit went in is unknown; each caller is told so.
+            Err(Failure::Unavailable(e)) => {
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(StoreError::Unavailable(e.clone())));
                 }
             }
         }
     }
 }
 
+/// Why a batch did not go in.
+enum Failure {
+    /// The database (or the encoding of a row) refused it: some row is at fault.
+    Refused,
+    Unavailable(String),
+}
+
 /// One statement, so one implicit transaction: all the rows or none.
-async fn insert_rows(pool: &PgPool, jobs: &[&NewJob]) -> Result<(), StoreError> {
-    PostgresStore::insert_query(jobs)?
+async fn insert_rows(pool: &PgPool, jobs: &[&NewJob]) -> Result<(), Failure> {
+    let mut insert = PostgresStore::insert_query(jobs).map_err(|_| Failure::Refused)?;
+    insert
         .build()
         // Each batch size is its own statement: keep them out of the prepared-statement cache.
         .persistent(false)
         .execute(pool)
         .await
-        .map_err(crate::sql::unavailable)?;
+        .map_err(|e| match e {
+            sqlx::Error::Database(_) => Failure::Refused,
+            e => Failure::Unavailable(e.to_string()),
+        })?;
     Ok(())
 }

@@ -12,13 +12,13 @@ use serde_json::{Map, Value};
 pub(crate) const ATTEMPTS_EXHAUSTED: &str =
     "the job was interrupted on its last allowed attempt (the worker stopped or lost its lease)";
 
-/// A unique violation is a conflict (the id exists); anything else means the store did not
-/// answer as it should.
 /// The answer to a write whose queue's task is gone: the runtime is shutting down.
 pub(crate) fn shutting_down() -> StoreError {
     StoreError::Unavailable("the store is shutting down".into())
 }
 
+/// A unique violation is a conflict (the id exists); anything else means the store did not
+/// answer as it should.
 pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,

@@ -71,7 +71,9 @@ pub struct ServeArgs {
     #[arg(long, env = "INVOKD_LEASE_SECONDS", default_value_t = 30)]
     lease_seconds: u64,
     /// Claims per job before it fails.
-    #[arg(long, env = "INVOKD_MAX_ATTEMPTS", default_value_t = 3)]
+    // Bounded by what both stores' attempt columns hold.
+    #[arg(long, env = "INVOKD_MAX_ATTEMPTS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(0..=2_147_483_647))]
     max_attempts: u32,
     /// On shutdown, how long running jobs may take to finish before they go back to the queue.
     #[arg(long, env = "INVOKD_SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
