@@ -16,7 +16,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{job_cache::JobCache, sql::shutting_down, sqlite};
+use crate::{
+    job_cache::JobCache,
+    sql::{queue_write, shutting_down},
+    sqlite,
+};
 
 /// Writes in one transaction at most: bounds the latency a large batch adds to its first write.
 const MAX_BATCH: usize = 256;
@@ -158,12 +162,7 @@ impl GroupCommit {
     }
 
     async fn submit(&self, write: Write) -> Result<Done, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send((write, reply))
-            .await
-            .map_err(|_| shutting_down())?;
-        answer.await.map_err(|_| shutting_down())?
+        queue_write(&self.tx, write).await
     }
 }
 

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     postgres::PostgresStore,
-    sql::{as_inserted, shutting_down},
+    sql::{as_inserted, queue_write},
 };
 
 /// Rows in one statement at most (12 parameters each, far below PostgreSQL's 65,535).
@@ -31,12 +31,7 @@ impl Inserts {
 
     /// Inserts `job`, returning it once it is committed.
     pub(crate) async fn insert(&self, job: NewJob) -> Result<Job, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send((job, reply))
-            .await
-            .map_err(|_| shutting_down())?;
-        answer.await.map_err(|_| shutting_down())?
+        queue_write(&self.tx, job).await
     }
 }
 

@@ -17,6 +17,19 @@ pub(crate) fn shutting_down() -> StoreError {
     StoreError::Unavailable("the store is shutting down".into())
 }
 
+/// Hands `item` to a write queue's task and waits for its answer (given once committed).
+pub(crate) async fn queue_write<T, R>(
+    queue: &tokio::sync::mpsc::Sender<(T, tokio::sync::oneshot::Sender<Result<R, StoreError>>)>,
+    item: T,
+) -> Result<R, StoreError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    queue
+        .send((item, reply))
+        .await
+        .map_err(|_| shutting_down())?;
+    answer.await.map_err(|_| shutting_down())?
+}
+
 /// A unique violation is a conflict (the id exists); anything else means the store did not
 /// answer as it should.
 pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {
