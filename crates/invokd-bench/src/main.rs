@@ -105,9 +105,7 @@ async fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
 
     // The baseline, kept running: it takes turns with invokd in the create and status runs.
-    let mut cmd = tokio::process::Command::new(&me);
-    cmd.arg("baseline-server");
-    let base = Server::start(cmd, "baseline listening on ").await?;
+    let base = start_baseline(&me).await?;
     let rounds = if args.quick { 1 } else { seconds.ceil() as u32 };
 
     // The queue core, beside a raw insert loop with the same durability, at the create
@@ -253,9 +251,7 @@ async fn main() -> anyhow::Result<()> {
             "≤ 150 (10,000 streams)",
         ));
         drop(queued);
-        let mut cmd = tokio::process::Command::new(&me);
-        cmd.arg("baseline-server");
-        let bare = Server::start(cmd, "baseline listening on ").await?;
+        let bare = start_baseline(&me).await?;
         let urls = [format!("{}/events", bare.url)];
         let (opened, rss) = scale::stream_rss(&bare, &urls, want, transport).await?;
         sse.push((
@@ -374,7 +370,9 @@ async fn main() -> anyhow::Result<()> {
 /// Server flags that keep created jobs queued: a one-hour emulator run holds the one slot.
 const HOLD_JOBS: &[&str] = &["--emulator-latency-ms", "3600000", "--max-concurrency", "1"];
 
-/// `invokd serve` started with `extra` (see `invokd_on`), once it is listening.
+/// `invokd serve` with `extra`, once it is listening: on a fresh database of `database_url`
+/// when one is given (recorded in `databases` to be dropped at the end), else on SQLite in
+/// `dir`.
 async fn start_invokd(
     bin: &Path,
     dir: &Path,
@@ -382,26 +380,20 @@ async fn start_invokd(
     database_url: Option<&str>,
     databases: &mut Vec<FreshDb>,
 ) -> anyhow::Result<Server> {
-    let cmd = invokd_on(bin, dir, extra, database_url, databases).await?;
-    Server::start(cmd, "invokd listening on ").await
-}
-
-/// `invokd serve` with `extra`, on a fresh database of `database_url` when one is given
-/// (recorded in `databases` to be dropped at the end), else on SQLite in `dir`.
-async fn invokd_on(
-    bin: &Path,
-    dir: &Path,
-    extra: &[&str],
-    database_url: Option<&str>,
-    databases: &mut Vec<FreshDb>,
-) -> anyhow::Result<tokio::process::Command> {
     let mut cmd = process::invokd(bin, dir, KEY, extra);
     if let Some(admin) = database_url {
         let db = FreshDb::create(admin, "server").await?;
         cmd.arg("--database-url").arg(&db.url);
         databases.push(db);
     }
-    Ok(cmd)
+    Server::start(cmd, "invokd listening on ").await
+}
+
+/// The baseline server (this program's hidden `baseline-server` command), once it listens.
+async fn start_baseline(me: &Path) -> anyhow::Result<Server> {
+    let mut cmd = tokio::process::Command::new(me);
+    cmd.arg("baseline-server");
+    Server::start(cmd, "baseline listening on ").await
 }
 
 fn row(name: &str, s: &Stats, baseline: Option<&Stats>, target: &str) -> Row {

@@ -63,7 +63,8 @@ pub enum Transport {
 }
 
 /// Opens `n` event streams on `server`, round the `urls` given, and reads its resident memory
-/// while they are open: how many opened, and the memory in MB. The streams are closed after.
+/// while they are open: how many opened, and the memory in MB. The streams are closed after;
+/// each server serves one such count and is then stopped.
 pub async fn stream_rss(
     server: &Server,
     urls: &[String],
@@ -76,8 +77,6 @@ pub async fn stream_rss(
     for h in holders {
         h.abort();
     }
-    // Let the server notice the closed streams before the next count.
-    tokio::time::sleep(Duration::from_secs(1)).await;
     Ok((opened, rss))
 }
 
