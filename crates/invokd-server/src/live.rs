@@ -107,7 +107,7 @@ impl<R: FnMut(&Snapshot) -> Vec<Event>> Follow<R> {
             }
             let job = match self.next.take() {
                 Some(job) => job,
-                None => self.changed(self.queued).await?,
+                None => self.changed().await?,
             };
             let snap = snapshot(&self.state, job, self.logs).await.ok()?;
             self.pending.extend((self.render)(&snap));
@@ -119,7 +119,7 @@ impl<R: FnMut(&Snapshot) -> Vec<Event>> Follow<R> {
     /// The job once news says it changed, or at the first look after jobs changed without news
     /// (a sweep); for a queued job, also at the first look after any other job changed; at the
     /// latest after `FALLBACK_POLL`. Idle streams read nothing.
-    async fn changed(&mut self, queued: bool) -> Option<Job> {
+    async fn changed(&mut self) -> Option<Job> {
         let events = self.state.service.signals().events.clone();
         let fallback = tokio::time::sleep(FALLBACK_POLL);
         tokio::pin!(fallback);
@@ -131,7 +131,7 @@ impl<R: FnMut(&Snapshot) -> Vec<Event>> Follow<R> {
                 () = &mut fallback => break,
                 _ = look.tick() => {
                     let now = events.changes();
-                    if now.unnamed != self.seen.unnamed || (queued && now.any != self.seen.any) {
+                    if now.unnamed != self.seen.unnamed || (self.queued && now.any != self.seen.any) {
                         break;
                     }
                 },

@@ -41,21 +41,31 @@ pub fn install() -> Option<&'static PrometheusHandle> {
 
 /// A request served: counted and timed by route (the route's template, not the raw path).
 pub fn http_request(route: &str, method: &str, status: u16, seconds: f64) {
-    // A client may send any method name: one label for the others keeps the series bounded.
-    let method = match method {
-        "GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS" => method,
-        _ => "OTHER",
-    };
+    let method = method_label(method);
     let handles = RequestHandles::of(route, method, status);
     handles.requests.increment(1);
     handles.duration.record(seconds);
+}
+
+/// A client may send any method name: one label for the others keeps the series bounded.
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 /// The handles of one route, method and status, registered once: looking them up by label
 /// values on every request cost a few allocations and a hash of the labels each time.
 #[derive(Clone)]
 struct RequestHandles {
-    method: String,
+    method: &'static str,
     status: u16,
     requests: metrics::Counter,
     duration: metrics::Histogram,
@@ -66,7 +76,7 @@ static REQUEST_HANDLES: LazyLock<RwLock<HashMap<String, Vec<RequestHandles>>>> =
     LazyLock::new(Default::default);
 
 impl RequestHandles {
-    fn of(route: &str, method: &str, status: u16) -> Self {
+    fn of(route: &str, method: &'static str, status: u16) -> Self {
         let found = |list: &Vec<Self>| {
             list.iter()
                 .find(|h| h.status == status && h.method == method)
@@ -89,7 +99,7 @@ impl RequestHandles {
         h
     }
 
-    fn register(route: &str, method: &str, status: u16) -> Self {
+    fn register(route: &str, method: &'static str, status: u16) -> Self {
         let labels = [
             ("route", route.to_owned()),
             ("method", method.to_owned()),
@@ -99,7 +109,7 @@ impl RequestHandles {
         let labels = [("route", route.to_owned()), ("method", method.to_owned())];
         let duration = metrics::histogram!("invokd_http_request_duration_seconds", &labels);
         Self {
-            method: method.to_owned(),
+            method,
             status,
             requests,
             duration,
