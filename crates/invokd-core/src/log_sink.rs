@@ -1,6 +1,7 @@
 //! The log lines of one run on their way to the store: a provider's `log` never waits for a
 //! write; one task per run stores the lines in order, those that came within a short while
-//! together, and wakes the job's live readers after each batch.
+//! together, and wakes the job's live readers after each batch. The lines still waiting when
+//! the run ends are handed over to go in with the write that ends the job.
 
 use std::sync::Arc;
 
@@ -13,15 +14,16 @@ use crate::{events::JobEvents, ids::JobId, provider::LogLine, store::Store};
 
 /// Lines waiting to be stored at most; a provider that logs faster waits for the store.
 const BACKLOG: usize = 256;
-/// How long a line may wait for others before it is stored: a short run's lines go in with its
-/// flush as one write instead of one write each, and a live reader sees a line at most this
-/// late.
+/// How long a line may wait for others before it is stored: a short run's lines go in with the
+/// write that ends its job instead of a write of their own, and a live reader sees a line at
+/// most this late.
 const LINGER: Duration = Duration::from_millis(25);
 
 enum Msg {
     Line(LogLine),
-    /// Answered once every line sent before it has been stored (or has failed to be).
-    Flush(oneshot::Sender<()>),
+    /// Answered with the lines sent before it that are not stored yet, which are then the
+    /// caller's to store.
+    Take(oneshot::Sender<Vec<LogLine>>),
 }
 
 /// A run's way to its job's log.
@@ -44,13 +46,15 @@ impl LogSink {
         let _ = self.tx.send(Msg::Line(line)).await;
     }
 
-    /// Returns once every line queued before is stored (or failed to be): the run's log is
-    /// complete before its job ends.
-    pub async fn flush(&self) {
-        let (done, stored) = oneshot::channel();
-        if self.tx.send(Msg::Flush(done)).await.is_ok() {
-            let _ = stored.await;
+    /// The lines queued before that are not stored yet, in order; the sink will not store
+    /// them. A run's last lines go in with the write that ends its job, one commit instead of
+    /// two.
+    pub async fn take(&self) -> Vec<LogLine> {
+        let (give, taken) = oneshot::channel();
+        if self.tx.send(Msg::Take(give)).await.is_ok() {
+            return taken.await.unwrap_or_default();
         }
+        Vec::new()
     }
 }
 
@@ -62,7 +66,6 @@ async fn store_lines(
 ) {
     let mut msgs = Vec::with_capacity(BACKLOG);
     let mut lines = Vec::with_capacity(BACKLOG);
-    let mut flushes = Vec::new();
     // When the oldest line not yet stored must be.
     let mut due: Option<Instant> = None;
     loop {
@@ -76,20 +79,21 @@ async fn store_lines(
         for msg in msgs.drain(..) {
             match msg {
                 Msg::Line(line) => lines.push(line),
-                Msg::Flush(done) => flushes.push(done),
+                Msg::Take(give) => {
+                    // Every line sent before the take is either stored or among these.
+                    let _ = give.send(std::mem::take(&mut lines));
+                    due = None;
+                }
             }
         }
         let closed = rx.is_closed() && rx.is_empty() && !open;
         if !lines.is_empty() {
             let at = *due.get_or_insert_with(|| Instant::now() + LINGER);
-            if closed || !flushes.is_empty() || lines.len() >= BACKLOG || Instant::now() >= at {
+            if closed || lines.len() >= BACKLOG || Instant::now() >= at {
                 store_batch(store.as_ref(), &events, job, &lines).await;
                 lines.clear();
                 due = None;
             }
-        }
-        for done in flushes.drain(..) {
-            let _ = done.send(());
         }
         if closed {
             break;

@@ -95,11 +95,12 @@ impl RunContext {
         self
     }
 
-    /// Returns once every line logged so far is stored: before the job ends, so that its log is
-    /// complete when a client sees it finished.
-    pub async fn flush_logs(&self) {
-        if let Some(sink) = &self.logs {
-            sink.flush().await;
+    /// The lines logged so far that are not stored yet, for the write that ends the job to
+    /// store: its log is then complete in the same commit that makes it finished.
+    pub async fn take_logs(&self) -> Vec<LogLine> {
+        match &self.logs {
+            Some(sink) => sink.take().await,
+            None => Vec::new(),
         }
     }
 

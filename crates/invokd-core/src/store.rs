@@ -231,6 +231,21 @@ pub trait JobRepo: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
+    /// Appends a run's last log lines and ends the run, the lines first: a job is never seen
+    /// finished with its log incomplete. The lines are stored whether or not the lease is
+    /// still held (as `append_logs` would). A store that can do both in one commit should.
+    async fn finish_with_logs(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+        logs: &[LogLine],
+    ) -> Result<bool, StoreError> {
+        self.append_logs(id, logs).await?;
+        self.finish(id, lease, outcome, now).await
+    }
+
     /// Gives a run back to the queue (a retryable failure), or fails it when it has used its
     /// last attempt, or cancels it when a cancel was asked for. Fenced like `finish`.
     async fn release(

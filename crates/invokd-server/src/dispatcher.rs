@@ -14,7 +14,7 @@ use invokd_core::{
     catalog::Catalog,
     events::Signals,
     job::cancelled_error,
-    provider::{Retry, RunContext, RunRequest},
+    provider::{LogLine, Retry, RunContext, RunRequest},
     store::{Beat, ClaimRequest, Stale, Store},
 };
 use tokio::{sync::Notify, task::JoinSet};
@@ -266,7 +266,8 @@ impl Dispatcher {
                 "bad_request",
                 format!("model {} is no longer in the catalog", job.model_id),
             );
-            self.finish(&job, &lease, Outcome::Failed(e)).await;
+            self.finish(&job, &lease, Outcome::Failed(e), Vec::new())
+                .await;
             return;
         };
         let Some(provider) = self.providers.for_model(&job.model_id).cloned() else {
@@ -274,7 +275,8 @@ impl Dispatcher {
                 "internal_error",
                 format!("no provider is configured for model {}", job.model_id),
             );
-            self.finish(&job, &lease, Outcome::Failed(e)).await;
+            self.finish(&job, &lease, Outcome::Failed(e), Vec::new())
+                .await;
             return;
         };
         tracing::info!(job_id = %job.id, model = %job.model_id, attempt = job.attempt, provider = provider.name(), "job started");
@@ -304,7 +306,8 @@ impl Dispatcher {
                 lost.cancel();
                 heartbeat.abort();
                 let err = JobError::new(e.error_type.clone(), e.message.clone());
-                self.finish(&job, &lease, Outcome::Failed(err)).await;
+                self.finish(&job, &lease, Outcome::Failed(err), Vec::new())
+                    .await;
                 return;
             }
         };
@@ -339,17 +342,21 @@ impl Dispatcher {
         lost.cancel();
         heartbeat.abort();
         drop(registration);
-        ctx.flush_logs().await;
+        // The run's last lines go in with the write that ends the job; the other endings
+        // store them first.
+        let logs = ctx.take_logs().await;
 
         match result {
             Ended::LeaseLost => {
+                self.store_logs(&job, &logs).await;
                 tracing::warn!(job_id = %job.id, "lease lost; the run was abandoned")
             }
             Ended::Canceled => {
-                self.finish(&job, &lease, Outcome::Canceled(cancelled_error()))
+                self.finish(&job, &lease, Outcome::Canceled(cancelled_error()), logs)
                     .await;
             }
             Ended::Interrupted => {
+                self.store_logs(&job, &logs).await;
                 // A job running upstream goes on there and is resumed by the next process: its
                 // attempt is not used up (else a last attempt would fail a job fal still runs).
                 let upstream = self.store.get_job(job.id, None).await.ok().flatten();
@@ -367,10 +374,10 @@ impl Dispatcher {
                         "the run took longer than its limit of {run_timeout:?} and was stopped"
                     ),
                 );
-                self.finish(&job, &lease, Outcome::Failed(e)).await;
+                self.finish(&job, &lease, Outcome::Failed(e), logs).await;
             }
             Ended::Ran(Ok(Ok(out))) => {
-                self.finish(&job, &lease, Outcome::Completed(out.output))
+                self.finish(&job, &lease, Outcome::Completed(out.output), logs)
                     .await;
             }
             Ended::Ran(Ok(Err(e))) => {
@@ -379,14 +386,30 @@ impl Dispatcher {
                 match e.retry {
                     Retry::Yes => {
                         tracing::warn!(job_id = %job.id, error = %e, "attempt failed; retrying if attempts remain");
+                        self.store_logs(&job, &logs).await;
                         self.release(&job, &lease, err).await;
                     }
                     Retry::Later => {
                         tracing::warn!(job_id = %job.id, error = %e, "upstream unavailable; the job waits in the queue");
+                        self.store_logs(&job, &logs).await;
                         self.give_back(&job, &lease).await;
                     }
-                    Retry::No => self.finish(&job, &lease, Outcome::Failed(err)).await,
+                    Retry::No => self.finish(&job, &lease, Outcome::Failed(err), logs).await,
                 }
+            }
+        }
+    }
+
+    /// Stores a run's last log lines when the job does not end with them; best effort, as
+    /// logging is.
+    async fn store_logs(&self, job: &Job, logs: &[LogLine]) {
+        if logs.is_empty() {
+            return;
+        }
+        match self.store.append_logs(job.id, logs).await {
+            Ok(()) => self.signals.events.notify(job.id),
+            Err(e) => {
+                tracing::warn!(job_id = %job.id, lines = logs.len(), error = %e, "storing log lines failed")
             }
         }
     }
@@ -453,15 +476,20 @@ impl Dispatcher {
         })
     }
 
-    async fn finish(&self, job: &Job, lease: &Lease, outcome: Outcome) {
+    /// Ends the job with the run's last log lines, fenced.
+    async fn finish(&self, job: &Job, lease: &Lease, outcome: Outcome, logs: Vec<LogLine>) {
         let status = match &outcome {
             Outcome::Completed(_) => "COMPLETED",
             Outcome::Failed(_) => "FAILED",
             Outcome::Canceled(_) => "CANCELED",
         };
         let now = Utc::now();
-        let finished =
-            crate::metrics::timed("finish", self.store.finish(job.id, lease, outcome, now)).await;
+        let finished = crate::metrics::timed(
+            "finish",
+            self.store
+                .finish_with_logs(job.id, lease, outcome, now, &logs),
+        )
+        .await;
         match finished {
             Ok(true) => {
                 self.signals.events.notify(job.id);

@@ -245,11 +245,13 @@ macro_rules! fenced {
 /// A change a lease holder makes to its running job.
 #[derive(Debug)]
 pub(crate) enum Change {
+    /// With the run's last log lines, stored in the same commit.
     Finish {
         status: JobStatus,
         output: Option<String>,
         error: Option<JobError>,
         now: DateTime<Utc>,
+        logs: Vec<LogLine>,
     },
     /// Cancelled if asked; back to the queue while attempts remain; else the error is final.
     Release {
@@ -290,6 +292,9 @@ impl Fenced {
     /// True if the lease was still held and the job changed.
     pub(crate) async fn apply(&self, conn: &mut SqliteConnection) -> Result<bool, StoreError> {
         let cancelled = cancelled_error();
+        if let Change::Finish { logs, .. } = &self.change {
+            append_log_rows(conn, self.id, logs).await?;
+        }
         let sql = match &self.change {
             Change::Finish { .. } => fenced!(
                 "status = ?4, output = ?5, error_message = ?6, error_type = ?7, completed_at = ?8,
@@ -326,6 +331,7 @@ impl Fenced {
                 output,
                 error,
                 now,
+                logs: _,
             } => q
                 .bind(status.as_str())
                 .bind(output.as_deref())
@@ -595,6 +601,17 @@ impl JobRepo for SqliteStore {
         outcome: Outcome,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        self.finish_with_logs(id, lease, outcome, now, &[]).await
+    }
+
+    async fn finish_with_logs(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+        logs: &[LogLine],
+    ) -> Result<bool, StoreError> {
         let (status, output, error) = outcome_columns(outcome);
         let output = output.as_ref().map(to_json).transpose()?;
         let change = Change::Finish {
@@ -602,6 +619,7 @@ impl JobRepo for SqliteStore {
             output,
             error,
             now,
+            logs: logs.to_vec(),
         };
         self.writes.fenced(Fenced::new(id, lease, change)).await
     }

@@ -1321,16 +1321,18 @@ async fn logs_come_back_in_the_order_they_were_written(s: S) {
     assert_eq!(s.logs(b.id).await.unwrap(), vec![line(9, "INFO")]);
 }
 
-async fn a_runs_log_lines_are_all_stored_in_order_once_flushed(s: S) {
+async fn a_runs_log_lines_are_all_stored_in_order_with_its_finish(s: S) {
     let job = s
         .insert_job(new_job("m", 0, KeyId::generate()))
         .await
         .unwrap();
+    let lease = claim_one(&*s, "w").await.lease.unwrap();
     let events = invokd_core::events::JobEvents::default();
     let mut news = events.subscribe();
     let sink = invokd_core::log_sink::LogSink::start(s.clone(), events, job.id);
     let t0 = common::now();
-    // More lines than the sink holds at once, so they are stored in several batches.
+    // More lines than the sink holds at once, so some are stored in batches by the sink and
+    // the rest are handed over to go in with the finish.
     let lines: Vec<LogLine> = (0..600)
         .map(|i| LogLine {
             message: format!("line {i}"),
@@ -1341,9 +1343,50 @@ async fn a_runs_log_lines_are_all_stored_in_order_once_flushed(s: S) {
     for l in &lines {
         sink.push(l.clone()).await;
     }
-    sink.flush().await;
+    let rest = sink.take().await;
+    assert!(rest.len() < lines.len(), "the sink stored none itself");
+    assert_eq!(news.recv().await.unwrap(), job.id, "readers are woken");
+    let out = json!({"images": []}).as_object().unwrap().clone();
+    assert!(
+        s.finish_with_logs(
+            job.id,
+            &lease,
+            Outcome::Completed(out),
+            common::now(),
+            &rest
+        )
+        .await
+        .unwrap()
+    );
     assert_eq!(s.logs(job.id).await.unwrap(), lines);
-    assert_eq!(news.recv().await.unwrap(), job.id);
+    assert_eq!(
+        s.get_job(job.id, None).await.unwrap().unwrap().status,
+        JobStatus::Completed
+    );
+    // What was handed over is no longer the sink's.
+    let late = LogLine {
+        message: "late".into(),
+        level: "WARN".into(),
+        timestamp: t0,
+    };
+    sink.push(late.clone()).await;
+    assert_eq!(sink.take().await, std::slice::from_ref(&late));
+    // A run that lost its lease changes nothing, but its lines are kept, as appended lines
+    // would be.
+    let late = [late];
+    let failed = Outcome::Failed(JobError::new("internal_error", "x"));
+    assert!(
+        !s.finish_with_logs(job.id, &lease, failed, common::now(), &late)
+            .await
+            .unwrap()
+    );
+    let stored = s.logs(job.id).await.unwrap();
+    assert_eq!(stored.len(), 601);
+    assert_eq!(stored[600], late[0]);
+    assert_eq!(
+        s.get_job(job.id, None).await.unwrap().unwrap().status,
+        JobStatus::Completed
+    );
 }
 
 async fn cancel_is_scoped_to_the_project_and_final(s: S) {
@@ -1619,7 +1662,7 @@ conformance!(
     upstream_references_are_fenced_and_keep_a_job_from_failing_when_its_holder_dies,
     a_setting_is_set_once_and_read_by_everyone,
     insert_get_and_scope_by_key,
-    a_runs_log_lines_are_all_stored_in_order_once_flushed,
+    a_runs_log_lines_are_all_stored_in_order_with_its_finish,
     claims_follow_priority_then_age_and_skip_saturated_models,
     many_claimers_each_job_claimed_once,
     only_the_current_lease_can_finish_and_terminal_is_final,
