@@ -45,9 +45,17 @@ impl Default for JobEvents {
 }
 
 impl JobEvents {
+    /// News that a job's state changed (status, queue, cancel).
     pub fn notify(&self, id: JobId) {
         self.changes.fetch_add(1, Ordering::Release);
         // No subscriber is fine.
+        let _ = self.tx.send(id);
+    }
+
+    /// News of a job's new log lines: its own readers wake, but the count of changes stays,
+    /// as log lines move no job in any queue (readers of queued jobs look again only when a
+    /// job's state changed).
+    pub fn notify_logs(&self, id: JobId) {
         let _ = self.tx.send(id);
     }
 
@@ -79,4 +87,26 @@ pub struct Signals {
     pub wake: std::sync::Arc<tokio::sync::Notify>,
     pub running: crate::running::RunningJobs,
     pub events: JobEvents,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_news_wakes_the_jobs_readers_without_counting_as_a_change() {
+        let events = JobEvents::default();
+        let mut news = events.subscribe();
+        let (a, b) = (JobId::generate(), JobId::generate());
+        let before = events.changes();
+        events.notify_logs(a);
+        assert_eq!(news.try_recv().unwrap(), a);
+        assert_eq!(events.changes(), before, "log lines move no queue");
+        events.notify(b);
+        assert_eq!(news.try_recv().unwrap(), b);
+        let after = events.changes();
+        assert_eq!((after.any, after.unnamed), (before.any + 1, before.unnamed));
+        events.some_changed();
+        assert_eq!(events.changes().unnamed, before.unnamed + 1);
+    }
 }

@@ -104,7 +104,7 @@ async fn store_lines(
 /// Stores lines; logging is best effort: a failure to store them never fails the run.
 async fn store_batch(store: &dyn Store, events: &JobEvents, job: JobId, lines: &[LogLine]) {
     match store.append_logs(job, lines).await {
-        Ok(()) => events.notify(job),
+        Ok(()) => events.notify_logs(job),
         Err(e) => {
             tracing::warn!(job_id = %job, lines = lines.len(), error = %e, "storing log lines failed")
         }

@@ -407,7 +407,7 @@ impl Dispatcher {
             return;
         }
         match self.store.append_logs(job.id, logs).await {
-            Ok(()) => self.signals.events.notify(job.id),
+            Ok(()) => self.signals.events.notify_logs(job.id),
             Err(e) => {
                 tracing::warn!(job_id = %job.id, lines = logs.len(), error = %e, "storing log lines failed")
             }

@@ -117,8 +117,9 @@ impl<R: FnMut(&Snapshot) -> Vec<Event>> Follow<R> {
     }
 
     /// The job once news says it changed, or at the first look after jobs changed without news
-    /// (a sweep); for a queued job, also at the first look after any other job changed; at the
-    /// latest after `FALLBACK_POLL`. Idle streams read nothing.
+    /// (a sweep); for a queued job, also at the first look after any other job changed state
+    /// (another job's log lines move no queue); at the latest after `FALLBACK_POLL`. Idle
+    /// streams read nothing.
     async fn changed(&mut self) -> Option<Job> {
         let events = self.state.service.signals().events.clone();
         let fallback = tokio::time::sleep(FALLBACK_POLL);
