@@ -15,8 +15,8 @@ use crate::ids::JobId;
 #[derive(Debug, Clone)]
 pub struct JobEvents {
     tx: broadcast::Sender<JobId>,
-    /// How many changes there have been: a reader that saw the same count a while ago knows no
-    /// job changed in between, so no queue moved.
+    /// How many changes of a job's state there have been (log lines do not count): a reader
+    /// that saw the same count a while ago knows no job changed in between, so no queue moved.
     changes: Arc<AtomicU64>,
     /// How many of them named no job (sweeps, lost news): every reader must look again.
     unnamed: Arc<AtomicU64>,

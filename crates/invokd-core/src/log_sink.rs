@@ -1,7 +1,8 @@
 //! The log lines of one run on their way to the store: a provider's `log` never waits for a
 //! write; one task per run stores the lines in order, those that came within a short while
 //! together, and wakes the job's live readers after each batch. The lines still waiting when
-//! the run ends are handed over to go in with the write that ends the job.
+//! the run ends are handed over (`take`): the dispatcher stores them with the write that ends
+//! the job, or on their own when the run ends without ending the job (a retry, a shutdown).
 
 use std::sync::Arc;
 

@@ -96,7 +96,7 @@ impl RunContext {
     }
 
     /// The lines logged so far that are not stored yet, for the write that ends the job to
-    /// store: its log is then complete in the same commit that makes it finished.
+    /// store: its log is then complete when it is seen finished.
     pub async fn take_logs(&self) -> Vec<LogLine> {
         match &self.logs {
             Some(sink) => sink.take().await,

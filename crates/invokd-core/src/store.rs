@@ -229,11 +229,13 @@ pub trait JobRepo: Send + Sync {
         lease: &Lease,
         outcome: Outcome,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        self.finish_with_logs(id, lease, outcome, now, &[]).await
+    }
 
-    /// Appends a run's last log lines and ends the run, the lines first: a job is never seen
-    /// finished with its log incomplete. The lines are stored whether or not the lease is
-    /// still held (as `append_logs` would). A store that can do both in one commit should.
+    /// Ends a run as `finish` does, appending the run's last log lines in the same commit: a
+    /// job is never seen finished with its log incomplete. The lines are stored whether or not
+    /// the lease is still held (as `append_logs` would).
     async fn finish_with_logs(
         &self,
         id: JobId,
@@ -241,10 +243,7 @@ pub trait JobRepo: Send + Sync {
         outcome: Outcome,
         now: DateTime<Utc>,
         logs: &[LogLine],
-    ) -> Result<bool, StoreError> {
-        self.append_logs(id, logs).await?;
-        self.finish(id, lease, outcome, now).await
-    }
+    ) -> Result<bool, StoreError>;
 
     /// Gives a run back to the queue (a retryable failure), or fails it when it has used its
     /// last attempt, or cancels it when a cancel was asked for. Fenced like `finish`.
@@ -341,8 +340,10 @@ pub trait KeyRepo: Send + Sync {
 pub enum StoreNotice {
     /// A job of this model entered the queue (a new one, or one handed back): claim now.
     Queued { model_id: String },
-    /// This job changed: its status, a cancel request, or new log lines. Re-read it.
+    /// This job changed: its status or a cancel request. Re-read it.
     Changed(JobId),
+    /// This job has new log lines; its state is as it was.
+    LogLines(JobId),
 }
 
 /// Everything the server needs from a store.

@@ -504,9 +504,17 @@ impl Dispatcher {
                 );
                 tracing::info!(job_id = %job.id, status, "job finished")
             }
-            Ok(false) => tracing::warn!(job_id = %job.id, "lease lost; result discarded"),
+            Ok(false) => {
+                // The lines went in all the same.
+                if !logs.is_empty() {
+                    self.signals.events.notify_logs(job.id);
+                }
+                tracing::warn!(job_id = %job.id, "lease lost; result discarded")
+            }
             Err(e) => {
-                tracing::error!(job_id = %job.id, error = %e, "finishing failed; the lease will expire and the job rerun")
+                tracing::error!(job_id = %job.id, error = %e, "finishing failed; the lease will expire and the job rerun");
+                // They went back with the failed write: the last lines often say what failed.
+                self.store_logs(job, &logs).await;
             }
         }
     }

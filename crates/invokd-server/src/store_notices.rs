@@ -33,6 +33,7 @@ pub async fn relay(store: Arc<dyn Store>, signals: Signals, stop: CancellationTo
                     cancel_if_asked(store.as_ref(), &signals, id).await;
                 }
             }
+            Ok(StoreNotice::LogLines(id)) => signals.events.notify_logs(id),
             // Fell behind: wake everything that could have missed news; they re-read the store.
             Err(RecvError::Lagged(_)) => {
                 signals.wake.notify_one();

@@ -32,8 +32,9 @@ const HOLD: Duration = Duration::from_millis(20);
 /// How long a held connection waits for the next write before it goes back to the pool.
 const LINGER: Duration = Duration::from_millis(2);
 
-/// One write waiting for a commit. Each is applied by a single fenced statement (or a few for
-/// log lines), so it can run again on its own if its batch fails.
+/// One write waiting for a commit. Each is applied by a single fenced statement (a few for log
+/// lines, and for a finish with its run's last lines), so it can run again on its own if its
+/// batch fails.
 #[derive(Debug)]
 pub(crate) enum Write {
     Insert(NewJob),

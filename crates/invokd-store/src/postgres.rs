@@ -268,6 +268,31 @@ async fn listen(
     Ok(ListenerTask(task.abort_handle()))
 }
 
+/// What the log-lines trigger puts before the job's id (migration 0004): news of log lines,
+/// told apart from changes of a job's state.
+const LOG_NOTICE_PREFIX: &str = "logs:";
+
+/// A run's log lines in the order given, `$1` being the job: one statement for all of them.
+macro_rules! insert_logs {
+    () => {
+        "INSERT INTO job_logs (job_id, ts, level, message)
+         SELECT $1, l.ts, l.level, l.message
+         FROM UNNEST($2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY AS l (ts, level, message, n)
+         ORDER BY l.n"
+    };
+}
+
+/// The columns of `lines` as the arrays `insert_logs!` takes.
+fn log_columns(lines: &[LogLine]) -> (Vec<i64>, Vec<&str>, Vec<String>) {
+    let ts = lines.iter().map(|l| micros(l.timestamp)).collect();
+    let levels = lines.iter().map(|l| l.level.as_str()).collect();
+    let messages = lines
+        .iter()
+        .map(|l| pg_text(&l.message).into_owned())
+        .collect();
+    (ts, levels, messages)
+}
+
 /// Forwards notifications until aborted. A lost connection is reconnected (and LISTEN
 /// repeated) by `PgListener`; what was sent meanwhile is missed, which polling makes up for.
 async fn forward(
@@ -285,6 +310,8 @@ async fn forward(
                     Some(StoreNotice::Queued {
                         model_id: n.payload().to_owned(),
                     })
+                } else if let Some(id) = n.payload().strip_prefix(LOG_NOTICE_PREFIX) {
+                    JobId::from_str(id).ok().map(StoreNotice::LogLines)
                 } else {
                     JobId::from_str(n.payload()).ok().map(StoreNotice::Changed)
                 };
@@ -503,27 +530,37 @@ impl JobRepo for PostgresStore {
         Ok(beat(cancel))
     }
 
-    async fn finish(
+    async fn finish_with_logs(
         &self,
         id: JobId,
         lease: &Lease,
         outcome: Outcome,
         now: DateTime<Utc>,
+        logs: &[LogLine],
     ) -> Result<bool, StoreError> {
         let (status, output, error) = outcome_columns(outcome);
         let output = output.as_ref().map(to_json).transpose()?;
-        let done = sqlx::query(
-            "UPDATE jobs
-             SET status = $1, output = $2::json, error_message = $3, error_type = $4, completed_at = $5,
+        let (ts, levels, messages) = log_columns(logs);
+        // One statement, one commit: a data-modifying WITH runs whether or not the update
+        // matches, so a run that lost its lease keeps its lines, as appended lines would.
+        let done = sqlx::query(concat!(
+            "WITH logged AS (",
+            insert_logs!(),
+            ")
+             UPDATE jobs
+             SET status = $5, output = $6::json, error_message = $7, error_type = $8, completed_at = $9,
                  lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = $6 AND status = 'IN_PROGRESS' AND lease_owner = $7 AND attempt = $8",
-        )
+             WHERE id = $1 AND status = 'IN_PROGRESS' AND lease_owner = $10 AND attempt = $11"
+        ))
+        .bind(id.as_uuid())
+        .bind(&ts)
+        .bind(&levels)
+        .bind(&messages)
         .bind(status.as_str())
         .bind(output)
         .bind(error.as_ref().map(|e| pg_text(&e.message).into_owned()))
         .bind(error.as_ref().map(|e| pg_text(&e.error_type).into_owned()))
         .bind(micros(now))
-        .bind(id.as_uuid())
         .bind(&lease.owner)
         .bind(int(lease.attempt))
         .execute(&self.pool)
@@ -817,26 +854,15 @@ impl JobRepo for PostgresStore {
         if lines.is_empty() {
             return Ok(());
         }
-        let ts: Vec<i64> = lines.iter().map(|l| micros(l.timestamp)).collect();
-        let levels: Vec<&str> = lines.iter().map(|l| l.level.as_str()).collect();
-        let messages: Vec<String> = lines
-            .iter()
-            .map(|l| pg_text(&l.message).into_owned())
-            .collect();
-        // One statement for all lines, numbered in the order given.
-        sqlx::query(
-            "INSERT INTO job_logs (job_id, ts, level, message)
-             SELECT $1, l.ts, l.level, l.message
-             FROM UNNEST($2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY AS l (ts, level, message, n)
-             ORDER BY l.n",
-        )
-        .bind(id.as_uuid())
-        .bind(&ts)
-        .bind(&levels)
-        .bind(&messages)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let (ts, levels, messages) = log_columns(lines);
+        sqlx::query(insert_logs!())
+            .bind(id.as_uuid())
+            .bind(&ts)
+            .bind(&levels)
+            .bind(&messages)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 

@@ -594,16 +594,6 @@ impl JobRepo for SqliteStore {
         self.writes.heartbeat(id, lease.clone(), until).await
     }
 
-    async fn finish(
-        &self,
-        id: JobId,
-        lease: &Lease,
-        outcome: Outcome,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        self.finish_with_logs(id, lease, outcome, now, &[]).await
-    }
-
     async fn finish_with_logs(
         &self,
         id: JobId,

@@ -1859,7 +1859,7 @@ mod postgres_only {
             timestamp: common::now(),
         };
         a.append_logs(job.id, &[line]).await.unwrap();
-        expect_notice(&mut rx, changed(job.id)).await;
+        expect_notice(&mut rx, |n| *n == StoreNotice::LogLines(job.id)).await;
         a.cancel(job.id, None, common::now()).await.unwrap();
         expect_notice(&mut rx, changed(job.id)).await;
         // Requeued work is queued again: dispatchers hear of it too.
