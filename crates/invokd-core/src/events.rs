@@ -25,7 +25,7 @@ pub struct JobEvents {
 /// The counts of job changes at one moment (`JobEvents::changes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Changes {
-    /// Every change, named or not.
+    /// Every change of a job's state, named or not (log lines do not count).
     pub any: u64,
     /// Changes that named no job.
     pub unnamed: u64,

@@ -91,7 +91,7 @@ async fn store_lines(
         if !lines.is_empty() {
             let at = *due.get_or_insert_with(|| Instant::now() + LINGER);
             if closed || lines.len() >= BACKLOG || Instant::now() >= at {
-                store_batch(store.as_ref(), &events, job, &lines).await;
+                store_now(store.as_ref(), &events, job, &lines).await;
                 lines.clear();
                 due = None;
             }
@@ -102,8 +102,13 @@ async fn store_lines(
     }
 }
 
-/// Stores lines; logging is best effort: a failure to store them never fails the run.
-async fn store_batch(store: &dyn Store, events: &JobEvents, job: JobId, lines: &[LogLine]) {
+/// Stores lines at once and wakes the job's readers; logging is best effort: a failure to
+/// store them never fails the run. Also for lines taken from a sink that the job's ending does
+/// not store.
+pub async fn store_now(store: &dyn Store, events: &JobEvents, job: JobId, lines: &[LogLine]) {
+    if lines.is_empty() {
+        return;
+    }
     match store.append_logs(job, lines).await {
         Ok(()) => events.notify_logs(job),
         Err(e) => {

@@ -266,8 +266,7 @@ impl Dispatcher {
                 "bad_request",
                 format!("model {} is no longer in the catalog", job.model_id),
             );
-            self.finish(&job, &lease, Outcome::Failed(e), Vec::new())
-                .await;
+            self.finish(&job, &lease, Outcome::Failed(e), &[]).await;
             return;
         };
         let Some(provider) = self.providers.for_model(&job.model_id).cloned() else {
@@ -275,8 +274,7 @@ impl Dispatcher {
                 "internal_error",
                 format!("no provider is configured for model {}", job.model_id),
             );
-            self.finish(&job, &lease, Outcome::Failed(e), Vec::new())
-                .await;
+            self.finish(&job, &lease, Outcome::Failed(e), &[]).await;
             return;
         };
         tracing::info!(job_id = %job.id, model = %job.model_id, attempt = job.attempt, provider = provider.name(), "job started");
@@ -306,8 +304,7 @@ impl Dispatcher {
                 lost.cancel();
                 heartbeat.abort();
                 let err = JobError::new(e.error_type.clone(), e.message.clone());
-                self.finish(&job, &lease, Outcome::Failed(err), Vec::new())
-                    .await;
+                self.finish(&job, &lease, Outcome::Failed(err), &[]).await;
                 return;
             }
         };
@@ -352,7 +349,7 @@ impl Dispatcher {
                 tracing::warn!(job_id = %job.id, "lease lost; the run was abandoned")
             }
             Ended::Canceled => {
-                self.finish(&job, &lease, Outcome::Canceled(cancelled_error()), logs)
+                self.finish(&job, &lease, Outcome::Canceled(cancelled_error()), &logs)
                     .await;
             }
             Ended::Interrupted => {
@@ -374,10 +371,10 @@ impl Dispatcher {
                         "the run took longer than its limit of {run_timeout:?} and was stopped"
                     ),
                 );
-                self.finish(&job, &lease, Outcome::Failed(e), logs).await;
+                self.finish(&job, &lease, Outcome::Failed(e), &logs).await;
             }
             Ended::Ran(Ok(Ok(out))) => {
-                self.finish(&job, &lease, Outcome::Completed(out.output), logs)
+                self.finish(&job, &lease, Outcome::Completed(out.output), &logs)
                     .await;
             }
             Ended::Ran(Ok(Err(e))) => {
@@ -394,24 +391,16 @@ impl Dispatcher {
                         self.store_logs(&job, &logs).await;
                         self.give_back(&job, &lease).await;
                     }
-                    Retry::No => self.finish(&job, &lease, Outcome::Failed(err), logs).await,
+                    Retry::No => self.finish(&job, &lease, Outcome::Failed(err), &logs).await,
                 }
             }
         }
     }
 
-    /// Stores a run's last log lines when the job does not end with them; best effort, as
-    /// logging is.
+    /// Stores a run's last log lines when the job does not end with them.
     async fn store_logs(&self, job: &Job, logs: &[LogLine]) {
-        if logs.is_empty() {
-            return;
-        }
-        match self.store.append_logs(job.id, logs).await {
-            Ok(()) => self.signals.events.notify_logs(job.id),
-            Err(e) => {
-                tracing::warn!(job_id = %job.id, lines = logs.len(), error = %e, "storing log lines failed")
-            }
-        }
+        invokd_core::log_sink::store_now(self.store.as_ref(), &self.signals.events, job.id, logs)
+            .await;
     }
 
     /// Gives the job back to the queue (or fails it if it has no attempt left), fenced.
@@ -477,7 +466,7 @@ impl Dispatcher {
     }
 
     /// Ends the job with the run's last log lines, fenced.
-    async fn finish(&self, job: &Job, lease: &Lease, outcome: Outcome, logs: Vec<LogLine>) {
+    async fn finish(&self, job: &Job, lease: &Lease, outcome: Outcome, logs: &[LogLine]) {
         let status = match &outcome {
             Outcome::Completed(_) => "COMPLETED",
             Outcome::Failed(_) => "FAILED",
@@ -487,7 +476,7 @@ impl Dispatcher {
         let finished = crate::metrics::timed(
             "finish",
             self.store
-                .finish_with_logs(job.id, lease, outcome, now, &logs),
+                .finish_with_logs(job.id, lease, outcome, now, logs),
         )
         .await;
         match finished {
@@ -514,7 +503,7 @@ impl Dispatcher {
             Err(e) => {
                 tracing::error!(job_id = %job.id, error = %e, "finishing failed; the lease will expire and the job rerun");
                 // They went back with the failed write: the last lines often say what failed.
-                self.store_logs(job, &logs).await;
+                self.store_logs(job, logs).await;
             }
         }
     }
