@@ -77,7 +77,8 @@ impl SqliteStore {
             .max_connections(1)
             // A local file does not go stale like a socket: no ping each time it is taken.
             .test_before_acquire(false)
-            .connect_with(connect_options(path))
+            // Room for the group commit's inserts, one per batch size, beside the rest.
+            .connect_with(connect_options(path).statement_cache_capacity(256))
             .await
             .map_err(unavailable)?;
         MIGRATOR
@@ -187,22 +188,28 @@ async fn insert_row<'e, E: sqlx::SqliteExecutor<'e>>(
     ex: E,
     job: &NewJob,
 ) -> Result<Job, StoreError> {
-    let mut jobs = insert_rows(ex, &[job]).await?;
-    jobs.pop()
-        .ok_or_else(|| StoreError::Unavailable("an insert returned no job".into()))
+    insert_statement("", &[job], "")?
+        .build()
+        .execute(ex)
+        .await
+        .map_err(unavailable)?;
+    as_inserted(job)
 }
 
-/// Inserts new jobs with one statement: a batch of creates costs one step of the database
-/// connection's thread instead of one each.
-pub(crate) async fn insert_rows<'e, E: sqlx::SqliteExecutor<'e>>(
-    ex: E,
+/// The insert of `jobs`, one statement for all (a batch of creates costs one step of the
+/// connection's thread), between `before` and `after`: statements without parameters that run
+/// in the same step (binds go to the statements in order).
+pub(crate) fn insert_statement(
+    before: &str,
     jobs: &[&NewJob],
-) -> Result<Vec<Job>, StoreError> {
+    after: &str,
+) -> Result<sqlx::QueryBuilder<'static, sqlx::Sqlite>, StoreError> {
     let json = jobs
         .iter()
         .map(|j| Ok((to_json(&j.input)?, to_json(&j.tags)?)))
         .collect::<Result<Vec<_>, StoreError>>()?;
-    let mut insert = sqlx::QueryBuilder::new(
+    let mut insert = sqlx::QueryBuilder::new(before);
+    insert.push(
         "INSERT INTO jobs (id, key_id, model_id, input, tags, status, priority, created_at, max_attempts, start_deadline, webhook_url, run_timeout_ms, project) ",
     );
     insert.push_values(jobs.iter().zip(json), |mut row, (job, (input, tags))| {
@@ -220,14 +227,8 @@ pub(crate) async fn insert_rows<'e, E: sqlx::SqliteExecutor<'e>>(
             .push_bind(job.run_timeout.map(run_timeout_ms))
             .push_bind(job.project.clone());
     });
-    // Each batch size is its own statement: keep them out of the prepared-statement cache.
-    insert
-        .build()
-        .persistent(jobs.len() == 1)
-        .execute(ex)
-        .await
-        .map_err(unavailable)?;
-    jobs.iter().map(|j| as_inserted(j)).collect()
+    insert.push(after);
+    Ok(insert)
 }
 
 /// An update that applies only while the caller holds the job's lease: the job is running, with
