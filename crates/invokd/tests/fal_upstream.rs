@@ -382,6 +382,26 @@ async fn fal_failures_end_the_job_with_their_type() {
 }
 
 #[tokio::test]
+async fn a_retried_attempt_keeps_the_lines_it_logged_as_it_ended() {
+    let fake = FakeFal::start().await;
+    // Retryable upstream: the attempt is released, not finished, and this is the last one.
+    *fake.faults().fail_with.lock().unwrap() = Some((
+        "no runner was free".into(),
+        "runner_scheduling_failure".into(),
+    ));
+    let server = start(&fake, &["--max-attempts", "1"]).await;
+    let id = create(&server, "ends in a retry").await;
+    let job = server.wait(&id).await;
+    assert_eq!(job["status"], "FAILED", "{job}");
+    // The run's last line, relayed just before it ended, was stored with the release.
+    let lines = logs(&server, &id).await;
+    assert!(
+        lines.iter().any(|l| l == "releasing the runner"),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_submission_whose_answer_is_lost_is_never_sent_again() {
     let fake = FakeFal::start().await;
     fake.faults().submit_drop.store(1, SeqCst);

@@ -481,7 +481,9 @@ async fn status(
         f.complete(&id).await;
     }
     v["status"] = json!("COMPLETED");
-    v["logs"] = logs;
+    // A line first seen with the end: the run ends right after relaying it.
+    v["logs"] = json!([logs[0], {"message": "releasing the runner", "level": "INFO",
+                                 "source": "USER", "timestamp": "2026-01-01T00:00:01Z"}]);
     v["metrics"] = json!({"inference_time": 0.01});
     if let Some((error, error_type)) = faults.fail_with.lock().unwrap().clone() {
         v["error"] = json!(error);
