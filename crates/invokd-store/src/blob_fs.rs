@@ -65,7 +65,7 @@ impl LocalBlobStore {
     fn path_of(&self, key: &str) -> Result<PathBuf, BlobError> {
         Self::check_key(key)?;
         Ok(match key.split_once('/') {
-            Some((dir, rest)) => self.root.join(dir).join(rest.replace('/', JOIN)),
+            Some((dir, rest)) => self.root.join(dir).join(file_name(rest)),
             None => self.root.join(key),
         })
     }
@@ -116,6 +116,11 @@ impl LocalBlobStore {
     }
 }
 
+/// The name, in its key's directory, of the file for the rest of the key.
+fn file_name(rest: &str) -> String {
+    rest.replace('/', JOIN)
+}
+
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
@@ -150,10 +155,7 @@ impl BlobStore for LocalBlobStore {
         };
         // Within a directory: the files whose names start with the rest of the prefix, and
         // what the nested layout kept under it.
-        let (dir, start) = (
-            self.root.join(dir),
-            format!("{}{JOIN}", rest.replace('/', JOIN)),
-        );
+        let (dir, start) = (self.root.join(dir), format!("{}{JOIN}", file_name(rest)));
         let mut entries = match tokio::fs::read_dir(&dir).await {
             Ok(entries) => entries,
             Err(e) => return ignore_missing(Err(e)),

@@ -29,10 +29,10 @@ const MAX_BATCH: usize = 256;
 /// pool hands a connection back through a task of its own, behind every request the runtime
 /// has queued); the store's other writes (sweeps, keys, deliveries) wait for it meanwhile.
 const HOLD: Duration = Duration::from_millis(20);
-/// Batches of up to this many creates keep their insert prepared, one statement per size.
-const CACHED_INSERT_ROWS: usize = 64;
 /// How long a held connection waits for the next write before it goes back to the pool.
 const LINGER: Duration = Duration::from_millis(2);
+/// Batches of up to this many creates keep their insert prepared, one statement per size.
+const CACHED_INSERT_ROWS: usize = 64;
 
 /// One write waiting for a commit. Each is applied by a single fenced statement (a few for log
 /// lines, and for a finish with its run's last lines), so it can run again on its own if its
