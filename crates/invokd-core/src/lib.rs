@@ -10,6 +10,7 @@ pub mod key_cache;
 pub mod keys;
 pub mod log_sink;
 pub mod provider;
+pub mod queue_counts;
 pub mod running;
 pub mod service;
 pub mod signing;

@@ -1,7 +1,7 @@
 //! The job service: what both API surfaces call to authenticate, submit and read jobs.
 //! It makes ids and timestamps; it knows no HTTP.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use chrono::Utc;
 use serde_json::{Map, Value};
@@ -14,6 +14,7 @@ use crate::{
     key_cache::KeyCache,
     keys::{KeyHash, KeyRecord},
     provider::LogLine,
+    queue_counts::{QueueCounts, Scope},
     store::{IdempotencyKey, Inserted, ListQuery, Store, StoreError},
 };
 
@@ -163,6 +164,8 @@ pub struct JobService {
     signals: Signals,
     config: ServiceConfig,
     keys: Arc<KeyCache>,
+    /// What the queue caps are checked against.
+    queued: Arc<QueueCounts>,
 }
 
 /// The model a submission names and its input as the job will run with it (mapped, defaults
@@ -195,6 +198,7 @@ impl JobService {
     ) -> Self {
         Self {
             keys: Arc::new(KeyCache::new(config.key_cache_ttl)),
+            queued: Arc::new(QueueCounts::default()),
             store,
             catalog,
             signals,
@@ -288,6 +292,7 @@ impl JobService {
             }
             _ => self.store.insert_job(new).await?,
         };
+        self.queued.added(caller.key_id);
         self.signals.wake.notify_one();
         self.signals.events.notify(job.id);
         tracing::info!(job_id = %job.id, model = %job.model_id, "job queued");
@@ -298,21 +303,41 @@ impl JobService {
     }
 
     /// Refuses a submission that would pass the caller's or the server's queue cap. The caps
-    /// are soft: concurrent submissions may pass them by a few jobs.
+    /// are soft: concurrent submissions may pass them by a few jobs (and, on many replicas, by
+    /// what the others accept within `queue_counts::FRESH_FOR`).
     async fn check_queue_caps(&self, caller: &Caller) -> Result<(), ServiceError> {
         let per_key = self.config.max_queued_per_key;
-        if per_key > 0 && self.store.queued_count(Some(caller.key_id)).await? >= per_key {
+        if self
+            .queued_reaches(Scope::Key(caller.key_id), per_key)
+            .await?
+        {
             return Err(ServiceError::QueueFull(format!(
                 "this key already has {per_key} queued jobs, its limit; wait for some to start"
             )));
         }
         let total = self.config.max_queue_length;
-        if total > 0 && self.store.queued_count(None).await? >= total {
+        if self.queued_reaches(Scope::All, total).await? {
             return Err(ServiceError::QueueFull(format!(
                 "the queue is full ({total} jobs); try again later"
             )));
         }
         Ok(())
+    }
+
+    /// Whether the jobs queued in `scope` have reached `cap` (0: no cap). The store is read only
+    /// when the last reading is stale or its bound reaches the cap.
+    async fn queued_reaches(&self, scope: Scope, cap: u64) -> Result<bool, ServiceError> {
+        if cap == 0 {
+            return Ok(false);
+        }
+        let now = Instant::now();
+        if self.queued.bound(scope, now).is_some_and(|n| n < cap) {
+            return Ok(false);
+        }
+        let mark = self.queued.before_reading(scope);
+        let n = self.store.queued_count(scope.key()).await?;
+        self.queued.record(scope, n, mark, now);
+        Ok(n >= cap)
     }
 
     /// A page of the caller's jobs, newest first. `cursor` is the previous page's `next_cursor`.

@@ -1,0 +1,219 @@
+//! What the queue caps count: the queued jobs of a key, and of the whole queue, read from the
+//! store at most once a second each, and in between bounded from above by the last reading
+//! plus the jobs this process has queued since.
+//!
+//! Counting a deep queue reads its whole index (a million queued jobs under the default total
+//! cap), which every submission would otherwise pay twice. The bound can only be high, never
+//! low, in one process: jobs leave the queue but only submissions add to it, and each of this
+//! process's is added to the bound as it commits. So a submission the bound lets through is
+//! one the store would have let through, and a refusal is always decided on a fresh reading.
+//! With many replicas sharing one store, what the others queue shows at the next reading: a
+//! cap may be passed by what they accept within a second.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use crate::KeyId;
+
+/// How long a reading of the store bounds the count.
+pub const FRESH_FOR: Duration = Duration::from_secs(1);
+/// Scopes kept at most; past it the counts start again empty (a bound on memory).
+const MAX_SCOPES: usize = 10_000;
+
+/// Which queued jobs a count covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// One key's.
+    Key(KeyId),
+    /// All of them.
+    All,
+}
+
+impl Scope {
+    /// The key to count for, as the store's `queued_count` takes it.
+    pub fn key(self) -> Option<KeyId> {
+        match self {
+            Scope::Key(k) => Some(k),
+            Scope::All => None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Count {
+    /// Jobs this process has queued in the scope since the entry was made (only grows).
+    added: u64,
+    reading: Option<Reading>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    queued: u64,
+    /// `added` when the store was read: later additions may be missing from `queued`.
+    added_then: u64,
+    at: Instant,
+}
+
+/// Where the additions stood when the store was read; see `QueueCounts::before_reading`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    /// Which emptying of the counts the entry belongs to.
+    epoch: u64,
+    added: u64,
+}
+
+#[derive(Debug)]
+pub struct QueueCounts {
+    fresh_for: Duration,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    epoch: u64,
+    scopes: HashMap<Scope, Count>,
+}
+
+impl Default for QueueCounts {
+    fn default() -> Self {
+        Self::new(FRESH_FOR)
+    }
+}
+
+impl QueueCounts {
+    pub fn new(fresh_for: Duration) -> Self {
+        Self {
+            fresh_for,
+            counts: Mutex::new(Counts::default()),
+        }
+    }
+
+    /// At most how many jobs are queued in `scope` at `now`, when a fresh reading says so.
+    pub fn bound(&self, scope: Scope, now: Instant) -> Option<u64> {
+        let counts = self.counts.lock().ok()?;
+        let count = counts.scopes.get(&scope)?;
+        let r = count.reading?;
+        (now.saturating_duration_since(r.at) < self.fresh_for)
+            .then(|| r.queued + (count.added - r.added_then))
+    }
+
+    /// To be taken just before the store is read, and given back to `record` with the reading:
+    /// the additions from here on are counted on top of it (some twice, none missed).
+    pub fn before_reading(&self, scope: Scope) -> Mark {
+        let Ok(mut counts) = self.counts.lock() else {
+            return Mark {
+                epoch: u64::MAX,
+                added: 0,
+            };
+        };
+        if counts.scopes.len() >= MAX_SCOPES && !counts.scopes.contains_key(&scope) {
+            counts.scopes.clear();
+            counts.epoch += 1;
+        }
+        Mark {
+            epoch: counts.epoch,
+            added: counts.scopes.entry(scope).or_default().added,
+        }
+    }
+
+    /// The store's count for `scope`, read at `at` (taken before the read began).
+    pub fn record(&self, scope: Scope, queued: u64, mark: Mark, at: Instant) {
+        let Ok(mut counts) = self.counts.lock() else {
+            return;
+        };
+        // Emptied since the mark: the additions started again from zero, and the reading can
+        // not be placed against them.
+        if counts.epoch != mark.epoch {
+            return;
+        }
+        if let Some(count) = counts.scopes.get_mut(&scope) {
+            count.reading = Some(Reading {
+                queued,
+                added_then: mark.added,
+                at,
+            });
+        }
+    }
+
+    /// A job of `key` has been queued and committed.
+    pub fn added(&self, key: KeyId) {
+        if let Ok(mut counts) = self.counts.lock() {
+            for scope in [Scope::Key(key), Scope::All] {
+                if let Some(count) = counts.scopes.get_mut(&scope) {
+                    count.added += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> KeyId {
+        KeyId::generate()
+    }
+
+    #[test]
+    fn no_bound_before_a_reading_nor_after_it_goes_stale() {
+        let counts = QueueCounts::new(Duration::from_secs(1));
+        let k = Scope::Key(key());
+        let t0 = Instant::now();
+        assert_eq!(counts.bound(k, t0), None);
+        let mark = counts.before_reading(k);
+        counts.record(k, 7, mark, t0);
+        assert_eq!(counts.bound(k, t0 + Duration::from_millis(999)), Some(7));
+        assert_eq!(counts.bound(k, t0 + Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn each_job_queued_since_the_reading_raises_the_bound_of_its_key_and_of_all() {
+        let counts = QueueCounts::new(Duration::from_secs(1));
+        let (a, b) = (key(), key());
+        let t0 = Instant::now();
+        for (scope, n) in [(Scope::Key(a), 3), (Scope::Key(b), 5), (Scope::All, 8)] {
+            let mark = counts.before_reading(scope);
+            counts.record(scope, n, mark, t0);
+        }
+        counts.added(a);
+        counts.added(a);
+        counts.added(b);
+        assert_eq!(counts.bound(Scope::Key(a), t0), Some(5));
+        assert_eq!(counts.bound(Scope::Key(b), t0), Some(6));
+        assert_eq!(counts.bound(Scope::All, t0), Some(11));
+    }
+
+    #[test]
+    fn a_job_queued_while_the_store_is_read_is_never_missed() {
+        let counts = QueueCounts::new(Duration::from_secs(1));
+        let k = key();
+        let t0 = Instant::now();
+        let mark = counts.before_reading(Scope::Key(k));
+        // Committed after the read began: the reading may or may not include it.
+        counts.added(k);
+        counts.record(Scope::Key(k), 4, mark, t0);
+        assert_eq!(counts.bound(Scope::Key(k), t0), Some(5));
+    }
+
+    #[test]
+    fn a_reading_made_before_the_counts_were_emptied_is_dropped() {
+        let counts = QueueCounts::new(Duration::from_secs(1));
+        let k = key();
+        let t0 = Instant::now();
+        counts.before_reading(Scope::Key(k));
+        counts.added(k);
+        let mark = counts.before_reading(Scope::Key(k));
+        // Past the bound on scopes the counts start again empty; the key's additions with them.
+        for _ in 0..MAX_SCOPES {
+            counts.before_reading(Scope::Key(key()));
+        }
+        counts.before_reading(Scope::Key(k));
+        counts.added(k);
+        counts.record(Scope::Key(k), 2, mark, t0);
+        assert_eq!(counts.bound(Scope::Key(k), t0), None);
+    }
+}
