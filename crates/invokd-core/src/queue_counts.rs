@@ -1,14 +1,14 @@
 //! What the queue caps count: the queued jobs of a key, and of the whole queue, read from the
-//! store at most once a second each, and in between bounded from above by the last reading
-//! plus the jobs this process has queued since.
+//! store at most once a second each, and in between bounded by the last reading plus the jobs
+//! this process has queued since.
 //!
 //! Counting a deep queue reads its whole index (a million queued jobs under the default total
-//! cap), which every submission would otherwise pay twice. The bound can only be high, never
-//! low, in one process: jobs leave the queue but only submissions add to it, and each of this
-//! process's is added to the bound as it commits. So a submission the bound lets through is
-//! one the store would have let through, and a refusal is always decided on a fresh reading.
-//! With many replicas sharing one store, what the others queue shows at the next reading: a
-//! cap may be passed by what they accept within a second.
+//! cap), which every submission would otherwise pay twice. Jobs leave the queue as they start,
+//! and this process's submissions are added to the bound as they commit, so the bound is low
+//! only by what joined the queue some other way within the second: jobs put back for another
+//! attempt (a retry, an expired lease) and, with many replicas sharing one store, what the
+//! others queued. Those show at the next reading. A refusal is always decided on a fresh
+//! reading, so a queue that has drained takes submissions again at once.
 
 use std::{
     collections::HashMap,

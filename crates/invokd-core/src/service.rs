@@ -303,8 +303,8 @@ impl JobService {
     }
 
     /// Refuses a submission that would pass the caller's or the server's queue cap. The caps
-    /// are soft: concurrent submissions may pass them by a few jobs (and, on many replicas, by
-    /// what the others accept within `queue_counts::FRESH_FOR`).
+    /// are soft: concurrent submissions may pass them by a few jobs, and so may what joins the
+    /// queue otherwise within `queue_counts::FRESH_FOR` (retries, other replicas' submissions).
     async fn check_queue_caps(&self, caller: &Caller) -> Result<(), ServiceError> {
         let per_key = self.config.max_queued_per_key;
         if self
