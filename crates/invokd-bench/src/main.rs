@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use invokd_core::store::Store;
 use load::Stats;
 use pgdb::FreshDb;
@@ -56,6 +56,25 @@ struct Args {
     /// Where to write the results as JSON.
     #[arg(long, default_value = "target/bench/latest.json")]
     json: PathBuf,
+    /// Run only these scenarios (comma-separated; all by default). End to end alone still
+    /// measures the echo POST it is a ratio to.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Scenario>,
+}
+
+/// The scenarios `--only` picks from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// The queue core beside the raw SQLite insert loop.
+    Core,
+    /// Create and status beside the echo POST and the plain GET; idle RSS.
+    Create,
+    /// RSS with event streams open, HTTP/2 and HTTP/1.1.
+    Streams,
+    /// End to end, polling and waiting.
+    EndToEnd,
+    /// Start-up and RSS with a long stored history.
+    History,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,120 +122,141 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(256)
         .build()?;
     let mut rows = Vec::new();
+    let wants = |s: Scenario| args.only.is_empty() || args.only.contains(&s);
 
     // The baseline, kept running: it takes turns with invokd in the create and status runs.
     let base = start_baseline(&me).await?;
     let rounds = if args.quick { 1 } else { seconds.ceil() as u32 };
+    let dir = tempfile::tempdir()?;
+    let mut databases = Vec::new();
 
     // The queue core, beside a raw insert loop with the same durability, at the create
     // scenario's concurrency.
-    let dir = tempfile::tempdir()?;
-    let raw = queue::raw_sqlite(dir.path(), 64, duration).await?;
-    rows.push(row("raw SQLite insert loop (64), rows", &raw, None, ""));
-    let sqlite: Arc<dyn Store> = Arc::new(
-        invokd_store::SqliteStore::open(&dir.path().join("core.sqlite"))
-            .await
-            .context("cannot open the queue core's SQLite store")?,
-    );
-    let core = queue::queue_core(sqlite, 64, duration).await?;
-    rows.push(row(
-        "queue core, SQLite (64), jobs completed",
-        &core,
-        Some(&raw),
-        "≥ 0.3 × raw insert loop",
-    ));
-    let mut databases = Vec::new();
-    if let Some(admin) = &args.database_url {
-        let db = FreshDb::create(admin, "core").await?;
-        let pg: Arc<dyn Store> = Arc::new(
-            invokd_store::PostgresStore::connect(&db.url)
+    if wants(Scenario::Core) {
+        let raw = queue::raw_sqlite(dir.path(), 64, duration).await?;
+        rows.push(row("raw SQLite insert loop (64), rows", &raw, None, ""));
+        let sqlite: Arc<dyn Store> = Arc::new(
+            invokd_store::SqliteStore::open(&dir.path().join("core.sqlite"))
                 .await
-                .with_context(|| format!("cannot open the store in {}", db.name))?,
+                .context("cannot open the queue core's SQLite store")?,
         );
-        let core = queue::queue_core(pg, 64, duration).await?;
-        databases.push(db);
+        let core = queue::queue_core(sqlite, 64, duration).await?;
         rows.push(row(
-            "queue core, PostgreSQL (64), jobs completed",
+            "queue core, SQLite (64), jobs completed",
             &core,
             Some(&raw),
-            "",
+            "≥ 0.3 × raw insert loop",
         ));
+        if let Some(admin) = &args.database_url {
+            let db = FreshDb::create(admin, "core").await?;
+            let pg: Arc<dyn Store> = Arc::new(
+                invokd_store::PostgresStore::connect(&db.url)
+                    .await
+                    .with_context(|| format!("cannot open the store in {}", db.name))?,
+            );
+            let core = queue::queue_core(pg, 64, duration).await?;
+            databases.push(db);
+            rows.push(row(
+                "queue core, PostgreSQL (64), jobs completed",
+                &core,
+                Some(&raw),
+                "",
+            ));
+        }
     }
 
     // invokd with jobs that stay queued: create and status alone.
-    let held = start_invokd(
-        &invokd,
-        &dir.path().join("held"),
-        HOLD_JOBS,
-        args.database_url.as_deref(),
-        &mut databases,
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_rss = held.rss_mb();
-    let startup_ms = held.startup.as_secs_f64() * 1000.0;
-    let (post, create) = {
-        let (echo, url) = (
-            format!("{}/echo", base.url),
-            format!("{}/v1/async-invoke", held.url),
+    let (mut post, mut idle_rss, mut loaded_rss, mut startup_ms) = (None, None, None, None);
+    if wants(Scenario::Create) {
+        let held = start_invokd(
+            &invokd,
+            &dir.path().join("held"),
+            HOLD_JOBS,
+            args.database_url.as_deref(),
+            &mut databases,
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        idle_rss = held.rss_mb();
+        startup_ms = Some(held.startup.as_secs_f64() * 1000.0);
+        let (echo, create) = {
+            let (echo, url) = (
+                format!("{}/echo", base.url),
+                format!("{}/v1/async-invoke", held.url),
+            );
+            let (h1, h2) = (http.clone(), http.clone());
+            load::paired(
+                64,
+                duration,
+                rounds,
+                move |_, i| {
+                    let req = h1.post(&echo).json(&job_body(i));
+                    async move { ok(req, StatusCode::ACCEPTED).await }
+                },
+                move |_, i| {
+                    let req = h2.post(&url).bearer_auth(KEY).json(&job_body(i));
+                    async move { ok(req, StatusCode::ACCEPTED).await }
+                },
+            )
+            .await?
+        };
+        let ids = Arc::new(created_ids(&http, &held.url, 256).await?);
+        let (get, status) = {
+            let (ping, url, ids) = (format!("{}/ping", base.url), held.url.clone(), ids.clone());
+            let (h1, h2) = (http.clone(), http.clone());
+            load::paired(
+                64,
+                duration,
+                rounds,
+                move |_, _| {
+                    let req = h1.get(&ping);
+                    async move { ok(req, StatusCode::OK).await }
+                },
+                move |w, i| {
+                    let id = &ids[(w * 7919 + i as usize) % ids.len()];
+                    let req = h2
+                        .get(format!("{url}/v1/async-invoke/{id}/status"))
+                        .bearer_auth(KEY);
+                    async move { ok(req, StatusCode::OK).await }
+                },
+            )
+            .await?
+        };
+        rows.splice(
+            0..0,
+            [
+                row("baseline: echo POST (64)", &echo, None, ""),
+                row("baseline: GET (64)", &get, None, ""),
+            ],
         );
-        let (h1, h2) = (http.clone(), http.clone());
-        load::paired(
-            64,
-            duration,
-            rounds,
-            move |_, i| {
-                let req = h1.post(&echo).json(&job_body(i));
+        rows.push(row(
+            "create (64)",
+            &create,
+            Some(&echo),
+            "≥ 0.6 × echo POST, p99 ≤ 10 ms",
+        ));
+        rows.push(row("status (64)", &status, Some(&get), "≥ 0.7 × GET"));
+        loaded_rss = held.rss_mb();
+        post = Some(echo);
+    }
+    // End to end is a ratio to the echo POST: measured alone when create did not run.
+    let post = match post {
+        Some(post) => post,
+        None if wants(Scenario::EndToEnd) => {
+            let (http, echo) = (http.clone(), format!("{}/echo", base.url));
+            let post = load::run(64, duration, move |_, i| {
+                let req = http.post(&echo).json(&job_body(i));
                 async move { ok(req, StatusCode::ACCEPTED).await }
-            },
-            move |_, i| {
-                let req = h2.post(&url).bearer_auth(KEY).json(&job_body(i));
-                async move { ok(req, StatusCode::ACCEPTED).await }
-            },
-        )
-        .await?
+            })
+            .await?;
+            rows.insert(0, row("baseline: echo POST (64)", &post, None, ""));
+            post
+        }
+        None => Stats::default(),
     };
-    let ids = Arc::new(created_ids(&http, &held.url, 256).await?);
-    let (get, status) = {
-        let (ping, url, ids) = (format!("{}/ping", base.url), held.url.clone(), ids.clone());
-        let (h1, h2) = (http.clone(), http.clone());
-        load::paired(
-            64,
-            duration,
-            rounds,
-            move |_, _| {
-                let req = h1.get(&ping);
-                async move { ok(req, StatusCode::OK).await }
-            },
-            move |w, i| {
-                let id = &ids[(w * 7919 + i as usize) % ids.len()];
-                let req = h2
-                    .get(format!("{url}/v1/async-invoke/{id}/status"))
-                    .bearer_auth(KEY);
-                async move { ok(req, StatusCode::OK).await }
-            },
-        )
-        .await?
-    };
-    rows.splice(
-        0..0,
-        [
-            row("baseline: echo POST (64)", &post, None, ""),
-            row("baseline: GET (64)", &get, None, ""),
-        ],
-    );
-    rows.push(row(
-        "create (64)",
-        &create,
-        Some(&post),
-        "≥ 0.6 × echo POST, p99 ≤ 10 ms",
-    ));
-    rows.push(row("status (64)", &status, Some(&get), "≥ 0.7 × GET"));
-    let loaded_rss = held.rss_mb();
 
     let base_rss = base.rss_mb();
     drop(base);
-    drop(held);
 
     // Event streams held open while the server's memory is read, on a fresh invokd with 256
     // queued jobs, and on a fresh baseline's bare stream for what the HTTP stack alone costs.
@@ -224,13 +264,15 @@ async fn main() -> anyhow::Result<()> {
     // and would be counted as the streams'.
     let want = if args.quick { 200 } else { args.streams };
     let mut sse = Vec::new();
-    for (n, (label, transport)) in [
-        ("HTTP/2, 100 per connection", scale::Transport::Http2(100)),
-        ("HTTP/1.1", scale::Transport::Http1),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    let transports = if wants(Scenario::Streams) {
+        vec![
+            ("HTTP/2, 100 per connection", scale::Transport::Http2(100)),
+            ("HTTP/1.1", scale::Transport::Http1),
+        ]
+    } else {
+        Vec::new()
+    };
+    for (n, (label, transport)) in transports.into_iter().enumerate() {
         let queued = start_invokd(
             &invokd,
             &dir.path().join(format!("streams-{n}")),
@@ -262,91 +304,102 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // invokd running every job at once on the emulator with no latency: the whole path.
-    let running = start_invokd(
-        &invokd,
-        &dir.path().join("running"),
-        &[
-            "--emulator-latency-ms",
-            "0",
-            "--max-concurrency",
-            "64",
-            "--per-model-concurrency",
-            "64",
-        ],
-        args.database_url.as_deref(),
-        &mut databases,
-    )
-    .await?;
-    let levels: &[usize] = if args.quick { &[16] } else { &[16, 64] };
-    for follow in [Follow::Poll, Follow::Wait] {
-        for &c in levels {
-            let e2e = {
-                let (http, url) = (http.clone(), running.url.clone());
-                load::run(c, duration, move |_, i| {
-                    let (http, url) = (http.clone(), url.clone());
-                    async move { end_to_end(&http, &url, i, follow).await.unwrap_or(false) }
-                })
-                .await?
-            };
-            let target = if c == 16 { "≥ 0.25 × echo POST" } else { "" };
-            rows.push(row(
-                &format!("end to end ({c}), {}, jobs", follow.label()),
-                &e2e,
-                Some(&post),
-                target,
-            ));
+    if wants(Scenario::EndToEnd) {
+        let running = start_invokd(
+            &invokd,
+            &dir.path().join("running"),
+            &[
+                "--emulator-latency-ms",
+                "0",
+                "--max-concurrency",
+                "64",
+                "--per-model-concurrency",
+                "64",
+            ],
+            args.database_url.as_deref(),
+            &mut databases,
+        )
+        .await?;
+        let levels: &[usize] = if args.quick { &[16] } else { &[16, 64] };
+        for follow in [Follow::Poll, Follow::Wait] {
+            for &c in levels {
+                let e2e = {
+                    let (http, url) = (http.clone(), running.url.clone());
+                    load::run(c, duration, move |_, i| {
+                        let (http, url) = (http.clone(), url.clone());
+                        async move { end_to_end(&http, &url, i, follow).await.unwrap_or(false) }
+                    })
+                    .await?
+                };
+                let target = if c == 16 { "≥ 0.25 × echo POST" } else { "" };
+                rows.push(row(
+                    &format!("end to end ({c}), {}, jobs", follow.label()),
+                    &e2e,
+                    Some(&post),
+                    target,
+                ));
+            }
         }
+        drop(running);
     }
-    drop(running);
 
     // A store with a long history: start-up time and memory.
+    let (mut big_rss, mut big_startup_ms) = (None, None);
     let history = if args.quick { 10_000 } else { args.history };
     let hist_dir = dir.path().join("history");
-    let mut first = Server::start(
-        process::invokd(&invokd, &hist_dir, KEY, &[]),
-        "invokd listening on ",
-    )
-    .await?;
-    first.child.kill().await?;
-    scale::fill_history(&hist_dir.join("data").join("invokd.sqlite"), history).await?;
-    let big = Server::start(
-        process::invokd(&invokd, &hist_dir, KEY, &[]),
-        "invokd listening on ",
-    )
-    .await?;
-    let big_startup_ms = big.startup.as_secs_f64() * 1000.0;
-    let listed = json_of(http.get(format!("{}/v1/async-invoke?limit=100", big.url))).await?;
-    anyhow::ensure!(
-        listed["invocations"].as_array().map(Vec::len) == Some(100),
-        "the history is not listed"
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let big_rss = big.rss_mb();
-    drop(big);
+    if wants(Scenario::History) {
+        let mut first = Server::start(
+            process::invokd(&invokd, &hist_dir, KEY, &[]),
+            "invokd listening on ",
+        )
+        .await?;
+        first.child.kill().await?;
+        scale::fill_history(&hist_dir.join("data").join("invokd.sqlite"), history).await?;
+        let big = Server::start(
+            process::invokd(&invokd, &hist_dir, KEY, &[]),
+            "invokd listening on ",
+        )
+        .await?;
+        big_startup_ms = Some(big.startup.as_secs_f64() * 1000.0);
+        let listed = json_of(http.get(format!("{}/v1/async-invoke?limit=100", big.url))).await?;
+        anyhow::ensure!(
+            listed["invocations"].as_array().map(Vec::len) == Some(100),
+            "the history is not listed"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        big_rss = big.rss_mb();
+        drop(big);
+    }
     for db in databases {
         db.drop_db().await?;
     }
 
     let with_history = format!("{history} stored jobs");
-    let mut memory = vec![
-        ("RSS idle, MB".to_owned(), idle_rss, "≤ 30"),
-        ("RSS after create and status, MB".into(), loaded_rss, ""),
-    ];
+    let (created, historic) = (wants(Scenario::Create), wants(Scenario::History));
+    let mut memory = Vec::new();
+    if created {
+        memory.push(("RSS idle, MB".to_owned(), idle_rss, "≤ 30"));
+        memory.push(("RSS after create and status, MB".into(), loaded_rss, ""));
+    }
     memory.extend(sse);
-    memory.extend([
-        (
+    if historic {
+        memory.push((
             format!("RSS, {with_history}, MB"),
             big_rss,
             "≤ 100 (1,000,000 jobs)",
-        ),
-        ("baseline RSS after its runs, MB".into(), base_rss, ""),
-        ("start-up, empty store, ms".into(), Some(startup_ms), ""),
-        (
+        ));
+    }
+    memory.push(("baseline RSS after its runs, MB".into(), base_rss, ""));
+    if created {
+        memory.push(("start-up, empty store, ms".into(), startup_ms, ""));
+    }
+    if historic {
+        memory.push((
             format!("start-up, {with_history}, ms"),
-            Some(big_startup_ms),
+            big_startup_ms,
             "≤ 200 (1,000,000 jobs)",
-        ),
-    ]);
+        ));
+    }
     for (name, value, target) in memory {
         rows.push(Row {
             scenario: name,

@@ -277,9 +277,26 @@ async fn apply_all(
         .map(|j| crate::sql::as_inserted(j))
         .collect::<Result<Vec<_>, _>>()?
         .into_iter();
+    // Finishes go last, together: a statement for all their log lines and one fenced update,
+    // rather than a few round trips each. Nothing later in a batch can depend on a finish (its
+    // run has ended), and a run's earlier log lines and heartbeats still come before it.
     let mut done = Vec::with_capacity(writes.len());
-    for write in writes {
-        done.push(write.apply(conn, &mut inserted).await?);
+    let mut finishes = Vec::new();
+    for (i, write) in writes.iter().enumerate() {
+        match write {
+            Write::Fenced(f) if f.is_finish() => {
+                finishes.push((i, f));
+                done.push(Done::Applied(false));
+            }
+            _ => done.push(write.apply(conn, &mut inserted).await?),
+        }
+    }
+    if !finishes.is_empty() {
+        let fenced: Vec<&sqlite::Fenced> = finishes.iter().map(|(_, f)| *f).collect();
+        let changed = sqlite::finish_all(conn, &fenced).await?;
+        for ((i, _), changed) in finishes.iter().zip(changed) {
+            done[*i] = Done::Applied(changed);
+        }
     }
     if !inserts_alone {
         sqlx::query("COMMIT")

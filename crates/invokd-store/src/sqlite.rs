@@ -77,7 +77,8 @@ impl SqliteStore {
             .max_connections(1)
             // A local file does not go stale like a socket: no ping each time it is taken.
             .test_before_acquire(false)
-            // Room for the group commit's inserts, one per batch size, beside the rest.
+            // Room for the group commit's multi-row statements (new jobs, log lines, finishes),
+            // one per size, beside the rest.
             .connect_with(connect_options(path).statement_cache_capacity(256))
             .await
             .map_err(unavailable)?;
@@ -290,18 +291,23 @@ impl Fenced {
         self.id
     }
 
+    /// Whether this ends the job with an outcome, and can share [`finish_all`]'s statements.
+    pub(crate) fn is_finish(&self) -> bool {
+        matches!(self.change, Change::Finish { .. })
+    }
+
     /// True if the lease was still held and the job changed.
     pub(crate) async fn apply(&self, conn: &mut SqliteConnection) -> Result<bool, StoreError> {
         let cancelled = cancelled_error();
-        if let Change::Finish { logs, .. } = &self.change {
-            append_log_rows(conn, self.id, logs).await?;
-        }
-        let sql = match &self.change {
-            Change::Finish { .. } => fenced!(
-                "status = ?4, output = ?5, error_message = ?6, error_type = ?7, completed_at = ?8,
-                 lease_owner = NULL, lease_expires_at = NULL"
-            ),
-            Change::Release { .. } => fenced!(
+        let fence = |sql| {
+            sqlx::query(sql)
+                .bind(self.id.to_string())
+                .bind(&self.owner)
+                .bind(self.attempt)
+        };
+        let q = match &self.change {
+            Change::Finish { .. } => return Ok(finish_all(conn, &[self]).await?.contains(&true)),
+            Change::Release { error, now } => fence(fenced!(
                 "status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'CANCELED'
                                WHEN attempt >= max_attempts THEN 'FAILED' ELSE 'QUEUED' END,
                  error_message = CASE WHEN cancel_requested_at IS NOT NULL THEN ?7
@@ -311,45 +317,24 @@ impl Fenced {
                  completed_at = CASE WHEN cancel_requested_at IS NOT NULL OR attempt >= max_attempts
                                      THEN ?6 END,
                  lease_owner = NULL, lease_expires_at = NULL"
-            ),
-            Change::GiveBack { .. } => fenced!(
+            ))
+            .bind(&error.message)
+            .bind(&error.error_type)
+            .bind(micros(*now))
+            .bind(&cancelled.message)
+            .bind(&cancelled.error_type),
+            Change::GiveBack { now } => fence(fenced!(
                 "status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'CANCELED' ELSE 'QUEUED' END,
                  error_message = CASE WHEN cancel_requested_at IS NOT NULL THEN ?4 END,
                  error_type = CASE WHEN cancel_requested_at IS NOT NULL THEN ?5 END,
                  completed_at = CASE WHEN cancel_requested_at IS NOT NULL THEN ?6 END,
                  max_attempts = max_attempts + 1,
                  lease_owner = NULL, lease_expires_at = NULL"
-            ),
-            Change::SetUpstream(_) => fenced!("upstream = ?4"),
-        };
-        let q = sqlx::query(sql)
-            .bind(self.id.to_string())
-            .bind(&self.owner)
-            .bind(self.attempt);
-        let q = match &self.change {
-            Change::Finish {
-                status,
-                output,
-                error,
-                now,
-                logs: _,
-            } => q
-                .bind(status.as_str())
-                .bind(output.as_deref())
-                .bind(error.as_ref().map(|e| e.message.as_str()))
-                .bind(error.as_ref().map(|e| e.error_type.as_str()))
-                .bind(micros(*now)),
-            Change::Release { error, now } => q
-                .bind(&error.message)
-                .bind(&error.error_type)
-                .bind(micros(*now))
-                .bind(&cancelled.message)
-                .bind(&cancelled.error_type),
-            Change::GiveBack { now } => q
-                .bind(&cancelled.message)
-                .bind(&cancelled.error_type)
-                .bind(micros(*now)),
-            Change::SetUpstream(json) => q.bind(json.as_deref()),
+            ))
+            .bind(&cancelled.message)
+            .bind(&cancelled.error_type)
+            .bind(micros(*now)),
+            Change::SetUpstream(json) => fence(fenced!("upstream = ?4")).bind(json.as_deref()),
         };
         let done = q.execute(conn).await.map_err(unavailable)?;
         Ok(done.rows_affected() == 1)
@@ -441,17 +426,101 @@ pub(crate) async fn append_log_rows(
     id: JobId,
     lines: &[LogLine],
 ) -> Result<(), StoreError> {
-    for l in lines {
-        sqlx::query("INSERT INTO job_logs (job_id, ts, level, message) VALUES (?1, ?2, ?3, ?4)")
-            .bind(id.to_string())
-            .bind(micros(l.timestamp))
-            .bind(&l.level)
-            .bind(&l.message)
+    insert_log_rows(conn, lines.iter().map(|l| (id, l))).await
+}
+
+/// Rows per multi-row statement of log lines or finishes: each statement is a round trip to the
+/// connection's thread, and each size up to this stays prepared (the write connection's
+/// statement cache has room for every size of both, beside the inserts').
+const ROWS_PER_STATEMENT: usize = 64;
+
+/// Stores log lines, in order, a statement for up to [`ROWS_PER_STATEMENT`] of them.
+async fn insert_log_rows<'l>(
+    conn: &mut SqliteConnection,
+    lines: impl Iterator<Item = (JobId, &'l LogLine)>,
+) -> Result<(), StoreError> {
+    let lines: Vec<_> = lines.collect();
+    for chunk in lines.chunks(ROWS_PER_STATEMENT) {
+        let mut insert =
+            sqlx::QueryBuilder::new("INSERT INTO job_logs (job_id, ts, level, message) ");
+        insert.push_values(chunk, |mut row, (id, l)| {
+            row.push_bind(id.to_string())
+                .push_bind(micros(l.timestamp))
+                .push_bind(l.level.clone())
+                .push_bind(l.message.clone());
+        });
+        insert
+            .build()
             .execute(&mut *conn)
             .await
             .map_err(unavailable)?;
     }
     Ok(())
+}
+
+/// Applies finishes (each [`Fenced::is_finish`]) together: all their log lines, then one fenced
+/// update per [`ROWS_PER_STATEMENT`] of them. Says for each whether its lease still held and its
+/// job changed, as [`Fenced::apply`] does for one. A finish a batch holds twice changes its job
+/// once.
+pub(crate) async fn finish_all(
+    conn: &mut SqliteConnection,
+    finishes: &[&Fenced],
+) -> Result<Vec<bool>, StoreError> {
+    let logs = finishes.iter().flat_map(|f| match &f.change {
+        Change::Finish { logs, .. } => logs.iter().map(|l| (f.id, l)).collect(),
+        _ => Vec::new(),
+    });
+    insert_log_rows(conn, logs).await?;
+    let mut changed = std::collections::HashSet::new();
+    for chunk in finishes.chunks(ROWS_PER_STATEMENT) {
+        // SQLite names a VALUES list's columns column1, column2, ...
+        let mut update = sqlx::QueryBuilder::new(
+            "UPDATE jobs SET status = v.column4, output = v.column5, error_message = v.column6,
+                 error_type = v.column7, completed_at = v.column8,
+                 lease_owner = NULL, lease_expires_at = NULL
+             FROM (",
+        );
+        update.push_values(chunk, |mut row, f| {
+            row.push_bind(f.id.to_string())
+                .push_bind(f.owner.clone())
+                .push_bind(f.attempt);
+            if let Change::Finish {
+                status,
+                output,
+                error,
+                now,
+                ..
+            } = &f.change
+            {
+                row.push_bind(status.as_str())
+                    .push_bind(output.clone())
+                    .push_bind(error.as_ref().map(|e| e.message.clone()))
+                    .push_bind(error.as_ref().map(|e| e.error_type.clone()))
+                    .push_bind(micros(*now));
+            }
+        });
+        update.push(
+            ") AS v
+             WHERE jobs.id = v.column1 AND jobs.status = 'IN_PROGRESS'
+               AND jobs.lease_owner = v.column2 AND jobs.attempt = v.column3
+             RETURNING id, attempt",
+        );
+        let rows = update
+            .build()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        for r in rows {
+            let id: String = r.try_get("id").map_err(unavailable)?;
+            let attempt: i64 = r.try_get("attempt").map_err(unavailable)?;
+            changed.insert((id, attempt));
+        }
+    }
+    // Each change is reported once, to the first finish that asked for it.
+    Ok(finishes
+        .iter()
+        .map(|f| changed.remove(&(f.id.to_string(), f.attempt)))
+        .collect())
 }
 
 fn key_from_row(r: &SqliteRow) -> Result<KeyRecord, StoreError> {

@@ -1389,6 +1389,74 @@ async fn a_runs_log_lines_are_all_stored_in_order_with_its_finish(s: S) {
     );
 }
 
+/// Finishes that arrive together (and share a commit on the embedded store) each answer for
+/// their own lease: the holders' end their jobs with their lines in order, a stale lease changes
+/// nothing but keeps its lines, and of two finishes of one run exactly one wins.
+async fn finishes_arriving_together_each_answer_for_their_own_lease(s: S) {
+    let key = KeyId::generate();
+    for _ in 0..40 {
+        s.insert_job(new_job("m", 0, key)).await.unwrap();
+    }
+    let jobs = s.claim_jobs(claim("w", 40, &NO_CAPS)).await.unwrap();
+    assert_eq!(jobs.len(), 40);
+    let lines: Vec<Vec<LogLine>> = (0..40)
+        .map(|n| {
+            (0..3)
+                .map(|i| LogLine {
+                    message: format!("job {n} line {i}"),
+                    level: "INFO".into(),
+                    timestamp: common::now(),
+                })
+                .collect()
+        })
+        .collect();
+    // Jobs 0-9 finished by a stale owner, 10-19 twice by their holder, the rest once.
+    let twice = |n: usize| (10..20).contains(&n);
+    let mut finishes = Vec::new();
+    for (n, job) in jobs.iter().enumerate() {
+        let mut lease = job.lease.clone().unwrap();
+        if n < 10 {
+            lease.owner = "w2".into();
+        }
+        for _ in 0..if twice(n) { 2 } else { 1 } {
+            let (s, lease, logs, id) = (s.clone(), lease.clone(), lines[n].clone(), job.id);
+            let out = json!({"n": n}).as_object().unwrap().clone();
+            finishes.push(tokio::spawn(async move {
+                let outcome = Outcome::Completed(out);
+                let done = s
+                    .finish_with_logs(id, &lease, outcome, common::now(), &logs)
+                    .await
+                    .unwrap();
+                (n, done)
+            }));
+        }
+    }
+    let mut won = [0; 40];
+    for f in finishes {
+        let (n, done) = f.await.unwrap();
+        won[n] += usize::from(done);
+    }
+    for (n, job) in jobs.iter().enumerate() {
+        let stored = s.get_job(job.id, None).await.unwrap().unwrap();
+        let want_logs = if twice(n) {
+            [lines[n].clone(), lines[n].clone()].concat()
+        } else {
+            lines[n].clone()
+        };
+        assert_eq!(s.logs(job.id).await.unwrap(), want_logs, "job {n}'s lines");
+        if n < 10 {
+            assert_eq!(won[n], 0, "job {n}: a stale lease finished it");
+            assert_eq!(stored.status, JobStatus::InProgress);
+            assert!(stored.output.is_none());
+        } else {
+            assert_eq!(won[n], 1, "job {n}: finished {} times", won[n]);
+            assert_eq!(stored.status, JobStatus::Completed);
+            assert_eq!(stored.output.unwrap()["n"], json!(n));
+            assert!(stored.lease.is_none() && stored.completed_at.is_some());
+        }
+    }
+}
+
 async fn cancel_is_scoped_to_the_project_and_final(s: S) {
     let k = KeyId::generate();
     let mut j = new_job("m", 0, k);
@@ -1692,6 +1760,7 @@ conformance!(
     keys_list_newest_first_and_revoke_once,
     logs_come_back_in_the_order_they_were_written,
     cancel_is_scoped_to_the_project_and_final,
+    finishes_arriving_together_each_answer_for_their_own_lease,
     a_sweep_racing_the_holders_finish_lets_exactly_one_win,
     json_comes_back_whatever_it_holds,
 );
