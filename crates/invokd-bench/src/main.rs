@@ -107,10 +107,9 @@ async fn main() -> anyhow::Result<()> {
         return baseline::serve().await;
     }
     let seconds = if args.quick { 1.0 } else { args.seconds };
-    let duration = Duration::from_secs_f64(seconds);
     let me = std::env::current_exe().context("cannot find this program")?;
-    let invokd = match args.invokd {
-        Some(p) => p,
+    let invokd = match &args.invokd {
+        Some(p) => p.clone(),
         None => me.with_file_name("invokd"),
     };
     anyhow::ensure!(
@@ -118,297 +117,82 @@ async fn main() -> anyhow::Result<()> {
         "no invokd at {} (build it, or pass --invokd)",
         invokd.display()
     );
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()?;
-    let mut rows = Vec::new();
+    let mut run = Run {
+        me,
+        invokd,
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()?,
+        dir: tempfile::tempdir()?,
+        duration: Duration::from_secs_f64(seconds),
+        rounds: if args.quick { 1 } else { seconds.ceil() as u32 },
+        quick: args.quick,
+        database_url: args.database_url.clone(),
+        databases: Vec::new(),
+    };
     let wants = |s: Scenario| args.only.is_empty() || args.only.contains(&s);
 
+    // Rates first, their baselines at the top; then memory and start-up.
+    let (mut baselines, mut rates, mut memory) = (Vec::new(), Vec::new(), Vec::new());
     // The baseline, kept running: it takes turns with invokd in the create and status runs.
-    let base = start_baseline(&me).await?;
-    let rounds = if args.quick { 1 } else { seconds.ceil() as u32 };
-    let dir = tempfile::tempdir()?;
-    let mut databases = Vec::new();
-
-    // The queue core, beside a raw insert loop with the same durability, at the create
-    // scenario's concurrency.
+    let base = start_baseline(&run.me).await?;
     if wants(Scenario::Core) {
-        let raw = queue::raw_sqlite(dir.path(), 64, duration).await?;
-        rows.push(row("raw SQLite insert loop (64), rows", &raw, None, ""));
-        let sqlite: Arc<dyn Store> = Arc::new(
-            invokd_store::SqliteStore::open(&dir.path().join("core.sqlite"))
-                .await
-                .context("cannot open the queue core's SQLite store")?,
-        );
-        let core = queue::queue_core(sqlite, 64, duration).await?;
-        rows.push(row(
-            "queue core, SQLite (64), jobs completed",
-            &core,
-            Some(&raw),
-            "≥ 0.3 × raw insert loop",
-        ));
-        if let Some(admin) = &args.database_url {
-            let db = FreshDb::create(admin, "core").await?;
-            let pg: Arc<dyn Store> = Arc::new(
-                invokd_store::PostgresStore::connect(&db.url)
-                    .await
-                    .with_context(|| format!("cannot open the store in {}", db.name))?,
-            );
-            let core = queue::queue_core(pg, 64, duration).await?;
-            databases.push(db);
-            rows.push(row(
-                "queue core, PostgreSQL (64), jobs completed",
-                &core,
-                Some(&raw),
-                "",
-            ));
-        }
+        rates.extend(queue_core(&mut run).await?);
     }
-
-    // invokd with jobs that stay queued: create and status alone.
-    let (mut post, mut idle_rss, mut loaded_rss, mut startup_ms) = (None, None, None, None);
-    if wants(Scenario::Create) {
-        let held = start_invokd(
-            &invokd,
-            &dir.path().join("held"),
-            HOLD_JOBS,
-            args.database_url.as_deref(),
-            &mut databases,
-        )
-        .await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        idle_rss = held.rss_mb();
-        startup_ms = Some(held.startup.as_secs_f64() * 1000.0);
-        let (echo, create) = {
-            let (echo, url) = (
-                format!("{}/echo", base.url),
-                format!("{}/v1/async-invoke", held.url),
-            );
-            let (h1, h2) = (http.clone(), http.clone());
-            load::paired(
-                64,
-                duration,
-                rounds,
-                move |_, i| {
-                    let req = h1.post(&echo).json(&job_body(i));
-                    async move { ok(req, StatusCode::ACCEPTED).await }
-                },
-                move |_, i| {
-                    let req = h2.post(&url).bearer_auth(KEY).json(&job_body(i));
-                    async move { ok(req, StatusCode::ACCEPTED).await }
-                },
-            )
-            .await?
-        };
-        let ids = Arc::new(created_ids(&http, &held.url, 256).await?);
-        let (get, status) = {
-            let (ping, url, ids) = (format!("{}/ping", base.url), held.url.clone(), ids.clone());
-            let (h1, h2) = (http.clone(), http.clone());
-            load::paired(
-                64,
-                duration,
-                rounds,
-                move |_, _| {
-                    let req = h1.get(&ping);
-                    async move { ok(req, StatusCode::OK).await }
-                },
-                move |w, i| {
-                    let id = &ids[(w * 7919 + i as usize) % ids.len()];
-                    let req = h2
-                        .get(format!("{url}/v1/async-invoke/{id}/status"))
-                        .bearer_auth(KEY);
-                    async move { ok(req, StatusCode::OK).await }
-                },
-            )
-            .await?
-        };
-        rows.splice(
-            0..0,
-            [
-                row("baseline: echo POST (64)", &echo, None, ""),
-                row("baseline: GET (64)", &get, None, ""),
-            ],
-        );
-        rows.push(row(
-            "create (64)",
-            &create,
-            Some(&echo),
-            "≥ 0.6 × echo POST, p99 ≤ 10 ms",
-        ));
-        rows.push(row("status (64)", &status, Some(&get), "≥ 0.7 × GET"));
-        loaded_rss = held.rss_mb();
-        post = Some(echo);
-    }
-    // End to end is a ratio to the echo POST: measured alone when create did not run.
-    let post = match post {
-        Some(post) => post,
-        None if wants(Scenario::EndToEnd) => {
-            let (http, echo) = (http.clone(), format!("{}/echo", base.url));
-            let post = load::run(64, duration, move |_, i| {
-                let req = http.post(&echo).json(&job_body(i));
-                async move { ok(req, StatusCode::ACCEPTED).await }
-            })
-            .await?;
-            rows.insert(0, row("baseline: echo POST (64)", &post, None, ""));
-            post
-        }
-        None => Stats::default(),
+    let mut startup = None;
+    let post = if wants(Scenario::Create) {
+        let c = create_and_status(&mut run, &base).await?;
+        baselines.extend([row("baseline: echo POST (64)", &c.echo, None, ""), c.get]);
+        rates.extend(c.rates);
+        memory.extend([
+            figure("RSS idle, MB", c.idle_rss, "≤ 30"),
+            figure("RSS after create and status, MB", c.loaded_rss, ""),
+        ]);
+        startup = Some(figure("start-up, empty store, ms", c.startup_ms, ""));
+        Some(c.echo)
+    } else {
+        None
     };
-
+    if wants(Scenario::EndToEnd) {
+        // A ratio to the echo POST: measured alone when create did not run.
+        let post = match post {
+            Some(post) => post,
+            None => {
+                let post = echo_alone(&run, &base).await?;
+                baselines.push(row("baseline: echo POST (64)", &post, None, ""));
+                post
+            }
+        };
+        rates.extend(end_to_end_runs(&mut run, &post).await?);
+    }
     let base_rss = base.rss_mb();
     drop(base);
-
-    // Event streams held open while the server's memory is read, on a fresh invokd with 256
-    // queued jobs, and on a fresh baseline's bare stream for what the HTTP stack alone costs.
-    // Fresh servers for each figure: memory freed by earlier runs is not always given back,
-    // and would be counted as the streams'.
-    let want = if args.quick { 200 } else { args.streams };
-    let mut sse = Vec::new();
-    let transports = if wants(Scenario::Streams) {
-        vec![
-            ("HTTP/2, 100 per connection", scale::Transport::Http2(100)),
-            ("HTTP/1.1", scale::Transport::Http1),
-        ]
-    } else {
-        Vec::new()
-    };
-    for (n, (label, transport)) in transports.into_iter().enumerate() {
-        let queued = start_invokd(
-            &invokd,
-            &dir.path().join(format!("streams-{n}")),
-            HOLD_JOBS,
-            args.database_url.as_deref(),
-            &mut databases,
-        )
-        .await?;
-        let urls: Vec<String> = created_ids(&http, &queued.url, 256)
-            .await?
-            .iter()
-            .map(|id| format!("{}/v1/async-invoke/{id}/events", queued.url))
-            .collect();
-        let (opened, rss) = scale::stream_rss(&queued, &urls, want, transport).await?;
-        sse.push((
-            format!("RSS, {opened} of {want} SSE streams ({label}), MB"),
-            rss,
-            "≤ 150 (10,000 streams)",
-        ));
-        drop(queued);
-        let bare = start_baseline(&me).await?;
-        let urls = [format!("{}/events", bare.url)];
-        let (opened, rss) = scale::stream_rss(&bare, &urls, want, transport).await?;
-        sse.push((
-            format!("baseline RSS, {opened} SSE streams ({label}), MB"),
-            rss,
-            "",
-        ));
+    if wants(Scenario::Streams) {
+        let want = if run.quick { 200 } else { args.streams };
+        memory.extend(streams(&mut run, want).await?);
     }
-
-    // invokd running every job at once on the emulator with no latency: the whole path.
-    if wants(Scenario::EndToEnd) {
-        let running = start_invokd(
-            &invokd,
-            &dir.path().join("running"),
-            &[
-                "--emulator-latency-ms",
-                "0",
-                "--max-concurrency",
-                "64",
-                "--per-model-concurrency",
-                "64",
-            ],
-            args.database_url.as_deref(),
-            &mut databases,
-        )
-        .await?;
-        let levels: &[usize] = if args.quick { &[16] } else { &[16, 64] };
-        for follow in [Follow::Poll, Follow::Wait] {
-            for &c in levels {
-                let e2e = {
-                    let (http, url) = (http.clone(), running.url.clone());
-                    load::run(c, duration, move |_, i| {
-                        let (http, url) = (http.clone(), url.clone());
-                        async move { end_to_end(&http, &url, i, follow).await.unwrap_or(false) }
-                    })
-                    .await?
-                };
-                let target = if c == 16 { "≥ 0.25 × echo POST" } else { "" };
-                rows.push(row(
-                    &format!("end to end ({c}), {}, jobs", follow.label()),
-                    &e2e,
-                    Some(&post),
-                    target,
-                ));
-            }
-        }
-        drop(running);
-    }
-
-    // A store with a long history: start-up time and memory.
-    let (mut big_rss, mut big_startup_ms) = (None, None);
-    let history = if args.quick { 10_000 } else { args.history };
-    let hist_dir = dir.path().join("history");
+    let mut history_startup = None;
     if wants(Scenario::History) {
-        let mut first = Server::start(
-            process::invokd(&invokd, &hist_dir, KEY, &[]),
-            "invokd listening on ",
-        )
-        .await?;
-        first.child.kill().await?;
-        scale::fill_history(&hist_dir.join("data").join("invokd.sqlite"), history).await?;
-        let big = Server::start(
-            process::invokd(&invokd, &hist_dir, KEY, &[]),
-            "invokd listening on ",
-        )
-        .await?;
-        big_startup_ms = Some(big.startup.as_secs_f64() * 1000.0);
-        let listed = json_of(http.get(format!("{}/v1/async-invoke?limit=100", big.url))).await?;
-        anyhow::ensure!(
-            listed["invocations"].as_array().map(Vec::len) == Some(100),
-            "the history is not listed"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        big_rss = big.rss_mb();
-        drop(big);
-    }
-    for db in databases {
-        db.drop_db().await?;
-    }
-
-    let with_history = format!("{history} stored jobs");
-    let (created, historic) = (wants(Scenario::Create), wants(Scenario::History));
-    let mut memory = Vec::new();
-    if created {
-        memory.push(("RSS idle, MB".to_owned(), idle_rss, "≤ 30"));
-        memory.push(("RSS after create and status, MB".into(), loaded_rss, ""));
-    }
-    memory.extend(sse);
-    if historic {
-        memory.push((
-            format!("RSS, {with_history}, MB"),
-            big_rss,
+        let n = if run.quick { 10_000 } else { args.history };
+        let (rss, startup_ms) = history(&run, n).await?;
+        memory.push(figure(
+            &format!("RSS, {n} stored jobs, MB"),
+            rss,
             "≤ 100 (1,000,000 jobs)",
         ));
-    }
-    memory.push(("baseline RSS after its runs, MB".into(), base_rss, ""));
-    if created {
-        memory.push(("start-up, empty store, ms".into(), startup_ms, ""));
-    }
-    if historic {
-        memory.push((
-            format!("start-up, {with_history}, ms"),
-            big_startup_ms,
+        history_startup = Some(figure(
+            &format!("start-up, {n} stored jobs, ms"),
+            startup_ms,
             "≤ 200 (1,000,000 jobs)",
         ));
     }
-    for (name, value, target) in memory {
-        rows.push(Row {
-            scenario: name,
-            stats: None,
-            ratio: None,
-            target: target.into(),
-            value,
-        });
+    memory.push(figure("baseline RSS after its runs, MB", base_rss, ""));
+    memory.extend(startup.into_iter().chain(history_startup));
+    for db in run.databases.drain(..) {
+        db.drop_db().await?;
     }
+
+    let rows: Vec<Row> = baselines.into_iter().chain(rates).chain(memory).collect();
     print_table(&rows, seconds);
     write_json(&args.json, &rows, seconds, args.quick)?;
     let failures: u64 = rows
@@ -420,33 +204,282 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What every scenario shares: the programs, the client, the run's directory and timing, and
+/// the PostgreSQL databases made for it (dropped at the end).
+struct Run {
+    me: PathBuf,
+    invokd: PathBuf,
+    http: reqwest::Client,
+    dir: tempfile::TempDir,
+    duration: Duration,
+    /// Slices in which create and status take turns with their baselines.
+    rounds: u32,
+    quick: bool,
+    database_url: Option<String>,
+    databases: Vec<FreshDb>,
+}
+
+impl Run {
+    /// `invokd serve` with `extra` in a directory of its own, once it is listening: on a fresh
+    /// database when the run has a PostgreSQL URL, else on SQLite.
+    async fn start_invokd(&mut self, name: &str, extra: &[&str]) -> anyhow::Result<Server> {
+        let mut cmd = process::invokd(&self.invokd, &self.dir.path().join(name), KEY, extra);
+        if let Some(admin) = &self.database_url {
+            let db = FreshDb::create(admin, "server").await?;
+            cmd.arg("--database-url").arg(&db.url);
+            self.databases.push(db);
+        }
+        Server::start(cmd, "invokd listening on ").await
+    }
+}
+
+/// The store without HTTP, beside a raw insert loop with the same durability, at the create
+/// scenario's concurrency.
+async fn queue_core(run: &mut Run) -> anyhow::Result<Vec<Row>> {
+    let dir = run.dir.path();
+    let raw = queue::raw_sqlite(dir, 64, run.duration).await?;
+    let mut rows = vec![row("raw SQLite insert loop (64), rows", &raw, None, "")];
+    let sqlite: Arc<dyn Store> = Arc::new(
+        invokd_store::SqliteStore::open(&dir.join("core.sqlite"))
+            .await
+            .context("cannot open the queue core's SQLite store")?,
+    );
+    let core = queue::queue_core(sqlite, 64, run.duration).await?;
+    rows.push(row(
+        "queue core, SQLite (64), jobs completed",
+        &core,
+        Some(&raw),
+        "≥ 0.3 × raw insert loop",
+    ));
+    if let Some(admin) = &run.database_url {
+        let db = FreshDb::create(admin, "core").await?;
+        let pg: Arc<dyn Store> = Arc::new(
+            invokd_store::PostgresStore::connect(&db.url)
+                .await
+                .with_context(|| format!("cannot open the store in {}", db.name))?,
+        );
+        let core = queue::queue_core(pg, 64, run.duration).await?;
+        run.databases.push(db);
+        rows.push(row(
+            "queue core, PostgreSQL (64), jobs completed",
+            &core,
+            Some(&raw),
+            "",
+        ));
+    }
+    Ok(rows)
+}
+
+/// What the create and status runs measured.
+struct CreateFigures {
+    echo: Stats,
+    /// The plain `GET`'s row.
+    get: Row,
+    rates: [Row; 2],
+    idle_rss: Option<f64>,
+    loaded_rss: Option<f64>,
+    startup_ms: Option<f64>,
+}
+
+/// Create and status on invokd with jobs that stay queued, each taking turns with its baseline.
+async fn create_and_status(run: &mut Run, base: &Server) -> anyhow::Result<CreateFigures> {
+    let held = run.start_invokd("held", HOLD_JOBS).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = held.rss_mb();
+    let (echo, create) = {
+        let (echo, url) = (
+            format!("{}/echo", base.url),
+            format!("{}/v1/async-invoke", held.url),
+        );
+        let (h1, h2) = (run.http.clone(), run.http.clone());
+        load::paired(
+            64,
+            run.duration,
+            run.rounds,
+            move |_, i| {
+                let req = h1.post(&echo).json(&job_body(i));
+                async move { ok(req, StatusCode::ACCEPTED).await }
+            },
+            move |_, i| {
+                let req = h2.post(&url).bearer_auth(KEY).json(&job_body(i));
+                async move { ok(req, StatusCode::ACCEPTED).await }
+            },
+        )
+        .await?
+    };
+    let ids = Arc::new(created_ids(&run.http, &held.url, 256).await?);
+    let (get, status) = {
+        let (ping, url) = (format!("{}/ping", base.url), held.url.clone());
+        let (h1, h2) = (run.http.clone(), run.http.clone());
+        load::paired(
+            64,
+            run.duration,
+            run.rounds,
+            move |_, _| {
+                let req = h1.get(&ping);
+                async move { ok(req, StatusCode::OK).await }
+            },
+            move |w, i| {
+                let id = &ids[(w * 7919 + i as usize) % ids.len()];
+                let req = h2
+                    .get(format!("{url}/v1/async-invoke/{id}/status"))
+                    .bearer_auth(KEY);
+                async move { ok(req, StatusCode::OK).await }
+            },
+        )
+        .await?
+    };
+    Ok(CreateFigures {
+        rates: [
+            row(
+                "create (64)",
+                &create,
+                Some(&echo),
+                "≥ 0.6 × echo POST, p99 ≤ 10 ms",
+            ),
+            row("status (64)", &status, Some(&get), "≥ 0.7 × GET"),
+        ],
+        get: row("baseline: GET (64)", &get, None, ""),
+        echo,
+        idle_rss,
+        loaded_rss: held.rss_mb(),
+        startup_ms: Some(held.startup.as_secs_f64() * 1000.0),
+    })
+}
+
+/// The echo POST alone, for end to end's ratio when create and status did not run.
+async fn echo_alone(run: &Run, base: &Server) -> anyhow::Result<Stats> {
+    let (http, echo) = (run.http.clone(), format!("{}/echo", base.url));
+    load::run(64, run.duration, move |_, i| {
+        let req = http.post(&echo).json(&job_body(i));
+        async move { ok(req, StatusCode::ACCEPTED).await }
+    })
+    .await
+}
+
+/// Event streams held open while the server's memory is read, on a fresh invokd with 256
+/// queued jobs, and on a fresh baseline's bare stream for what the HTTP stack alone costs.
+/// Fresh servers for each figure: memory freed by earlier runs is not always given back, and
+/// would be counted as the streams'.
+async fn streams(run: &mut Run, want: usize) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (n, (label, transport)) in [
+        ("HTTP/2, 100 per connection", scale::Transport::Http2(100)),
+        ("HTTP/1.1", scale::Transport::Http1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let queued = run.start_invokd(&format!("streams-{n}"), HOLD_JOBS).await?;
+        let urls: Vec<String> = created_ids(&run.http, &queued.url, 256)
+            .await?
+            .iter()
+            .map(|id| format!("{}/v1/async-invoke/{id}/events", queued.url))
+            .collect();
+        let (opened, rss) = scale::stream_rss(&queued, &urls, want, transport).await?;
+        rows.push(figure(
+            &format!("RSS, {opened} of {want} SSE streams ({label}), MB"),
+            rss,
+            "≤ 150 (10,000 streams)",
+        ));
+        drop(queued);
+        let bare = start_baseline(&run.me).await?;
+        let urls = [format!("{}/events", bare.url)];
+        let (opened, rss) = scale::stream_rss(&bare, &urls, want, transport).await?;
+        rows.push(figure(
+            &format!("baseline RSS, {opened} SSE streams ({label}), MB"),
+            rss,
+            "",
+        ));
+    }
+    Ok(rows)
+}
+
+/// The whole path, on an invokd running every job at once on the emulator with no latency.
+async fn end_to_end_runs(run: &mut Run, post: &Stats) -> anyhow::Result<Vec<Row>> {
+    let running = run
+        .start_invokd(
+            "running",
+            &[
+                "--emulator-latency-ms",
+                "0",
+                "--max-concurrency",
+                "64",
+                "--per-model-concurrency",
+                "64",
+            ],
+        )
+        .await?;
+    let levels: &[usize] = if run.quick { &[16] } else { &[16, 64] };
+    let mut rows = Vec::new();
+    for follow in [Follow::Poll, Follow::Wait] {
+        for &c in levels {
+            let (http, url) = (run.http.clone(), running.url.clone());
+            let e2e = load::run(c, run.duration, move |_, i| {
+                let (http, url) = (http.clone(), url.clone());
+                async move { end_to_end(&http, &url, i, follow).await.unwrap_or(false) }
+            })
+            .await?;
+            let target = if c == 16 { "≥ 0.25 × echo POST" } else { "" };
+            rows.push(row(
+                &format!("end to end ({c}), {}, jobs", follow.label()),
+                &e2e,
+                Some(post),
+                target,
+            ));
+        }
+    }
+    Ok(rows)
+}
+
+/// RSS and start-up (ms) of an invokd whose store holds `n` completed jobs.
+async fn history(run: &Run, n: u64) -> anyhow::Result<(Option<f64>, Option<f64>)> {
+    let dir = run.dir.path().join("history");
+    let mut first = Server::start(
+        process::invokd(&run.invokd, &dir, KEY, &[]),
+        "invokd listening on ",
+    )
+    .await?;
+    first.child.kill().await?;
+    scale::fill_history(&dir.join("data").join("invokd.sqlite"), n).await?;
+    let big = Server::start(
+        process::invokd(&run.invokd, &dir, KEY, &[]),
+        "invokd listening on ",
+    )
+    .await?;
+    let startup_ms = big.startup.as_secs_f64() * 1000.0;
+    let listed = json_of(
+        run.http
+            .get(format!("{}/v1/async-invoke?limit=100", big.url)),
+    )
+    .await?;
+    anyhow::ensure!(
+        listed["invocations"].as_array().map(Vec::len) == Some(100),
+        "the history is not listed"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok((big.rss_mb(), Some(startup_ms)))
+}
+
 /// Server flags that keep created jobs queued: a one-hour emulator run holds the one slot.
 const HOLD_JOBS: &[&str] = &["--emulator-latency-ms", "3600000", "--max-concurrency", "1"];
-
-/// `invokd serve` with `extra`, once it is listening: on a fresh database of `database_url`
-/// when one is given (recorded in `databases` to be dropped at the end), else on SQLite in
-/// `dir`.
-async fn start_invokd(
-    bin: &Path,
-    dir: &Path,
-    extra: &[&str],
-    database_url: Option<&str>,
-    databases: &mut Vec<FreshDb>,
-) -> anyhow::Result<Server> {
-    let mut cmd = process::invokd(bin, dir, KEY, extra);
-    if let Some(admin) = database_url {
-        let db = FreshDb::create(admin, "server").await?;
-        cmd.arg("--database-url").arg(&db.url);
-        databases.push(db);
-    }
-    Server::start(cmd, "invokd listening on ").await
-}
 
 /// The baseline server (this program's hidden `baseline-server` command), once it listens.
 async fn start_baseline(me: &Path) -> anyhow::Result<Server> {
     let mut cmd = tokio::process::Command::new(me);
     cmd.arg("baseline-server");
     Server::start(cmd, "baseline listening on ").await
+}
+
+/// A figure that is not a rate: memory or a time.
+fn figure(name: &str, value: Option<f64>, target: &str) -> Row {
+    Row {
+        scenario: name.into(),
+        stats: None,
+        ratio: None,
+        target: target.into(),
+        value,
+    }
 }
 
 fn row(name: &str, s: &Stats, baseline: Option<&Stats>, target: &str) -> Row {
