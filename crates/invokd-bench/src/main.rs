@@ -251,6 +251,21 @@ async fn queue_core(run: &mut Run) -> anyhow::Result<Vec<Row>> {
         Some(&raw),
         "≥ 0.3 × raw insert loop",
     ));
+    // The same behind a backlog of a model that may start nothing: claims must not read it.
+    let backlog = if run.quick { 10_000 } else { 100_000 };
+    let sqlite: Arc<dyn Store> = Arc::new(
+        invokd_store::SqliteStore::open(&dir.join("backlog.sqlite"))
+            .await
+            .context("cannot open the queue core's SQLite store")?,
+    );
+    queue::fill_backlog(&sqlite, backlog).await?;
+    let core = queue::queue_core(sqlite, 64, run.duration).await?;
+    rows.push(row(
+        &format!("queue core, SQLite (64), {backlog} jobs of a saturated model queued"),
+        &core,
+        Some(&raw),
+        "",
+    ));
     if let Some(admin) = &run.database_url {
         let db = FreshDb::create(admin, "core").await?;
         let pg: Arc<dyn Store> = Arc::new(

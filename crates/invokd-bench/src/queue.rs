@@ -98,6 +98,9 @@ fn new_job(key: KeyId, i: u64) -> NewJob {
     }
 }
 
+/// The model of a backlog that stays queued: the consumers may start none of its jobs.
+const SATURATED: &str = "bench/saturated";
+
 /// `producers` workers insert jobs while consumers claim them in batches under a lease and
 /// finish each as COMPLETED, for `duration`. The rate is jobs completed per second; the
 /// latencies are from a job's creation to its finish.
@@ -140,6 +143,30 @@ pub async fn queue_core(
     load::collect(consuming, insert_errors.load(Ordering::Relaxed), started).await
 }
 
+/// Queues `n` jobs of a model the consumers of [`queue_core`] may start none of, as a backlog
+/// of a saturated model sits in a busy server's queue (64 writers, as fast as the store takes
+/// them).
+pub async fn fill_backlog(store: &Arc<dyn Store>, n: u64) -> anyhow::Result<()> {
+    let key = KeyId::generate();
+    let writers: u64 = 64;
+    let mut filling = Vec::new();
+    for w in 0..writers {
+        let store = store.clone();
+        filling.push(tokio::spawn(async move {
+            for i in (w..n).step_by(writers as usize) {
+                let mut job = new_job(key, i);
+                job.model_id = SATURATED.into();
+                store.insert_job(job).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for f in filling {
+        f.await??;
+    }
+    Ok(())
+}
+
 /// One dispatcher's loop: claim a batch, finish every job of it concurrently, until
 /// `deadline`. Returns the creation-to-finish latencies of the jobs it completed and how many
 /// claims or finishes failed.
@@ -150,7 +177,7 @@ async fn consume(
 ) -> anyhow::Result<(Histogram<u64>, u64)> {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut errors = 0u64;
-    let capacity = BTreeMap::new();
+    let capacity = BTreeMap::from([(SATURATED.to_owned(), 0)]);
     let output: Map<String, Value> = match json!({"images": []}) {
         Value::Object(m) => m,
         _ => Map::new(),

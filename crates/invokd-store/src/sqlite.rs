@@ -1,7 +1,7 @@
 //! The SQLite store: one database file in WAL mode with full fsync, so a committed job survives
 //! a crash of the process or the machine.
 
-use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -348,49 +348,93 @@ pub(crate) struct Claim {
     owner: String,
     lease_until: i64,
     now: i64,
-    capacity: String,
-    default_capacity: i64,
-    limit: i64,
+    capacity: BTreeMap<String, u32>,
+    default_capacity: u32,
+    limit: u32,
 }
 
+/// The models with queued jobs, by a loose scan of the queue's index by model: one seek per
+/// model, however long the queue.
+const QUEUED_MODELS: &str = "WITH RECURSIVE models (model_id) AS (
+        SELECT (SELECT model_id FROM jobs WHERE status = 'QUEUED' ORDER BY model_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.model_id FROM jobs j WHERE j.status = 'QUEUED' AND j.model_id > m.model_id
+                ORDER BY j.model_id LIMIT 1)
+        FROM models m WHERE m.model_id IS NOT NULL)
+    SELECT model_id FROM models WHERE model_id IS NOT NULL";
+
 impl Claim {
-    pub(crate) fn new(req: &ClaimRequest<'_>) -> Result<Self, StoreError> {
-        Ok(Self {
+    pub(crate) fn new(req: &ClaimRequest<'_>) -> Self {
+        Self {
             owner: req.owner.to_owned(),
             lease_until: micros(req.lease_until),
             now: micros(req.now),
-            capacity: to_json(req.capacity)?,
-            default_capacity: i64::from(req.default_capacity),
-            limit: i64::from(req.limit),
-        })
+            capacity: req.capacity.clone(),
+            default_capacity: req.default_capacity,
+            limit: req.limit,
+        }
     }
 
-    /// The claimed jobs, in the order they should start.
+    /// The claimed jobs, in the order they should start. Each model's first jobs (as many as
+    /// it may start, and no more than the claim's limit) come from its own range of the
+    /// queue's index, and the best of those across models are taken, so a claim reads a few
+    /// rows per model rather than the whole queue (a window over 100,000 queued jobs took a
+    /// third of a second, and held the one writer all that time).
     pub(crate) async fn apply(&self, conn: &mut SqliteConnection) -> Result<Vec<Job>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE jobs
-             SET status = 'IN_PROGRESS', attempt = attempt + 1, lease_owner = ?1,
-                 lease_expires_at = ?2, started_at = COALESCE(started_at, MAX(?3, created_at))
-             WHERE id IN (
-                 SELECT id FROM (
-                     SELECT id, model_id, priority, created_at,
-                            ROW_NUMBER() OVER (PARTITION BY model_id ORDER BY priority, created_at, id) AS nth
-                     FROM jobs
-                     WHERE status = 'QUEUED' AND (start_deadline IS NULL OR start_deadline >= ?3))
-                 WHERE nth <= COALESCE((SELECT value FROM json_each(?4) WHERE key = model_id), ?5)
-                 ORDER BY priority, created_at, id
-                 LIMIT ?6)
-             RETURNING *",
-        )
-        .bind(&self.owner)
-        .bind(self.lease_until)
-        .bind(self.now)
-        .bind(&self.capacity)
-        .bind(self.default_capacity)
-        .bind(self.limit)
-        .fetch_all(conn)
-        .await
-        .map_err(unavailable)?;
+        let models: Vec<String> = sqlx::query_scalar(QUEUED_MODELS)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        let takes: Vec<(String, i64)> = models
+            .into_iter()
+            .filter_map(|model| {
+                let cap = self
+                    .capacity
+                    .get(&model)
+                    .copied()
+                    .unwrap_or(self.default_capacity);
+                let n = i64::from(cap.min(self.limit));
+                (n > 0).then_some((model, n))
+            })
+            .collect();
+        if takes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut claim = sqlx::QueryBuilder::new(
+            "UPDATE jobs SET status = 'IN_PROGRESS', attempt = attempt + 1, lease_owner = ",
+        );
+        claim
+            .push_bind(self.owner.clone())
+            .push(", lease_expires_at = ")
+            .push_bind(self.lease_until)
+            .push(", started_at = COALESCE(started_at, MAX(")
+            .push_bind(self.now)
+            .push(", created_at)) WHERE id IN (SELECT id FROM (");
+        for (i, (model, n)) in takes.into_iter().enumerate() {
+            if i > 0 {
+                claim.push(" UNION ALL ");
+            }
+            claim
+                .push(
+                    "SELECT * FROM (SELECT id, priority, created_at FROM jobs
+                     WHERE status = 'QUEUED' AND model_id = ",
+                )
+                .push_bind(model)
+                .push(" AND (start_deadline IS NULL OR start_deadline >= ")
+                .push_bind(self.now)
+                .push(") ORDER BY priority, created_at, id LIMIT ")
+                .push_bind(n)
+                .push(")");
+        }
+        claim
+            .push(") ORDER BY priority, created_at, id LIMIT ")
+            .push_bind(i64::from(self.limit))
+            .push(") RETURNING *");
+        let rows = claim
+            .build()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(unavailable)?;
         let mut jobs = rows
             .iter()
             .map(SqliteStore::job_from_row)
@@ -652,7 +696,7 @@ impl JobRepo for SqliteStore {
     }
 
     async fn claim_jobs(&self, req: ClaimRequest<'_>) -> Result<Vec<Job>, StoreError> {
-        self.writes.claim(Claim::new(&req)?).await
+        self.writes.claim(Claim::new(&req)).await
     }
 
     async fn heartbeat(
