@@ -87,6 +87,16 @@ impl Write {
         })
     }
 
+    /// When [`apply_all`] applies the write within its batch: new jobs first, finishes last,
+    /// the rest in the order they came (the sort that uses this is stable).
+    fn applied_in(&self) -> u8 {
+        match self {
+            Write::Insert(_) => 0,
+            Write::Fenced(f) if f.is_finish() => 2,
+            _ => 1,
+        }
+    }
+
     /// Tells the cache what the committed write did to its job.
     fn remember(&self, done: &Done, cache: &JobCache) {
         match (self, done) {
@@ -208,7 +218,12 @@ async fn run(pool: SqlitePool, cache: Arc<JobCache>, mut rx: mpsc::Receiver<Entr
 async fn commit_batch(conn: &mut SqliteConnection, cache: &JobCache, batch: &mut Vec<Entry>) {
     match commit(conn, batch.iter().map(|(write, _)| write)).await {
         Ok(done) => {
-            for ((write, reply), done) in batch.drain(..).zip(done) {
+            let mut answers: Vec<_> = batch.drain(..).zip(done).collect();
+            // The cache hears of the writes in the order they were applied: a claim queued
+            // before a new job's insert may have taken that job, and the claim's row must be
+            // the one kept.
+            answers.sort_by_key(|((write, _), _)| write.applied_in());
+            for ((write, reply), done) in answers {
                 write.remember(&done, cache);
                 let _ = reply.send(Ok(done));
             }
@@ -216,8 +231,13 @@ async fn commit_batch(conn: &mut SqliteConnection, cache: &JobCache, batch: &mut
         // One failing write must not fail the others: each on its own, with its own answer.
         Err(_) => {
             for (write, reply) in batch.drain(..) {
-                let alone = commit(conn, std::iter::once(&write)).await;
-                let _ = reply.send(alone.and_then(|mut done| done.pop().ok_or_else(shutting_down)));
+                let alone = commit(conn, std::iter::once(&write))
+                    .await
+                    .and_then(|mut done| done.pop().ok_or_else(shutting_down));
+                if let Ok(done) = &alone {
+                    write.remember(done, cache);
+                }
+                let _ = reply.send(alone);
             }
         }
     }
@@ -246,8 +266,9 @@ async fn apply_all(
     conn: &mut SqliteConnection,
     writes: &[&Write],
 ) -> Result<Vec<Done>, StoreError> {
-    // New jobs first, in one statement; a write queued before them in the batch seeing them
-    // changes nothing, as nothing else can name a job before its insert has answered.
+    // New jobs first, in one statement. Nothing else can name a job before its insert has
+    // answered, but a claim queued before them may take them: the cache hears of the writes
+    // in this order too (`Write::applied_in`).
     let new: Vec<&NewJob> = writes
         .iter()
         .filter_map(|w| match w {
@@ -305,4 +326,97 @@ async fn apply_all(
             .map_err(unavailable)?;
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::Utc;
+    use invokd_core::{JobStatus, KeyId, store::ClaimRequest};
+    use sqlx::Connection as _;
+
+    use super::*;
+
+    fn new_job() -> NewJob {
+        NewJob {
+            id: JobId::generate(),
+            key_id: KeyId::generate(),
+            project: "p".into(),
+            model_id: "m".into(),
+            input: Default::default(),
+            tags: Vec::new(),
+            priority: 0,
+            created_at: Utc::now(),
+            max_attempts: 1,
+            start_deadline: None,
+            webhook_url: None,
+            run_timeout: None,
+        }
+    }
+
+    /// A migrated database file, a connection of its own to it, and an empty cache.
+    async fn setup() -> (tempfile::TempDir, SqliteConnection, JobCache) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite");
+        drop(crate::SqliteStore::open(&path).await.unwrap());
+        let conn = SqliteConnection::connect_with(&sqlite::connect_options(&path))
+            .await
+            .unwrap();
+        (dir, conn, JobCache::default())
+    }
+
+    fn claim() -> Write {
+        let (caps, now) = (BTreeMap::new(), Utc::now());
+        Write::Claim(sqlite::Claim::new(&ClaimRequest {
+            owner: "w",
+            limit: 1,
+            capacity: &caps,
+            default_capacity: 1,
+            now,
+            lease_until: now + chrono::Duration::seconds(60),
+        }))
+    }
+
+    /// Commits `writes` as one batch; the answers in the writes' order.
+    async fn batch(
+        conn: &mut SqliteConnection,
+        cache: &JobCache,
+        writes: Vec<Write>,
+    ) -> Vec<Result<Done, StoreError>> {
+        let (mut entries, mut answers) = (Vec::new(), Vec::new());
+        for write in writes {
+            let (tx, rx) = oneshot::channel();
+            entries.push((write, tx));
+            answers.push(rx);
+        }
+        commit_batch(conn, cache, &mut entries).await;
+        let mut out = Vec::new();
+        for rx in answers {
+            out.push(rx.await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_claim_queued_ahead_of_an_insert_it_took_leaves_the_claimed_row_cached() {
+        let (_dir, mut conn, cache) = setup().await;
+        let job = new_job();
+        let answers = batch(&mut conn, &cache, vec![claim(), Write::Insert(job.clone())]).await;
+        assert!(matches!(&answers[0], Ok(Done::Claimed(jobs)) if jobs.len() == 1));
+        assert_eq!(cache.get(job.id).unwrap().status, JobStatus::InProgress);
+    }
+
+    #[tokio::test]
+    async fn writes_committed_alone_after_a_batch_failed_still_reach_the_cache() {
+        let (_dir, mut conn, cache) = setup().await;
+        let job = new_job();
+        batch(&mut conn, &cache, vec![Write::Insert(job.clone())]).await;
+        assert_eq!(cache.get(job.id).unwrap().status, JobStatus::Queued);
+        // The same job again fails the batch; the claim then commits on its own.
+        let answers = batch(&mut conn, &cache, vec![Write::Insert(job.clone()), claim()]).await;
+        assert!(matches!(answers[0], Err(StoreError::Conflict)));
+        assert!(matches!(&answers[1], Ok(Done::Claimed(jobs)) if jobs.len() == 1));
+        assert_eq!(cache.get(job.id).unwrap().status, JobStatus::InProgress);
+    }
 }
