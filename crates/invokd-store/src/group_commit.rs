@@ -333,27 +333,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     use chrono::Utc;
-    use invokd_core::{JobStatus, KeyId, store::ClaimRequest};
+    use invokd_core::{JobStatus, store::ClaimRequest};
     use sqlx::Connection as _;
 
     use super::*;
-
-    fn new_job() -> NewJob {
-        NewJob {
-            id: JobId::generate(),
-            key_id: KeyId::generate(),
-            project: "p".into(),
-            model_id: "m".into(),
-            input: Default::default(),
-            tags: Vec::new(),
-            priority: 0,
-            created_at: Utc::now(),
-            max_attempts: 1,
-            start_deadline: None,
-            webhook_url: None,
-            run_timeout: None,
-        }
-    }
+    use crate::job_cache::tests::new_job;
 
     /// A migrated database file, a connection of its own to it, and an empty cache.
     async fn setup() -> (tempfile::TempDir, SqliteConnection, JobCache) {

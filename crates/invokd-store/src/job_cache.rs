@@ -121,12 +121,13 @@ impl Inner {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::Utc;
     use invokd_core::{KeyId, NewJob};
 
-    fn job() -> Job {
+    /// A new job of model "m", as the crate's unit tests make them.
+    pub(crate) fn new_job() -> NewJob {
         NewJob {
             id: JobId::generate(),
             key_id: KeyId::generate(),
@@ -141,7 +142,10 @@ mod tests {
             webhook_url: None,
             run_timeout: None,
         }
-        .queued()
+    }
+
+    fn job() -> Job {
+        new_job().queued()
     }
 
     #[test]
