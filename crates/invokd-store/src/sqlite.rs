@@ -363,6 +363,10 @@ const QUEUED_MODELS: &str = "WITH RECURSIVE models (model_id) AS (
         FROM models m WHERE m.model_id IS NOT NULL)
     SELECT model_id FROM models WHERE model_id IS NOT NULL";
 
+/// Models whose first jobs one claim statement reads (SQLite allows 500 terms in a compound
+/// SELECT).
+const MODELS_PER_STATEMENT: usize = 200;
+
 impl Claim {
     pub(crate) fn new(req: &ClaimRequest<'_>) -> Self {
         Self {
@@ -397,9 +401,31 @@ impl Claim {
                 (n > 0).then_some((model, n))
             })
             .collect();
-        if takes.is_empty() {
-            return Ok(Vec::new());
+        // SQLite allows 500 terms in a compound SELECT: models go a statement per chunk, the
+        // best of each chunk first, within what the claim has left. (Within a chunk the order
+        // is the queue's; across chunks, by model name: only an operator's catalog of hundreds
+        // of models with queued jobs has more than one.)
+        let mut jobs = Vec::new();
+        for chunk in takes.chunks(MODELS_PER_STATEMENT) {
+            let left = self
+                .limit
+                .saturating_sub(u32::try_from(jobs.len()).unwrap_or(u32::MAX));
+            if left == 0 {
+                break;
+            }
+            jobs.extend(self.claim_among(conn, chunk, left).await?);
         }
+        jobs.sort_by_key(|j| (j.priority, j.created_at, j.id));
+        Ok(jobs)
+    }
+
+    /// Claims at most `limit` of the first jobs of `takes`' models, each model's count bounded.
+    async fn claim_among(
+        &self,
+        conn: &mut SqliteConnection,
+        takes: &[(String, i64)],
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
         let mut claim = sqlx::QueryBuilder::new(
             "UPDATE jobs SET status = 'IN_PROGRESS', attempt = attempt + 1, lease_owner = ",
         );
@@ -410,7 +436,7 @@ impl Claim {
             .push(", started_at = COALESCE(started_at, MAX(")
             .push_bind(self.now)
             .push(", created_at)) WHERE id IN (SELECT id FROM (");
-        for (i, (model, n)) in takes.into_iter().enumerate() {
+        for (i, (model, n)) in takes.iter().enumerate() {
             if i > 0 {
                 claim.push(" UNION ALL ");
             }
@@ -419,28 +445,23 @@ impl Claim {
                     "SELECT * FROM (SELECT id, priority, created_at FROM jobs
                      WHERE status = 'QUEUED' AND model_id = ",
                 )
-                .push_bind(model)
+                .push_bind(model.clone())
                 .push(" AND (start_deadline IS NULL OR start_deadline >= ")
                 .push_bind(self.now)
                 .push(") ORDER BY priority, created_at, id LIMIT ")
-                .push_bind(n)
+                .push_bind((*n).min(i64::from(limit)))
                 .push(")");
         }
         claim
             .push(") ORDER BY priority, created_at, id LIMIT ")
-            .push_bind(i64::from(self.limit))
+            .push_bind(i64::from(limit))
             .push(") RETURNING *");
         let rows = claim
             .build()
             .fetch_all(&mut *conn)
             .await
             .map_err(unavailable)?;
-        let mut jobs = rows
-            .iter()
-            .map(SqliteStore::job_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        jobs.sort_by_key(|j| (j.priority, j.created_at, j.id));
-        Ok(jobs)
+        rows.iter().map(SqliteStore::job_from_row).collect()
     }
 }
 

@@ -649,6 +649,28 @@ async fn a_claim_never_takes_more_of_a_model_than_its_capacity(s: S) {
     assert!(s.claim_jobs(claim("w", 0, &caps)).await.unwrap().is_empty());
 }
 
+/// An operator's catalog may hold hundreds of models: a claim takes jobs of every one of them,
+/// within its limit and each model's capacity.
+async fn a_claim_reaches_the_jobs_of_hundreds_of_models(s: S) {
+    let k = KeyId::generate();
+    for m in 0..600 {
+        for _ in 0..2 {
+            s.insert_job(new_job(&format!("m{m:03}"), 0, k))
+                .await
+                .unwrap();
+        }
+    }
+    let mut req = claim("w", 1000, &NO_CAPS);
+    req.default_capacity = 1;
+    let got = s.claim_jobs(req).await.unwrap();
+    let models: std::collections::BTreeSet<_> = got.iter().map(|j| j.model_id.clone()).collect();
+    assert_eq!((got.len(), models.len()), (600, 600));
+    let got = s.claim_jobs(claim("w", 450, &NO_CAPS)).await.unwrap();
+    assert_eq!(got.len(), 450);
+    let got = s.claim_jobs(claim("w", 1000, &NO_CAPS)).await.unwrap();
+    assert_eq!(got.len(), 150);
+}
+
 async fn a_claim_starts_no_earlier_than_the_job_was_created(s: S) {
     let k = KeyId::generate();
     let mut job = new_job("m", 0, k);
@@ -1745,6 +1767,7 @@ conformance!(
     concurrent_inserts_and_one_bad_row_fails_alone,
     every_field_comes_back_as_it_was_stored,
     a_claim_never_takes_more_of_a_model_than_its_capacity,
+    a_claim_reaches_the_jobs_of_hundreds_of_models,
     a_claim_starts_no_earlier_than_the_job_was_created,
     failed_and_canceled_runs_keep_their_error_and_no_output,
     a_release_by_anyone_but_the_holder_changes_nothing,
