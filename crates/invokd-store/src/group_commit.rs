@@ -87,13 +87,12 @@ impl Write {
         })
     }
 
-    /// When [`apply_all`] applies the write within its batch: new jobs first, finishes last,
-    /// the rest in the order they came (the sort that uses this is stable).
-    fn applied_in(&self) -> u8 {
+    /// The job this write changes by name, if any (a claim finds its jobs; an insert makes one).
+    fn names(&self) -> Option<JobId> {
         match self {
-            Write::Insert(_) => 0,
-            Write::Fenced(f) if f.is_finish() => 2,
-            _ => 1,
+            Write::Fenced(f) => Some(f.job_id()),
+            Write::Heartbeat { id, .. } | Write::AppendLogs { id, .. } => Some(*id),
+            Write::Insert(_) | Write::Claim(_) => None,
         }
     }
 
@@ -214,17 +213,19 @@ async fn run(pool: SqlitePool, cache: Arc<JobCache>, mut rx: mpsc::Receiver<Entr
     }
 }
 
-/// Commits `batch` and answers its writers, emptying it.
+/// Commits `batch` and answers its writers, emptying it. The cache hears of every write
+/// before any writer is answered, so an answered writer's next read finds what it wrote.
 async fn commit_batch(conn: &mut SqliteConnection, cache: &JobCache, batch: &mut Vec<Entry>) {
     match commit(conn, batch.iter().map(|(write, _)| write)).await {
-        Ok(done) => {
-            let mut answers: Vec<_> = batch.drain(..).zip(done).collect();
-            // The cache hears of the writes in the order they were applied: a claim queued
-            // before a new job's insert may have taken that job, and the claim's row must be
-            // the one kept.
-            answers.sort_by_key(|((write, _), _)| write.applied_in());
-            for ((write, reply), done) in answers {
-                write.remember(&done, cache);
+        Ok(Applied { done, order }) => {
+            // In the order the writes were applied: a claim queued before a new job's insert
+            // may have taken that job, and the claim's row must be the one kept.
+            for &i in &order {
+                if let (Some((write, _)), Some(done)) = (batch.get(i), done.get(i)) {
+                    write.remember(done, cache);
+                }
+            }
+            for ((_, reply), done) in batch.drain(..).zip(done) {
                 let _ = reply.send(Ok(done));
             }
         }
@@ -233,7 +234,7 @@ async fn commit_batch(conn: &mut SqliteConnection, cache: &JobCache, batch: &mut
             for (write, reply) in batch.drain(..) {
                 let alone = commit(conn, std::iter::once(&write))
                     .await
-                    .and_then(|mut done| done.pop().ok_or_else(shutting_down));
+                    .and_then(|applied| applied.done.into_iter().next().ok_or_else(shutting_down));
                 if let Ok(done) = &alone {
                     write.remember(done, cache);
                 }
@@ -243,10 +244,16 @@ async fn commit_batch(conn: &mut SqliteConnection, cache: &JobCache, batch: &mut
     }
 }
 
+/// What a batch's writes did, in the batch's order, and the order they were applied in.
+struct Applied {
+    done: Vec<Done>,
+    order: Vec<usize>,
+}
+
 async fn commit<'w>(
     conn: &mut SqliteConnection,
     writes: impl Iterator<Item = &'w Write>,
-) -> Result<Vec<Done>, StoreError> {
+) -> Result<Applied, StoreError> {
     let writes: Vec<&Write> = writes.collect();
     let applied = apply_all(conn, &writes).await;
     if applied.is_err() {
@@ -262,13 +269,10 @@ async fn commit<'w>(
 /// connection's thread, which waits for a core on a loaded machine (a `BEGIN` on its own took
 /// 0.15–0.4 ms under create load): the `BEGIN` travels with the batch's insert, and a batch of
 /// creates alone commits in that same step.
-async fn apply_all(
-    conn: &mut SqliteConnection,
-    writes: &[&Write],
-) -> Result<Vec<Done>, StoreError> {
+async fn apply_all(conn: &mut SqliteConnection, writes: &[&Write]) -> Result<Applied, StoreError> {
     // New jobs first, in one statement. Nothing else can name a job before its insert has
     // answered, but a claim queued before them may take them: the cache hears of the writes
-    // in this order too (`Write::applied_in`).
+    // in the order they were applied (`Applied::order`).
     let new: Vec<&NewJob> = writes
         .iter()
         .filter_map(|w| match w {
@@ -298,34 +302,59 @@ async fn apply_all(
         .map(|j| crate::sql::as_inserted(j))
         .collect::<Result<Vec<_>, _>>()?
         .into_iter();
-    // Finishes go last, together: a statement for all their log lines and one fenced update,
-    // rather than a few round trips each. Nothing later in a batch can depend on a finish (its
-    // run has ended), and a run's earlier log lines and heartbeats still come before it.
-    let mut done = Vec::with_capacity(writes.len());
-    let mut finishes = Vec::new();
+    let mut order: Vec<usize> = (0..writes.len())
+        .filter(|&i| matches!(writes[i], Write::Insert(_)))
+        .collect();
+    // Finishes wait to go in together: a statement for all their log lines and one fenced
+    // update, rather than a few round trips each. They go before any later write that names
+    // one of their jobs, so each job's writes keep their order.
+    let mut done: Vec<Done> = writes.iter().map(|_| Done::Applied(false)).collect();
+    let mut finishes: Vec<(usize, &sqlite::Fenced)> = Vec::new();
     for (i, write) in writes.iter().enumerate() {
-        match write {
-            Write::Fenced(f) if f.is_finish() => {
-                finishes.push((i, f));
-                done.push(Done::Applied(false));
-            }
-            _ => done.push(write.apply(conn, &mut inserted).await?),
+        if let Write::Fenced(f) = write
+            && f.is_finish()
+        {
+            finishes.push((i, f));
+            continue;
+        }
+        if write
+            .names()
+            .is_some_and(|id| finishes.iter().any(|(_, f)| f.job_id() == id))
+        {
+            finish_now(conn, &mut finishes, &mut done, &mut order).await?;
+        }
+        done[i] = write.apply(conn, &mut inserted).await?;
+        if !matches!(write, Write::Insert(_)) {
+            order.push(i);
         }
     }
-    if !finishes.is_empty() {
-        let fenced: Vec<&sqlite::Fenced> = finishes.iter().map(|(_, f)| *f).collect();
-        let changed = sqlite::finish_all(conn, &fenced).await?;
-        for ((i, _), changed) in finishes.iter().zip(changed) {
-            done[*i] = Done::Applied(changed);
-        }
-    }
+    finish_now(conn, &mut finishes, &mut done, &mut order).await?;
     if !inserts_alone {
         sqlx::query("COMMIT")
             .execute(&mut *conn)
             .await
             .map_err(unavailable)?;
     }
-    Ok(done)
+    Ok(Applied { done, order })
+}
+
+/// Applies the finishes waiting in `finishes` (with their write's index), emptying it.
+async fn finish_now(
+    conn: &mut SqliteConnection,
+    finishes: &mut Vec<(usize, &sqlite::Fenced)>,
+    done: &mut [Done],
+    order: &mut Vec<usize>,
+) -> Result<(), StoreError> {
+    if finishes.is_empty() {
+        return Ok(());
+    }
+    let fenced: Vec<&sqlite::Fenced> = finishes.iter().map(|(_, f)| *f).collect();
+    let changed = sqlite::finish_all(conn, &fenced).await?;
+    for ((i, _), changed) in finishes.drain(..).zip(changed) {
+        done[i] = Done::Applied(changed);
+        order.push(i);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -402,5 +431,95 @@ mod tests {
         assert!(matches!(answers[0], Err(StoreError::Conflict)));
         assert!(matches!(&answers[1], Ok(Done::Claimed(jobs)) if jobs.len() == 1));
         assert_eq!(cache.get(job.id).unwrap().status, JobStatus::InProgress);
+    }
+
+    fn finish(job: &Job, status: JobStatus, note: &str) -> Write {
+        let lease = job.lease.clone().unwrap();
+        Write::Fenced(sqlite::Fenced::new(
+            job.id,
+            &lease,
+            sqlite::Change::Finish {
+                status,
+                output: Some(format!("{{\"note\":\"{note}\"}}")),
+                error: None,
+                now: Utc::now(),
+                logs: vec![line(note)],
+            },
+        ))
+    }
+
+    fn line(message: &str) -> LogLine {
+        LogLine {
+            message: message.into(),
+            level: "INFO".into(),
+            timestamp: Utc::now(),
+        }
+    }
+
+    /// A job inserted and claimed, each in a batch of its own.
+    async fn running(conn: &mut SqliteConnection, cache: &JobCache) -> Job {
+        batch(conn, cache, vec![Write::Insert(new_job())]).await;
+        match batch(conn, cache, vec![claim()]).await.pop() {
+            Some(Ok(Done::Claimed(mut jobs))) => jobs.pop().unwrap(),
+            other => panic!("no claim: {other:?}"),
+        }
+    }
+
+    async fn stored(conn: &mut SqliteConnection, id: JobId) -> (String, String, Vec<String>) {
+        let (status, output): (String, String) =
+            sqlx::query_as("SELECT status, output FROM jobs WHERE id = ?1")
+                .bind(id.to_string())
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        let lines: Vec<String> =
+            sqlx::query_scalar("SELECT message FROM job_logs WHERE job_id = ?1 ORDER BY seq")
+                .bind(id.to_string())
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        (status, output, lines)
+    }
+
+    #[tokio::test]
+    async fn of_two_finishes_of_one_run_in_a_batch_the_first_applies_and_alone_says_so() {
+        let (_dir, mut conn, cache) = setup().await;
+        let job = running(&mut conn, &cache).await;
+        let answers = batch(
+            &mut conn,
+            &cache,
+            vec![
+                finish(&job, JobStatus::Completed, "first"),
+                finish(&job, JobStatus::Failed, "second"),
+            ],
+        )
+        .await;
+        assert!(matches!(answers[0], Ok(Done::Applied(true))));
+        assert!(matches!(answers[1], Ok(Done::Applied(false))));
+        let (status, output, lines) = stored(&mut conn, job.id).await;
+        assert_eq!(
+            (status.as_str(), output.as_str()),
+            ("COMPLETED", r#"{"note":"first"}"#)
+        );
+        assert_eq!(lines, ["first", "second"]);
+    }
+
+    #[tokio::test]
+    async fn a_write_after_a_finish_of_its_job_goes_in_after_it() {
+        let (_dir, mut conn, cache) = setup().await;
+        let job = running(&mut conn, &cache).await;
+        let late = Write::AppendLogs {
+            id: job.id,
+            lines: vec![line("late")],
+        };
+        batch(
+            &mut conn,
+            &cache,
+            vec![finish(&job, JobStatus::Completed, "last of the run"), late],
+        )
+        .await;
+        let (status, _, lines) = stored(&mut conn, job.id).await;
+        assert_eq!(status, "COMPLETED");
+        assert_eq!(lines, ["last of the run", "late"]);
     }
 }

@@ -1,7 +1,13 @@
 //! The SQLite store: one database file in WAL mode with full fsync, so a committed job survives
 //! a crash of the process or the machine.
 
-use std::{collections::BTreeMap, path::Path, str::FromStr, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::Path,
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -385,6 +391,9 @@ impl Claim {
     /// rows per model rather than the whole queue (a window over 100,000 queued jobs took a
     /// third of a second, and held the one writer all that time).
     pub(crate) async fn apply(&self, conn: &mut SqliteConnection) -> Result<Vec<Job>, StoreError> {
+        if self.limit == 0 {
+            return Ok(Vec::new());
+        }
         let models: Vec<String> = sqlx::query_scalar(QUEUED_MODELS)
             .fetch_all(&mut *conn)
             .await
@@ -401,31 +410,62 @@ impl Claim {
                 (n > 0).then_some((model, n))
             })
             .collect();
-        // SQLite allows 500 terms in a compound SELECT: models go a statement per chunk, the
-        // best of each chunk first, within what the claim has left. (Within a chunk the order
-        // is the queue's; across chunks, by model name: only an operator's catalog of hundreds
-        // of models with queued jobs has more than one.)
-        let mut jobs = Vec::new();
-        for chunk in takes.chunks(MODELS_PER_STATEMENT) {
-            let left = self
-                .limit
-                .saturating_sub(u32::try_from(jobs.len()).unwrap_or(u32::MAX));
-            if left == 0 {
-                break;
-            }
-            jobs.extend(self.claim_among(conn, chunk, left).await?);
+        if takes.is_empty() {
+            return Ok(Vec::new());
         }
+        let limit = i64::from(self.limit);
+        let mut claim = self.claim_update();
+        if takes.len() <= MODELS_PER_STATEMENT {
+            claim.push("id IN (SELECT id FROM (");
+            self.push_firsts(&mut claim, &takes);
+            claim
+                .push(") ORDER BY priority, created_at, id LIMIT ")
+                .push_bind(limit)
+                .push(")");
+        } else {
+            // SQLite allows 500 terms in a compound SELECT: with hundreds of models (an
+            // operator's catalog), each chunk's best, then the best of them all by id.
+            let mut best: Vec<(i64, i64, String)> = Vec::new();
+            for chunk in takes.chunks(MODELS_PER_STATEMENT) {
+                let mut firsts = sqlx::QueryBuilder::new("SELECT priority, created_at, id FROM (");
+                self.push_firsts(&mut firsts, chunk);
+                firsts
+                    .push(") ORDER BY priority, created_at, id LIMIT ")
+                    .push_bind(limit);
+                let rows: Vec<(i64, i64, String)> = firsts
+                    .build_query_as()
+                    .persistent(false)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(unavailable)?;
+                best.extend(rows);
+            }
+            best.sort();
+            best.truncate(usize::try_from(self.limit).unwrap_or(usize::MAX));
+            let ids: Vec<&str> = best.iter().map(|(_, _, id)| id.as_str()).collect();
+            claim
+                .push("status = 'QUEUED' AND id IN (SELECT value FROM json_each(")
+                .push_bind(to_json(&ids)?)
+                .push("))");
+        }
+        let rows = claim
+            .push(") RETURNING *")
+            .build()
+            // One statement per count of models: the few a catalog holds stay prepared.
+            .persistent(takes.len() <= 16)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        let mut jobs = rows
+            .iter()
+            .map(SqliteStore::job_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         jobs.sort_by_key(|j| (j.priority, j.created_at, j.id));
         Ok(jobs)
     }
 
-    /// Claims at most `limit` of the first jobs of `takes`' models, each model's count bounded.
-    async fn claim_among(
-        &self,
-        conn: &mut SqliteConnection,
-        takes: &[(String, i64)],
-        limit: u32,
-    ) -> Result<Vec<Job>, StoreError> {
+    /// `UPDATE jobs SET` the claim's lease `WHERE (`, for the jobs' condition to follow.
+    fn claim_update(&self) -> sqlx::QueryBuilder<'static, sqlx::Sqlite> {
         let mut claim = sqlx::QueryBuilder::new(
             "UPDATE jobs SET status = 'IN_PROGRESS', attempt = attempt + 1, lease_owner = ",
         );
@@ -435,33 +475,32 @@ impl Claim {
             .push_bind(self.lease_until)
             .push(", started_at = COALESCE(started_at, MAX(")
             .push_bind(self.now)
-            .push(", created_at)) WHERE id IN (SELECT id FROM (");
+            .push(", created_at)) WHERE (");
+        claim
+    }
+
+    /// Each model's first jobs that may start (id, priority, created_at), as many as `takes`
+    /// says, each from the model's range of the queue's index.
+    fn push_firsts(
+        &self,
+        q: &mut sqlx::QueryBuilder<'static, sqlx::Sqlite>,
+        takes: &[(String, i64)],
+    ) {
         for (i, (model, n)) in takes.iter().enumerate() {
             if i > 0 {
-                claim.push(" UNION ALL ");
+                q.push(" UNION ALL ");
             }
-            claim
-                .push(
-                    "SELECT * FROM (SELECT id, priority, created_at FROM jobs
-                     WHERE status = 'QUEUED' AND model_id = ",
-                )
-                .push_bind(model.clone())
-                .push(" AND (start_deadline IS NULL OR start_deadline >= ")
-                .push_bind(self.now)
-                .push(") ORDER BY priority, created_at, id LIMIT ")
-                .push_bind((*n).min(i64::from(limit)))
-                .push(")");
-        }
-        claim
+            q.push(
+                "SELECT * FROM (SELECT id, priority, created_at FROM jobs
+                 WHERE status = 'QUEUED' AND model_id = ",
+            )
+            .push_bind(model.clone())
+            .push(" AND (start_deadline IS NULL OR start_deadline >= ")
+            .push_bind(self.now)
             .push(") ORDER BY priority, created_at, id LIMIT ")
-            .push_bind(i64::from(limit))
-            .push(") RETURNING *");
-        let rows = claim
-            .build()
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(SqliteStore::job_from_row).collect()
+            .push_bind(*n)
+            .push(")");
+        }
     }
 }
 
@@ -495,8 +534,7 @@ pub(crate) async fn append_log_rows(
 }
 
 /// Rows per multi-row statement of log lines or finishes: each statement is a round trip to the
-/// connection's thread, and each size up to this stays prepared (the write connection's
-/// statement cache has room for every size of both, beside the inserts').
+/// connection's thread.
 const ROWS_PER_STATEMENT: usize = 64;
 
 /// Stores log lines, in order, a statement for up to [`ROWS_PER_STATEMENT`] of them.
@@ -516,6 +554,7 @@ async fn insert_log_rows<'l>(
         });
         insert
             .build()
+            .persistent(kept_prepared(chunk.len()))
             .execute(&mut *conn)
             .await
             .map_err(unavailable)?;
@@ -525,8 +564,8 @@ async fn insert_log_rows<'l>(
 
 /// Applies finishes (each [`Fenced::is_finish`]) together: all their log lines, then one fenced
 /// update per [`ROWS_PER_STATEMENT`] of them. Says for each whether its lease still held and its
-/// job changed, as [`Fenced::apply`] does for one. A finish a batch holds twice changes its job
-/// once.
+/// job changed, as [`Fenced::apply`] does for one; of two finishes of one job, in the order
+/// given.
 pub(crate) async fn finish_all(
     conn: &mut SqliteConnection,
     finishes: &[&Fenced],
@@ -536,56 +575,85 @@ pub(crate) async fn finish_all(
         _ => Vec::new(),
     });
     insert_log_rows(conn, logs).await?;
-    let mut changed = std::collections::HashSet::new();
-    for chunk in finishes.chunks(ROWS_PER_STATEMENT) {
-        // SQLite names a VALUES list's columns column1, column2, ...
-        let mut update = sqlx::QueryBuilder::new(
-            "UPDATE jobs SET status = v.column4, output = v.column5, error_message = v.column6,
-                 error_type = v.column7, completed_at = v.column8,
-                 lease_owner = NULL, lease_expires_at = NULL
-             FROM (",
-        );
-        update.push_values(chunk, |mut row, f| {
-            row.push_bind(f.id.to_string())
-                .push_bind(f.owner.clone())
-                .push_bind(f.attempt);
-            if let Change::Finish {
-                status,
-                output,
-                error,
-                now,
-                ..
-            } = &f.change
-            {
-                row.push_bind(status.as_str())
-                    .push_bind(output.clone())
-                    .push_bind(error.as_ref().map(|e| e.message.clone()))
-                    .push_bind(error.as_ref().map(|e| e.error_type.clone()))
-                    .push_bind(micros(*now));
+    // A job's second finish goes in a later round: given two rows for one job, an update
+    // applies one of them, and which is not said. Within a round each job is named once, so
+    // the ids that come back say which finishes applied.
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut seen: HashMap<JobId, usize> = HashMap::new();
+    for (i, f) in finishes.iter().enumerate() {
+        let round = seen.entry(f.id).or_default();
+        if rounds.len() <= *round {
+            rounds.push(Vec::new());
+        }
+        rounds[*round].push(i);
+        *round += 1;
+    }
+    let mut changed = vec![false; finishes.len()];
+    for round in rounds {
+        for chunk in round.chunks(ROWS_PER_STATEMENT) {
+            let applied = finish_rows(conn, chunk.iter().map(|&i| finishes[i])).await?;
+            for &i in chunk {
+                changed[i] = applied.contains(&finishes[i].id.to_string());
             }
-        });
-        update.push(
-            ") AS v
-             WHERE jobs.id = v.column1 AND jobs.status = 'IN_PROGRESS'
-               AND jobs.lease_owner = v.column2 AND jobs.attempt = v.column3
-             RETURNING id, attempt",
-        );
-        let rows = update
-            .build()
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(unavailable)?;
-        for r in rows {
-            let id: String = r.try_get("id").map_err(unavailable)?;
-            let attempt: i64 = r.try_get("attempt").map_err(unavailable)?;
-            changed.insert((id, attempt));
         }
     }
-    // Each change is reported once, to the first finish that asked for it.
-    Ok(finishes
+    Ok(changed)
+}
+
+/// One fenced update for `finishes`, no two of the same job; the ids of the jobs it changed.
+async fn finish_rows<'f>(
+    conn: &mut SqliteConnection,
+    finishes: impl Iterator<Item = &'f Fenced>,
+) -> Result<HashSet<String>, StoreError> {
+    let finishes: Vec<&Fenced> = finishes.collect();
+    // SQLite names a VALUES list's columns column1, column2, ...
+    let mut update = sqlx::QueryBuilder::new(
+        "UPDATE jobs SET status = v.column4, output = v.column5, error_message = v.column6,
+             error_type = v.column7, completed_at = v.column8,
+             lease_owner = NULL, lease_expires_at = NULL
+         FROM (",
+    );
+    update.push_values(&finishes, |mut row, f| {
+        row.push_bind(f.id.to_string())
+            .push_bind(f.owner.clone())
+            .push_bind(f.attempt);
+        if let Change::Finish {
+            status,
+            output,
+            error,
+            now,
+            ..
+        } = &f.change
+        {
+            row.push_bind(status.as_str())
+                .push_bind(output.clone())
+                .push_bind(error.as_ref().map(|e| e.message.clone()))
+                .push_bind(error.as_ref().map(|e| e.error_type.clone()))
+                .push_bind(micros(*now));
+        }
+    });
+    update.push(
+        ") AS v
+         WHERE jobs.id = v.column1 AND jobs.status = 'IN_PROGRESS'
+           AND jobs.lease_owner = v.column2 AND jobs.attempt = v.column3
+         RETURNING id",
+    );
+    update
+        .build()
+        .persistent(kept_prepared(finishes.len()))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(unavailable)?
         .iter()
-        .map(|f| changed.remove(&(f.id.to_string(), f.attempt)))
-        .collect())
+        .map(|r| r.try_get("id").map_err(unavailable))
+        .collect()
+}
+
+/// Whether a multi-row statement of log lines or finishes with `rows` rows stays prepared:
+/// the sizes that come most (a few, and full chunks), so that with the inserts' every size
+/// they fit the write connection's statement cache.
+fn kept_prepared(rows: usize) -> bool {
+    rows <= 16 || rows == ROWS_PER_STATEMENT
 }
 
 fn key_from_row(r: &SqliteRow) -> Result<KeyRecord, StoreError> {

@@ -660,6 +660,10 @@ async fn a_claim_reaches_the_jobs_of_hundreds_of_models(s: S) {
                 .unwrap();
         }
     }
+    // The most urgent job, of the last model by name, goes first whatever the model.
+    let urgent = s.insert_job(new_job("m599", -1, k)).await.unwrap();
+    let got = s.claim_jobs(claim("w", 1, &NO_CAPS)).await.unwrap();
+    assert_eq!(got[0].id, urgent.id);
     let mut req = claim("w", 1000, &NO_CAPS);
     req.default_capacity = 1;
     let got = s.claim_jobs(req).await.unwrap();
