@@ -239,33 +239,31 @@ async fn queue_core(run: &mut Run) -> anyhow::Result<Vec<Row>> {
     let dir = run.dir.path();
     let raw = queue::raw_sqlite(dir, 64, run.duration).await?;
     let mut rows = vec![row("raw SQLite insert loop (64), rows", &raw, None, "")];
-    let sqlite: Arc<dyn Store> = Arc::new(
-        invokd_store::SqliteStore::open(&dir.join("core.sqlite"))
-            .await
-            .context("cannot open the queue core's SQLite store")?,
-    );
-    let core = queue::queue_core(sqlite, 64, run.duration).await?;
-    rows.push(row(
-        "queue core, SQLite (64), jobs completed",
-        &core,
-        Some(&raw),
-        "≥ 0.3 × raw insert loop",
-    ));
-    // The same behind a backlog of a model that may start nothing: claims must not read it.
+    // Then the same behind a backlog of a model that may start nothing: claims must not read it.
     let backlog = if run.quick { 10_000 } else { 100_000 };
-    let sqlite: Arc<dyn Store> = Arc::new(
-        invokd_store::SqliteStore::open(&dir.join("backlog.sqlite"))
-            .await
-            .context("cannot open the queue core's SQLite store")?,
-    );
-    queue::fill_backlog(&sqlite, backlog).await?;
-    let core = queue::queue_core(sqlite, 64, run.duration).await?;
-    rows.push(row(
-        &format!("queue core, SQLite (64), {backlog} jobs of a saturated model queued"),
-        &core,
-        Some(&raw),
-        "",
-    ));
+    for (file, queued, name, target) in [
+        (
+            "core.sqlite",
+            0,
+            "queue core, SQLite (64), jobs completed".to_owned(),
+            "≥ 0.3 × raw insert loop",
+        ),
+        (
+            "backlog.sqlite",
+            backlog,
+            format!("queue core, SQLite (64), {backlog} jobs of a saturated model queued"),
+            "",
+        ),
+    ] {
+        let sqlite: Arc<dyn Store> = Arc::new(
+            invokd_store::SqliteStore::open(&dir.join(file))
+                .await
+                .context("cannot open the queue core's SQLite store")?,
+        );
+        queue::fill_backlog(&sqlite, queued).await?;
+        let core = queue::queue_core(sqlite, 64, run.duration).await?;
+        rows.push(row(&name, &core, Some(&raw), target));
+    }
     if let Some(admin) = &run.database_url {
         let db = FreshDb::create(admin, "core").await?;
         let pg: Arc<dyn Store> = Arc::new(

@@ -83,8 +83,9 @@ impl SqliteStore {
             .max_connections(1)
             // A local file does not go stale like a socket: no ping each time it is taken.
             .test_before_acquire(false)
-            // Room for the group commit's multi-row statements (new jobs, log lines, finishes),
-            // one per size, beside the rest.
+            // Room for the group commit's statements beside the rest: an insert per batch size
+            // (two endings each), and the sizes of log lines, finishes and claims that stay
+            // prepared (`kept_prepared`, claims of up to 16 models).
             .connect_with(connect_options(path).statement_cache_capacity(256))
             .await
             .map_err(unavailable)?;
