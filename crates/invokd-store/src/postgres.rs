@@ -32,8 +32,6 @@ use crate::sql::{
     opt_time, outcome_columns, run_timeout_ms, to_json, unavailable,
 };
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
 /// Connections per store: claims, heartbeats and API reads of one replica share them.
 const POOL_SIZE: u32 = 16;
 
@@ -72,10 +70,7 @@ fn parse_url(url: &str) -> Result<PgConnectOptions, StoreError> {
 }
 
 async fn run_migrations(pool: &PgPool) -> Result<(), StoreError> {
-    // sqlx's PostgreSQL migrator holds an advisory lock while it runs, so replicas starting
-    // together apply each migration once.
-    MIGRATOR
-        .run(pool)
+    crate::migrations::run_postgres(pool)
         .await
         .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
 }

@@ -39,8 +39,6 @@ use sqlx::{
     },
 };
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
 /// How the store opens its database file: WAL with full fsync. The benchmark's raw insert loop
 /// opens its file the same way, so the two are compared at the same durability.
 pub fn connect_options(path: &Path) -> SqliteConnectOptions {
@@ -89,8 +87,7 @@ impl SqliteStore {
             .connect_with(connect_options(path).statement_cache_capacity(256))
             .await
             .map_err(unavailable)?;
-        MIGRATOR
-            .run(&write)
+        crate::migrations::run_sqlite(&write)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         // Read-only, so a write that missed the writer fails loudly instead of contending.

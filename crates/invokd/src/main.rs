@@ -8,6 +8,7 @@ use clap::Parser;
 /// runtime's threads, and glibc's arenas spent a sixth of the server's time on it (merging
 /// free chunks among them); creates went 0.24 to 0.31 of the echo baseline, status 0.86 to
 /// 0.97, for 1.5 MB more idle and 16 MB more with 10,000 streams open.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
