@@ -1,4 +1,4 @@
-//! Fuzzes `invokd_server::fuzzing::sse_events`; its doc says what must hold.
+//! Fuzzes `invokd_wire::fuzzing::sse_events`; its doc says what must hold.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| invokd_server::fuzzing::sse_events(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| invokd_wire::fuzzing::sse_events(data));

@@ -3,11 +3,8 @@
 mod bootstrap;
 pub mod config;
 mod dispatcher;
-mod error;
 mod extract;
 mod fal_proxy;
-#[doc(hidden)]
-pub mod fuzzing;
 mod input_fetch;
 mod live;
 mod metrics;
@@ -24,6 +21,9 @@ mod state;
 mod store_notices;
 pub mod tls;
 mod webhooks;
+
+// The wire format's pieces, under the names the server's modules use.
+use invokd_wire::error;
 
 pub use config::ServerConfig;
 pub use input_fetch::FetchConfig;

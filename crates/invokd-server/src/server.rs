@@ -204,7 +204,7 @@ impl Server {
             owner: format!("invokd-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
             inputs,
         };
-        let webhook_signer = crate::webhooks::WebhookSigner::load_or_create(&secrets).await?;
+        let webhook_signer = crate::webhooks::load_signer(&secrets).await?;
         let (admin_token, admin_created) =
             secrets.admin_token(config.admin_token.as_deref()).await?;
         let listener = TcpListener::bind(config.listen)

@@ -5,74 +5,26 @@
 
 use std::{sync::Arc, time::Duration};
 
-use base64::Engine as _;
 use chrono::Utc;
-use ed25519_dalek::{Signer, SigningKey};
 use invokd_core::{
     Job, JobStatus,
     signing::UrlSigner,
     store::{AfterAttempt, Delivery, DeliveryAttempt, Store},
 };
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
+
+pub use invokd_wire::signing::WebhookSigner;
 
 use crate::present::UrlRenderer;
 
 const KEY_FILE: &str = "webhook-signing.key";
 
-/// The Ed25519 key that signs webhooks; its public half is served as a JWKS.
-#[derive(Clone)]
-pub struct WebhookSigner {
-    key: SigningKey,
-}
-
-impl std::fmt::Debug for WebhookSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "WebhookSigner({})", self.kid())
-    }
-}
-
-impl WebhookSigner {
-    /// The key kept in the data directory (or the shared store), created on first start, so
-    /// receivers' cached JWKS stay valid across restarts and are the same on every replica.
-    pub async fn load_or_create(home: &crate::bootstrap::SecretHome<'_>) -> anyhow::Result<Self> {
-        Ok(Self::from_seed(home.random_key(KEY_FILE).await?))
-    }
-
-    fn public_b64(&self) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.key.verifying_key().as_bytes())
-    }
-
-    /// A signer with a given key (tests and fuzzing).
-    pub fn from_seed(seed: [u8; 32]) -> Self {
-        Self {
-            key: SigningKey::from_bytes(&seed),
-        }
-    }
-
-    /// A stable key id: the first bytes of the public key's hash.
-    pub fn kid(&self) -> String {
-        hex::encode(&Sha256::digest(self.key.verifying_key().as_bytes())[..8])
-    }
-
-    /// `/.well-known/jwks.json`.
-    pub fn jwks(&self) -> Value {
-        json!({"keys": [{
-            "kty": "OKP", "crv": "Ed25519", "x": self.public_b64(),
-            "kid": self.kid(), "use": "sig", "alg": "EdDSA",
-        }]})
-    }
-
-    /// Hex signature of `request_id \n user_id \n timestamp \n hex(sha256(body))`.
-    pub fn sign(&self, request_id: &str, user_id: &str, timestamp: i64, body: &[u8]) -> String {
-        let message = format!(
-            "{request_id}\n{user_id}\n{timestamp}\n{}",
-            hex::encode(Sha256::digest(body))
-        );
-        hex::encode(self.key.sign(message.as_bytes()).to_bytes())
-    }
+/// The webhook signing key kept in the data directory (or the shared store), created on first
+/// start, so receivers' cached JWKS stay valid across restarts and are the same on every replica.
+pub async fn load_signer(home: &crate::bootstrap::SecretHome<'_>) -> anyhow::Result<WebhookSigner> {
+    Ok(WebhookSigner::from_seed(home.random_key(KEY_FILE).await?))
 }
 
 /// How deliveries are retried.
@@ -321,7 +273,9 @@ impl Deliverer {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
     use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+    use sha2::{Digest, Sha256};
 
     use super::*;
 
@@ -329,8 +283,8 @@ mod tests {
     async fn signatures_verify_against_the_published_key() {
         let dir = tempfile::tempdir().unwrap();
         let home = crate::bootstrap::SecretHome::DataDir(dir.path());
-        let signer = WebhookSigner::load_or_create(&home).await.unwrap();
-        let again = WebhookSigner::load_or_create(&home).await.unwrap();
+        let signer = load_signer(&home).await.unwrap();
+        let again = load_signer(&home).await.unwrap();
         assert_eq!(signer.kid(), again.kid(), "the key survives restarts");
         let jwks = signer.jwks();
         let x = base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -3,7 +3,7 @@
 
 pub mod async_invoke;
 pub mod fal_queue;
-pub mod sse;
+pub use invokd_wire::sse;
 
 use chrono::Utc;
 use invokd_core::{

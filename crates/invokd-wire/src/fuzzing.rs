@@ -20,7 +20,7 @@ use invokd_api::{
 use invokd_core::{catalog::Catalog, service};
 use serde_json::{Map, Value};
 
-use crate::{error::ApiError, extract::parse_json, present::sse, webhooks::WebhookSigner};
+use crate::{error::ApiError, json::parse_json, signing::WebhookSigner, sse};
 
 static CATALOG: LazyLock<Catalog> =
     LazyLock::new(|| Catalog::embedded().expect("the embedded catalog loads"));

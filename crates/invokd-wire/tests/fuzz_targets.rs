@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use invokd_server::fuzzing;
+use invokd_wire::fuzzing;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
