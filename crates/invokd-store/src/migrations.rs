@@ -31,6 +31,7 @@ const SQLITE: &[Step] = steps!("sqlite":
     6 "0006_projects.sql" "projects",
     7 "0007_upstream.sql" "upstream",
     8 "0008_settings.sql" "settings",
+    9 "0009_indexes_for_what_is_read.sql" "indexes for what is read",
 );
 
 const POSTGRES: &[Step] = steps!("postgres":

@@ -19,7 +19,7 @@ use invokd_core::{
 };
 use serde_json::{Map, Value};
 use sqlx::{
-    Decode, Postgres, QueryBuilder, Row, Type,
+    Decode, Postgres, Row, Type,
     postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow},
     types::Json,
 };
@@ -404,40 +404,19 @@ impl JobRepo for PostgresStore {
     }
 
     async fn list_jobs(&self, q: &ListQuery) -> Result<Vec<Job>, StoreError> {
-        // Only the filters given are in the statement, so each shape gets a plan that uses
-        // its index (an `$1 IS NULL OR ...` filter defeats PostgreSQL's generic plans).
-        let mut b = QueryBuilder::<Postgres>::new("SELECT * FROM jobs WHERE TRUE");
-        if let Some(p) = &q.project {
-            b.push(" AND project = ").push_bind(p);
-        }
-        if let Some(s) = q.status {
-            b.push(" AND status = ").push_bind(s.as_str());
-        }
-        if let Some(m) = &q.model_id {
-            b.push(" AND model_id = ").push_bind(m);
-        }
-        if let Some((name, value)) = &q.tag {
-            // The pair compared as JSON text, both sides written by serde_json: taking a value
-            // out (`->`, `->>`) unescapes it, which fails on a \u0000 (text cannot hold one).
-            b.push(" AND EXISTS (SELECT 1 FROM json_array_elements(tags) t WHERE t::text = ")
-                .push_bind(to_json(&(name, value))?)
-                .push(")");
-        }
-        if let Some(t) = q.created_after {
-            b.push(" AND created_at > ").push_bind(micros(t));
-        }
-        if let Some(t) = q.created_before {
-            b.push(" AND created_at < ").push_bind(micros(t));
-        }
-        if let Some((t, id)) = q.after {
-            b.push(" AND (created_at, id) < (")
-                .push_bind(micros(t))
-                .push(", ")
-                .push_bind(id.as_uuid())
-                .push(")");
-        }
-        b.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(i64::from(q.limit));
+        let mut b = crate::sql::list_query(
+            "",
+            q,
+            |id| id.as_uuid(),
+            |b, name, value| {
+                // The pair compared as JSON text, both sides written by serde_json: taking a value
+                // out (`->`, `->>`) unescapes it, which fails on a \u0000 (text cannot hold one).
+                b.push(" AND EXISTS (SELECT 1 FROM json_array_elements(tags) t WHERE t::text = ")
+                    .push_bind(to_json(&(name, value))?)
+                    .push(")");
+                Ok(())
+            },
+        )?;
         let rows = b.build().fetch_all(&self.pool).await.map_err(unavailable)?;
         Self::jobs_from_rows(&rows)
     }

@@ -1,12 +1,14 @@
-//! What the SQLite and PostgreSQL stores share: timestamps as unix microseconds, the mapping of
-//! database errors, and the wording of the errors the store itself gives jobs.
+//! What the SQLite and PostgreSQL stores share: timestamps as unix microseconds, a listing's
+//! statement, the mapping of database errors, and the wording of the errors the store itself
+//! gives jobs.
 
 use chrono::{DateTime, Utc};
 use invokd_core::{
-    Job, JobError, JobStatus, NewJob, Outcome,
-    store::{AfterAttempt, Beat, DeliveryState, StoreError},
+    Job, JobError, JobId, JobStatus, NewJob, Outcome,
+    store::{AfterAttempt, Beat, DeliveryState, ListQuery, StoreError},
 };
 use serde_json::{Map, Value};
+use sqlx::{Database, Encode, QueryBuilder, Type};
 
 /// The message a job gets when its last attempt was cut off.
 pub(crate) const ATTEMPTS_EXHAUSTED: &str =
@@ -28,6 +30,55 @@ pub(crate) async fn queue_write<T, R>(
         .await
         .map_err(|_| shutting_down())?;
     answer.await.map_err(|_| shutting_down())?
+}
+
+/// A listing's statement, after `prefix` (`EXPLAIN …` in tests). Only the filters given are in
+/// it, so each shape is planned on its own and walks jobs_by_project (or, with no project,
+/// jobs_by_created) in the listing's order, stopping at the limit: one statement for every
+/// shape (`? IS NULL OR project = ?`) makes SQLite scan and sort every job, and defeats
+/// PostgreSQL's generic plans. The databases differ in how an id is bound and a tag matched.
+pub(crate) fn list_query<DB, Id>(
+    prefix: &str,
+    q: &ListQuery,
+    bind_id: impl FnOnce(JobId) -> Id,
+    push_tag: impl FnOnce(&mut QueryBuilder<'static, DB>, &str, &str) -> Result<(), StoreError>,
+) -> Result<QueryBuilder<'static, DB>, StoreError>
+where
+    DB: Database,
+    DB::Arguments<'static>: Default,
+    String: Encode<'static, DB> + Type<DB>,
+    i64: Encode<'static, DB> + Type<DB>,
+    Id: Encode<'static, DB> + Type<DB> + 'static,
+{
+    let mut b = QueryBuilder::new(format!("{prefix}SELECT * FROM jobs WHERE 1 = 1"));
+    if let Some(p) = &q.project {
+        b.push(" AND project = ").push_bind(p.clone());
+    }
+    if let Some(s) = q.status {
+        b.push(" AND status = ").push_bind(s.as_str().to_owned());
+    }
+    if let Some(m) = &q.model_id {
+        b.push(" AND model_id = ").push_bind(m.clone());
+    }
+    if let Some((name, value)) = &q.tag {
+        push_tag(&mut b, name, value)?;
+    }
+    if let Some(t) = q.created_after {
+        b.push(" AND created_at > ").push_bind(micros(t));
+    }
+    if let Some(t) = q.created_before {
+        b.push(" AND created_at < ").push_bind(micros(t));
+    }
+    if let Some((t, id)) = q.after {
+        b.push(" AND (created_at, id) < (")
+            .push_bind(micros(t))
+            .push(", ")
+            .push_bind(bind_id(id))
+            .push(")");
+    }
+    b.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(i64::from(q.limit));
+    Ok(b)
 }
 
 /// A unique violation is a conflict (the id exists); anything else means the store did not

@@ -357,6 +357,29 @@ pub(crate) struct Claim {
     limit: u32,
 }
 
+/// A listing's statement on SQLite (see [`crate::sql::list_query`]): a tag is matched by its parts.
+fn list_query(
+    prefix: &str,
+    q: &ListQuery,
+) -> Result<sqlx::QueryBuilder<'static, sqlx::Sqlite>, StoreError> {
+    crate::sql::list_query(
+        prefix,
+        q,
+        |id| id.to_string(),
+        |b, name, value| {
+            b.push(
+                " AND EXISTS (SELECT 1 FROM json_each(jobs.tags) t
+               WHERE json_extract(t.value, '$[0]') = ",
+            )
+            .push_bind(name.to_owned())
+            .push(" AND json_extract(t.value, '$[1]') = ")
+            .push_bind(value.to_owned())
+            .push(")");
+            Ok(())
+        },
+    )
+}
+
 /// The models with queued jobs, by a loose scan of the queue's index by model: one seek per
 /// model, however long the queue.
 const QUEUED_MODELS: &str = "WITH RECURSIVE models (model_id) AS (
@@ -734,33 +757,11 @@ impl JobRepo for SqliteStore {
     }
 
     async fn list_jobs(&self, q: &ListQuery) -> Result<Vec<Job>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM jobs
-             WHERE (?1 IS NULL OR project = ?1)
-               AND (?2 IS NULL OR status = ?2)
-               AND (?3 IS NULL OR model_id = ?3)
-               AND (?4 IS NULL OR EXISTS (
-                     SELECT 1 FROM json_each(jobs.tags) t
-                     WHERE json_extract(t.value, '$[0]') = ?4 AND json_extract(t.value, '$[1]') = ?5))
-               AND (?6 IS NULL OR created_at > ?6)
-               AND (?7 IS NULL OR created_at < ?7)
-               AND (?8 IS NULL OR (created_at, id) < (?8, ?9))
-             ORDER BY created_at DESC, id DESC
-             LIMIT ?10",
-        )
-        .bind(q.project.as_deref())
-        .bind(q.status.map(|s| s.as_str()))
-        .bind(q.model_id.as_deref())
-        .bind(q.tag.as_ref().map(|t| t.0.as_str()))
-        .bind(q.tag.as_ref().map(|t| t.1.as_str()))
-        .bind(q.created_after.map(micros))
-        .bind(q.created_before.map(micros))
-        .bind(q.after.map(|a| micros(a.0)))
-        .bind(q.after.map(|a| a.1.to_string()))
-        .bind(i64::from(q.limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let rows = list_query("", q)?
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter().map(Self::job_from_row).collect()
     }
 
@@ -1312,5 +1313,57 @@ impl Store for SqliteStore {
             .await
             .map_err(unavailable)?;
         Ok((stored, inserted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How SQLite would run a listing: the plan's steps, one line each.
+    async fn plan(store: &SqliteStore, q: &ListQuery) -> String {
+        let rows = list_query("EXPLAIN QUERY PLAN ", q)
+            .unwrap()
+            .build()
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn listings_walk_an_index_in_their_order_and_sort_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("invokd.db"))
+            .await
+            .unwrap();
+        let project = ListQuery {
+            project: Some("p".into()),
+            limit: 20,
+            ..ListQuery::default()
+        };
+        let filtered = ListQuery {
+            status: Some(invokd_core::JobStatus::Completed),
+            model_id: Some("m".into()),
+            tag: Some(("k".into(), "v".into())),
+            after: Some((Utc::now(), JobId::generate())),
+            ..project.clone()
+        };
+        let everyone = ListQuery {
+            limit: 20,
+            ..ListQuery::default()
+        };
+        for (q, index) in [
+            (&project, "jobs_by_project"),
+            (&filtered, "jobs_by_project"),
+            (&everyone, "jobs_by_created"),
+        ] {
+            let plan = plan(&store, q).await;
+            assert!(plan.contains(index), "{q:?} should use {index}:\n{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{q:?} sorts:\n{plan}");
+        }
     }
 }
