@@ -9,6 +9,11 @@
 //! attempt (a retry, an expired lease) and, with many replicas sharing one store, what the
 //! others queued. Those show at the next reading. A refusal is always decided on a fresh
 //! reading, so a queue that has drained takes submissions again at once.
+//!
+//! One submission reads the store when the reading goes stale; while its count is on its way
+//! the others go on with the stale bound, rather than all counting the same queue at once
+//! (every submission in flight did, once a second, which with a deep queue held the readers
+//! and the answers' latency).
 
 use std::{
     collections::HashMap,
@@ -47,6 +52,8 @@ struct Count {
     /// Jobs this process has queued in the scope since the entry was made (only grows).
     added: u64,
     reading: Option<Reading>,
+    /// When a submission began the reading now on its way, if one is.
+    refreshing_since: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -91,18 +98,22 @@ impl QueueCounts {
         }
     }
 
-    /// At most how many jobs are queued in `scope` at `now`, when a fresh reading says so.
+    /// At most how many jobs are queued in `scope` at `now`, when a fresh reading says so, or
+    /// a stale one while the next is on its way (for at most `fresh_for`: a reading whose
+    /// submission went away is not waited for).
     pub fn bound(&self, scope: Scope, now: Instant) -> Option<u64> {
         let counts = self.counts.lock().ok()?;
         let count = counts.scopes.get(&scope)?;
         let r = count.reading?;
-        (now.saturating_duration_since(r.at) < self.fresh_for)
+        let within = |t: Instant| now.saturating_duration_since(t) < self.fresh_for;
+        (within(r.at) || count.refreshing_since.is_some_and(within))
             .then(|| r.queued + (count.added - r.added_then))
     }
 
-    /// To be taken just before the store is read, and given back to `record` with the reading:
-    /// the additions from here on are counted on top of it (some twice, none missed).
-    pub fn before_reading(&self, scope: Scope) -> Mark {
+    /// To be taken just before the store is read at `now`, and given back to `record` with the
+    /// reading (or to `abandon` without one): the additions from here on are counted on top of
+    /// it (some twice, none missed).
+    pub fn before_reading(&self, scope: Scope, now: Instant) -> Mark {
         let Ok(mut counts) = self.counts.lock() else {
             return Mark {
                 epoch: u64::MAX,
@@ -113,9 +124,21 @@ impl QueueCounts {
             counts.scopes.clear();
             counts.epoch += 1;
         }
+        let epoch = counts.epoch;
+        let count = counts.scopes.entry(scope).or_default();
+        count.refreshing_since = Some(now);
         Mark {
-            epoch: counts.epoch,
-            added: counts.scopes.entry(scope).or_default().added,
+            epoch,
+            added: count.added,
+        }
+    }
+
+    /// The reading begun at `before_reading` failed: the next submission reads again.
+    pub fn abandon(&self, scope: Scope) {
+        if let Ok(mut counts) = self.counts.lock()
+            && let Some(count) = counts.scopes.get_mut(&scope)
+        {
+            count.refreshing_since = None;
         }
     }
 
@@ -135,6 +158,7 @@ impl QueueCounts {
                 added_then: mark.added,
                 at,
             });
+            count.refreshing_since = None;
         }
     }
 
@@ -164,10 +188,42 @@ mod tests {
         let k = Scope::Key(key());
         let t0 = Instant::now();
         assert_eq!(counts.bound(k, t0), None);
-        let mark = counts.before_reading(k);
+        let mark = counts.before_reading(k, t0);
         counts.record(k, 7, mark, t0);
         assert_eq!(counts.bound(k, t0 + Duration::from_millis(999)), Some(7));
         assert_eq!(counts.bound(k, t0 + Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn while_one_reading_is_on_its_way_the_stale_bound_serves_the_others() {
+        let counts = QueueCounts::new(Duration::from_secs(1));
+        let k = key();
+        let t0 = Instant::now();
+        let mark = counts.before_reading(Scope::Key(k), t0);
+        counts.record(Scope::Key(k), 7, mark, t0);
+        counts.added(k);
+        let t1 = t0 + Duration::from_millis(1500);
+        assert_eq!(
+            counts.bound(Scope::Key(k), t1),
+            None,
+            "stale: someone reads"
+        );
+        let mark = counts.before_reading(Scope::Key(k), t1);
+        assert_eq!(counts.bound(Scope::Key(k), t1), Some(8), "the others go on");
+        // A reading that never comes back is waited for no longer than a fresh one lasts.
+        assert_eq!(
+            counts.bound(Scope::Key(k), t1 + Duration::from_secs(1)),
+            None
+        );
+        counts.abandon(Scope::Key(k));
+        assert_eq!(
+            counts.bound(Scope::Key(k), t1),
+            None,
+            "failed: the next one reads"
+        );
+        // The reading that was on its way still counts when it comes back after all.
+        counts.record(Scope::Key(k), 3, mark, t1);
+        assert_eq!(counts.bound(Scope::Key(k), t1), Some(3));
     }
 
     #[test]
@@ -176,7 +232,7 @@ mod tests {
         let (a, b) = (key(), key());
         let t0 = Instant::now();
         for (scope, n) in [(Scope::Key(a), 3), (Scope::Key(b), 5), (Scope::All, 8)] {
-            let mark = counts.before_reading(scope);
+            let mark = counts.before_reading(scope, t0);
             counts.record(scope, n, mark, t0);
         }
         counts.added(a);
@@ -192,7 +248,7 @@ mod tests {
         let counts = QueueCounts::new(Duration::from_secs(1));
         let k = key();
         let t0 = Instant::now();
-        let mark = counts.before_reading(Scope::Key(k));
+        let mark = counts.before_reading(Scope::Key(k), t0);
         // Committed after the read began: the reading may or may not include it.
         counts.added(k);
         counts.record(Scope::Key(k), 4, mark, t0);
@@ -204,14 +260,14 @@ mod tests {
         let counts = QueueCounts::new(Duration::from_secs(1));
         let k = key();
         let t0 = Instant::now();
-        counts.before_reading(Scope::Key(k));
+        counts.before_reading(Scope::Key(k), t0);
         counts.added(k);
-        let mark = counts.before_reading(Scope::Key(k));
+        let mark = counts.before_reading(Scope::Key(k), t0);
         // Past the bound on scopes the counts start again empty; the key's additions with them.
         for _ in 0..MAX_SCOPES {
-            counts.before_reading(Scope::Key(key()));
+            counts.before_reading(Scope::Key(key()), t0);
         }
-        counts.before_reading(Scope::Key(k));
+        counts.before_reading(Scope::Key(k), t0);
         counts.added(k);
         counts.record(Scope::Key(k), 2, mark, t0);
         assert_eq!(counts.bound(Scope::Key(k), t0), None);

@@ -334,8 +334,14 @@ impl JobService {
         if self.queued.bound(scope, now).is_some_and(|n| n < cap) {
             return Ok(false);
         }
-        let mark = self.queued.before_reading(scope);
-        let n = self.store.queued_count(scope.key()).await?;
+        let mark = self.queued.before_reading(scope, now);
+        let n = match self.store.queued_count(scope.key()).await {
+            Ok(n) => n,
+            Err(e) => {
+                self.queued.abandon(scope);
+                return Err(e.into());
+            }
+        };
         self.queued.record(scope, n, mark, now);
         Ok(n >= cap)
     }
