@@ -144,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
         let c = create_and_status(&mut run, &base).await?;
         baselines.extend([row("baseline: echo POST (64)", &c.echo, None, ""), c.get]);
         rates.extend(c.rates);
+        memory.extend(c.deep);
         memory.extend([
             figure("RSS idle, MB", c.idle_rss, "≤ 30"),
             figure("RSS after create and status, MB", c.loaded_rss, ""),
@@ -294,6 +295,8 @@ struct CreateFigures {
     /// The plain `GET`'s row.
     get: Row,
     rates: [Row; 2],
+    /// fal's submit and status behind what the create run queued.
+    deep: [Row; 2],
     idle_rss: Option<f64>,
     loaded_rss: Option<f64>,
     startup_ms: Option<f64>,
@@ -347,7 +350,9 @@ async fn create_and_status(run: &mut Run, base: &Server) -> anyhow::Result<Creat
         )
         .await?
     };
+    let deep = behind_the_queue(&run.http, &held.url).await?;
     Ok(CreateFigures {
+        deep,
         rates: [
             row(
                 "create (64)",
@@ -363,6 +368,52 @@ async fn create_and_status(run: &mut Run, base: &Server) -> anyhow::Result<Creat
         loaded_rss: held.rss_mb(),
         startup_ms: Some(held.startup.as_secs_f64() * 1000.0),
     })
+}
+
+/// fal's submit and status (each answer gives the job's queue position) behind the queue the
+/// create run left: the medians of 21, as ms figures.
+async fn behind_the_queue(http: &reqwest::Client, url: &str) -> anyhow::Result<[Row; 2]> {
+    let key = format!("Key {KEY}");
+    let (mut submits, mut statuses) = (Vec::new(), Vec::new());
+    let mut depth = 0;
+    let mut status_url = String::new();
+    // Interleaved, as clients submit while others poll: a queue's positions are read at most
+    // once a second (see `queue_positions`), so its first answers count in the store.
+    for i in 0..21 {
+        let started = std::time::Instant::now();
+        let sub = json_of(
+            http.post(format!("{url}/fal-ai/flux/schnell"))
+                .header("authorization", &key)
+                .json(&job_body(i)["input"]),
+        )
+        .await?;
+        submits.push(started.elapsed().as_secs_f64() * 1000.0);
+        if i == 0 {
+            depth = sub["queue_position"]
+                .as_u64()
+                .context("no queue_position")?;
+            status_url = sub["status_url"]
+                .as_str()
+                .context("no status_url")?
+                .to_owned();
+        }
+        let started = std::time::Instant::now();
+        let status = json_of(http.get(&status_url).header("authorization", &key)).await?;
+        statuses.push(started.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(status["status"] == "IN_QUEUE", "not queued: {status}");
+    }
+    Ok([
+        figure(
+            &format!("fal submit behind {depth} queued jobs, p50 ms"),
+            median(submits),
+            "",
+        ),
+        figure(
+            &format!("fal status (with its queue position) behind {depth} queued jobs, p50 ms"),
+            median(statuses),
+            "",
+        ),
+    ])
 }
 
 /// The echo POST alone, for end to end's ratio when create and status did not run.
@@ -481,8 +532,7 @@ async fn history(run: &Run, n: u64) -> anyhow::Result<(Option<f64>, Option<f64>,
             "the history is not listed"
         );
     }
-    took.sort_by(f64::total_cmp);
-    let list_ms = took.get(took.len() / 2).copied();
+    let list_ms = median(took);
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok((big.rss_mb(), Some(startup_ms), list_ms))
 }
@@ -498,6 +548,11 @@ async fn start_baseline(me: &Path) -> anyhow::Result<Server> {
 }
 
 /// A figure that is not a rate: memory or a time.
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
 fn figure(name: &str, value: Option<f64>, target: &str) -> Row {
     Row {
         scenario: name.into(),

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod log_sink;
 pub mod provider;
 pub mod queue_counts;
+pub mod queue_positions;
 pub mod running;
 pub mod service;
 pub mod signing;

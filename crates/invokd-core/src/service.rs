@@ -15,7 +15,8 @@ use crate::{
     keys::{KeyHash, KeyRecord},
     provider::LogLine,
     queue_counts::{QueueCounts, Scope},
-    store::{IdempotencyKey, Inserted, ListQuery, Store, StoreError},
+    queue_positions::QueuePositions,
+    store::{IdempotencyKey, Inserted, ListQuery, QueueSlot, Store, StoreError},
 };
 
 /// A cursor is the last job of a page: its creation time and id, opaque to clients.
@@ -166,6 +167,8 @@ pub struct JobService {
     keys: Arc<KeyCache>,
     /// What the queue caps are checked against.
     queued: Arc<QueueCounts>,
+    /// Copies of deep queues, for the positions shown.
+    positions: Arc<QueuePositions>,
 }
 
 /// The model a submission names and its input as the job will run with it (mapped, defaults
@@ -199,6 +202,7 @@ impl JobService {
         Self {
             keys: Arc::new(KeyCache::new(config.key_cache_ttl)),
             queued: Arc::new(QueueCounts::default()),
+            positions: Arc::new(QueuePositions::default()),
             store,
             catalog,
             signals,
@@ -466,12 +470,37 @@ impl JobService {
         Ok(outcome)
     }
 
-    /// How many queued jobs run before this one; `None` unless it is queued.
+    /// How many queued jobs run before this one; `None` unless it is queued. In a deep queue,
+    /// as of a second or so ago (see `queue_positions`).
     pub async fn queue_position(&self, job: &Job) -> Result<Option<u64>, ServiceError> {
         if job.status != crate::JobStatus::Queued {
             return Ok(None);
         }
-        Ok(Some(self.store.queue_position(job).await?))
+        let found = self
+            .positions
+            .look_up(&job.model_id, QueueSlot::of(job), Instant::now());
+        if found.read {
+            let (store, positions) = (self.store.clone(), self.positions.clone());
+            let model_id = job.model_id.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                match store.queue_order(&model_id).await {
+                    Ok(slots) => {
+                        let took = started.elapsed();
+                        tracing::debug!(model = %model_id, jobs = slots.len(), ?took, "read the queue's order");
+                        positions.record(&model_id, slots, started, took);
+                    }
+                    Err(e) => {
+                        tracing::warn!(model = %model_id, error = %e, "reading the queue's order");
+                        positions.abandon(&model_id);
+                    }
+                }
+            });
+        }
+        match found.rank {
+            Some(rank) => Ok(Some(rank)),
+            None => Ok(Some(self.store.queue_position(job).await?)),
+        }
     }
 
     /// The log lines of the caller's job.

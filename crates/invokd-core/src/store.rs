@@ -162,6 +162,26 @@ pub trait DeliveryRepo: Send + Sync {
     async fn delivery_of(&self, job: JobId) -> Result<Option<Delivery>, StoreError>;
 }
 
+/// A queued job's place in its model's queue: jobs run in this order (lower priority values
+/// first, then the oldest, then by id), as a claim takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct QueueSlot {
+    pub priority: i32,
+    /// Unix microseconds, as the store keeps them.
+    pub created_at: i64,
+    pub id: JobId,
+}
+
+impl QueueSlot {
+    pub fn of(job: &Job) -> Self {
+        Self {
+            priority: job.priority,
+            created_at: job.created_at.timestamp_micros(),
+            id: job.id,
+        }
+    }
+}
+
 /// The queue of one model right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueStats {
@@ -294,6 +314,9 @@ pub trait JobRepo: Send + Sync {
 
     /// How many queued jobs of the same model run before this one (0: it is next).
     async fn queue_position(&self, job: &Job) -> Result<u64, StoreError>;
+
+    /// The places of a model's queued jobs, in the order they run.
+    async fn queue_order(&self, model_id: &str) -> Result<Vec<QueueSlot>, StoreError>;
 
     /// Up to `limit` ended jobs whose output is not yet expired and that ended before `before`.
     async fn jobs_to_expire(

@@ -6,6 +6,7 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use invokd_core::{
     CancelOutcome, Job, JobError, JobId, JobStatus, KeyId, Lease, NewJob, Outcome, UpstreamRef,
     job::{cancelled_error, start_timeout_error},
@@ -13,8 +14,8 @@ use invokd_core::{
     provider::LogLine,
     store::{
         AfterAttempt, Beat, ClaimRequest, Delivery, DeliveryAttempt, DeliveryRepo, IdempotencyKey,
-        Inserted, JobRepo, KeyRepo, ListQuery, QueueStats, Requeued, Stale, Store, StoreError,
-        StoreNotice,
+        Inserted, JobRepo, KeyRepo, ListQuery, QueueSlot, QueueStats, Requeued, Stale, Store,
+        StoreError, StoreNotice,
     },
 };
 use serde_json::{Map, Value};
@@ -743,6 +744,26 @@ impl JobRepo for PostgresStore {
         .await
         .map_err(unavailable)?;
         Ok(count(n))
+    }
+
+    async fn queue_order(&self, model_id: &str) -> Result<Vec<QueueSlot>, StoreError> {
+        // Streamed into the slots: a deep queue's rows are never all held at once.
+        let mut rows = sqlx::query_as::<_, (i32, i64, Uuid)>(
+            "SELECT priority, created_at, id FROM jobs
+             WHERE status = 'QUEUED' AND model_id = $1
+             ORDER BY priority, created_at, id",
+        )
+        .bind(model_id)
+        .fetch(&self.pool);
+        let mut slots = Vec::new();
+        while let Some((priority, created_at, id)) = rows.try_next().await.map_err(unavailable)? {
+            slots.push(QueueSlot {
+                priority,
+                created_at,
+                id: JobId::from(id),
+            });
+        }
+        Ok(slots)
     }
 
     async fn jobs_to_expire(

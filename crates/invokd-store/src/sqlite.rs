@@ -18,7 +18,8 @@ use invokd_core::{
     provider::LogLine,
     store::{
         AfterAttempt, Beat, ClaimRequest, Delivery, DeliveryAttempt, DeliveryRepo, IdempotencyKey,
-        Inserted, JobRepo, KeyRepo, ListQuery, QueueStats, Requeued, Stale, Store, StoreError,
+        Inserted, JobRepo, KeyRepo, ListQuery, QueueSlot, QueueStats, Requeued, Stale, Store,
+        StoreError,
     },
 };
 use serde_json::{Map, Value};
@@ -677,6 +678,16 @@ fn kept_prepared(rows: usize) -> bool {
     rows <= 16 || rows == ROWS_PER_STATEMENT
 }
 
+/// One `priority,created_at,id` of `queue_order`'s joined row.
+fn parse_slot(slot: &str) -> Option<QueueSlot> {
+    let mut parts = slot.splitn(3, ',');
+    Some(QueueSlot {
+        priority: parts.next()?.parse().ok()?,
+        created_at: parts.next()?.parse().ok()?,
+        id: JobId::from_str(parts.next()?).ok()?,
+    })
+}
+
 fn key_from_row(r: &SqliteRow) -> Result<KeyRecord, StoreError> {
     let id: String = r.try_get("id").map_err(unavailable)?;
     Ok(KeyRecord {
@@ -994,6 +1005,26 @@ impl JobRepo for SqliteStore {
         .await
         .map_err(unavailable)?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn queue_order(&self, model_id: &str) -> Result<Vec<QueueSlot>, StoreError> {
+        // One row: the driver hands rows over one at a time at some microseconds each (650 ms
+        // for a queue of 130,000), while SQLite joins them in a tenth of that.
+        let joined: Option<String> = sqlx::query_scalar(
+            "SELECT group_concat(priority || ',' || created_at || ',' || id, ';'
+                                 ORDER BY priority, created_at, id)
+             FROM jobs WHERE status = 'QUEUED' AND model_id = ?1",
+        )
+        .bind(model_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        joined
+            .as_deref()
+            .unwrap_or_default()
+            .split_terminator(';')
+            .map(|slot| parse_slot(slot).ok_or_else(|| corrupt("queue slot")(slot.to_owned())))
+            .collect()
     }
 
     async fn jobs_to_expire(

@@ -17,7 +17,7 @@ use invokd_core::{
     provider::LogLine,
     store::{
         AfterAttempt, Beat, DeliveryAttempt, DeliveryState, IdempotencyKey, Inserted, JobRepo,
-        ListQuery, Stale, Store, StoreError,
+        ListQuery, QueueSlot, Stale, Store, StoreError,
     },
 };
 use serde_json::json;
@@ -427,6 +427,36 @@ async fn queue_position_counts_the_jobs_of_the_model_that_run_first(s: S) {
     let first = s.claim_jobs(claim("w", 1, &NO_CAPS)).await.unwrap();
     assert_eq!(first[0].id, a.id);
     assert_eq!(s.queue_position(&low).await.unwrap(), 1);
+}
+
+async fn queue_order_lists_a_models_queued_jobs_in_the_order_they_run(s: S) {
+    let key = KeyId::generate();
+    let a = s.insert_job(new_job("m", 0, key)).await.unwrap();
+    let low = s.insert_job(new_job("m", 10, key)).await.unwrap();
+    let b = s.insert_job(new_job("m", 0, key)).await.unwrap();
+    let high = s.insert_job(new_job("m", -5, key)).await.unwrap();
+    s.insert_job(new_job("n", 0, key)).await.unwrap();
+    let order = s.queue_order("m").await.unwrap();
+    let ids: Vec<_> = order.iter().map(|slot| slot.id).collect();
+    assert_eq!(ids, vec![high.id, a.id, b.id, low.id]);
+    // A job's slot, made from the job as the store returns it, is the one listed, and its
+    // rank is its queue position.
+    for job in [&a, &low, &b, &high] {
+        let slot = QueueSlot::of(job);
+        let rank = order.partition_point(|s| *s < slot) as u64;
+        assert_eq!(order[rank as usize], slot);
+        assert_eq!(rank, s.queue_position(job).await.unwrap());
+    }
+    s.claim_jobs(claim("w", 1, &NO_CAPS)).await.unwrap();
+    let ids: Vec<_> = s
+        .queue_order("m")
+        .await
+        .unwrap()
+        .iter()
+        .map(|slot| slot.id)
+        .collect();
+    assert_eq!(ids, vec![a.id, b.id, low.id], "a started job has no place");
+    assert!(s.queue_order("absent").await.unwrap().is_empty());
 }
 
 async fn every_way_a_job_with_a_webhook_ends_puts_one_delivery_in_the_outbox(s: S) {
@@ -1766,6 +1796,7 @@ conformance!(
     cancel_stops_a_queued_job_at_once_and_a_running_one_by_request,
     a_job_past_its_start_deadline_never_runs,
     queue_position_counts_the_jobs_of_the_model_that_run_first,
+    queue_order_lists_a_models_queued_jobs_in_the_order_they_run,
     every_way_a_job_with_a_webhook_ends_puts_one_delivery_in_the_outbox,
     ended_jobs_past_retention_are_listed_once_and_lose_their_output,
     concurrent_inserts_and_one_bad_row_fails_alone,

@@ -559,3 +559,90 @@ async fn a_retried_fal_submit_with_an_idempotency_key_gives_the_first_request() 
     );
     assert_eq!(server.stored_jobs().await, 1);
 }
+
+#[tokio::test]
+async fn positions_in_a_deep_queue_rank_every_job_in_the_order_it_runs() {
+    // Deep enough that positions come from a copy of the queue, not a count (`queue_positions`).
+    const CHUNKS: usize = 22;
+    const PER_CHUNK: usize = 50;
+    let server = TestServer::start_with(
+        Options::default()
+            .set("--emulator-latency-ms", "3600000")
+            .set("--per-model-concurrency", "1"),
+    )
+    .await;
+    let (_, running) = submit(&server, "/fal-ai/flux/schnell", json!({"prompt": "r"}), &[]).await;
+    let running_url = running["status_url"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&server, &running_url).await.1["status"] != "IN_PROGRESS" {
+        assert!(Instant::now() < deadline, "the first job never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Chunk by chunk: the order within a chunk is the server's, across chunks it is known.
+    let mut chunks = Vec::new();
+    for c in 0..CHUNKS {
+        let submits = (0..PER_CHUNK).map(|i| {
+            let prompt = format!("{c}-{i}");
+            let server = &server;
+            async move {
+                submit(
+                    server,
+                    "/fal-ai/flux/schnell",
+                    json!({"prompt": prompt}),
+                    &[],
+                )
+                .await
+                .1
+            }
+        });
+        let jobs: Vec<Value> = futures::future::join_all(submits).await;
+        chunks.push(
+            jobs.iter()
+                .map(|j| j["status_url"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>(),
+        );
+    }
+    // The first look starts the copy's reading; a moment later every answer comes from it.
+    get(&server, &chunks[0][0]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut seen = Vec::new();
+    let mut last_of_previous: Option<u64> = None;
+    for chunk in &chunks {
+        let mut positions = Vec::new();
+        for url in chunk {
+            let (_, status) = get(&server, url).await;
+            assert_eq!(status["status"], "IN_QUEUE", "{status}");
+            positions.push(status["queue_position"].as_u64().unwrap());
+        }
+        let (lo, hi) = (
+            positions.iter().min().unwrap(),
+            positions.iter().max().unwrap(),
+        );
+        if let Some(last) = last_of_previous {
+            assert!(*lo > last, "a later chunk runs later: {lo} after {last}");
+        }
+        last_of_previous = Some(*hi);
+        seen.extend(positions);
+    }
+    seen.sort_unstable();
+    let expected: Vec<u64> = (0..(CHUNKS * PER_CHUNK) as u64).collect();
+    assert_eq!(
+        seen, expected,
+        "each queued job has a place of its own, none skipped"
+    );
+
+    // A new job is last, whether or not the copy has seen it.
+    let (_, late) = submit(
+        &server,
+        "/fal-ai/flux/schnell",
+        json!({"prompt": "late"}),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        late["queue_position"],
+        (CHUNKS * PER_CHUNK) as u64,
+        "{late}"
+    );
+}
