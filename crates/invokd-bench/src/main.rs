@@ -547,12 +547,13 @@ async fn start_baseline(me: &Path) -> anyhow::Result<Server> {
     Server::start(cmd, "baseline listening on ").await
 }
 
-/// A figure that is not a rate: memory or a time.
+/// The middle value of `v` (None when it is empty).
 fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied()
 }
 
+/// A figure that is not a rate: memory or a time.
 fn figure(name: &str, value: Option<f64>, target: &str) -> Row {
     Row {
         scenario: name.into(),

@@ -3,12 +3,14 @@
 //!
 //! In a short queue the store counts the jobs ahead, which is cheap and exact. In a deep one
 //! that count reads the queue's index up to the job: 28 ms for a job behind 100,000, paid by
-//! every submission (the new job is last) and by every status read of every waiting job. So a
-//! model's queue is also copied in order (its jobs' places only) at most once a second, and
-//! less often as it grows (reading it may take a twentieth of the time at most); while the copy
-//! holds `deep` jobs or more, a position is the job's rank in it, found by a binary search.
-//! Such a position may be a second or so old; in a short queue it is always the store's count.
-//! The copy is read by a task of its own, so no request waits for it.
+//! every submission (the new job is last) and by every status read of every waiting job. So
+//! once a count finds a model's queue deep, the queue is also copied in order (its jobs'
+//! places only) by a task of its own, and copied again when asked about after the copy's time
+//! is up: a second, or twenty times what the reading took, at most `MAX_SERVE`. While the copy
+//! holds `deep` jobs or more, a position is the job's rank in it, by binary search. Such a
+//! position is as of the copy: too high by the jobs that started since, too low by those that
+//! arrived since ahead of it. A copy older than `MAX_AGE` (its readings fail or lag) is not
+//! used: positions are counted again.
 
 use std::{
     collections::HashMap,
@@ -22,32 +24,36 @@ use crate::store::QueueSlot;
 pub const DEEP: usize = 1_000;
 /// How long a copy serves at least.
 pub const FRESH_FOR: Duration = Duration::from_secs(1);
-/// A copy serves for at least this many times the time it took to read.
+/// A copy serves for this many times the time it took to read, between `FRESH_FOR` and
+/// `MAX_SERVE`: reading a deep queue costs a small share of one core while it is asked about.
 const READ_SHARE: u32 = 20;
+/// The longest a copy serves before a look-up asks for a new one.
+const MAX_SERVE: Duration = Duration::from_secs(10);
+/// A copy this old is not used (a new one is being read or could not be).
+const MAX_AGE: Duration = Duration::from_secs(30);
+/// A reading still running after this many times the last one's duration (and `MAX_SERVE`)
+/// is given up on, and another may begin.
+const GIVE_UP_AFTER: u32 = 4;
 /// A model's copy is dropped when no position was asked of it for this long.
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 
-/// What `QueuePositions::look_up` found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lookup {
-    /// The job's rank in a copy of a deep queue; `None`: count it in the store.
-    pub rank: Option<u64>,
-    /// The copy is due: the caller reads the queue and hands it to `record` (or `abandon`).
-    pub read: bool,
-}
-
 #[derive(Debug)]
 struct QueueCopy {
-    slots: Arc<[QueueSlot]>,
+    slots: Box<[QueueSlot]>,
+    /// When its reading began: what it shows is at least this recent.
+    read_at: Instant,
     /// Until when it serves without a new reading.
     serves_until: Instant,
+    took: Duration,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Model {
     copy: Option<QueueCopy>,
     reading_since: Option<Instant>,
-    asked: Instant,
+    /// After a failed reading, none begins before this.
+    retry_at: Option<Instant>,
+    asked: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -72,71 +78,136 @@ impl QueuePositions {
         }
     }
 
-    /// Where `slot` stands in `model_id`'s queue by the copy, and whether a new copy is due.
-    pub fn look_up(&self, model_id: &str, slot: QueueSlot, now: Instant) -> Lookup {
-        let Ok(mut models) = self.models.lock() else {
-            return Lookup {
-                rank: None,
-                read: false,
-            };
+    /// Where `slot` stands in `model_id`'s queue by its copy; `None`: count it in the store.
+    pub fn look_up(&self, model_id: &str, slot: QueueSlot, now: Instant) -> Option<u64> {
+        let mut models = self.models.lock().ok()?;
+        models.retain(|_, m| {
+            m.asked
+                .is_some_and(|t| now.saturating_duration_since(t) < FORGET_AFTER)
+        });
+        let model = models.get_mut(model_id)?;
+        model.asked = Some(now);
+        // Even a copy whose time is up is a better answer than counting a deep queue, while
+        // its next reading is on the way.
+        let copy = model.copy.as_ref().filter(|c| {
+            c.slots.len() >= self.deep && now.saturating_duration_since(c.read_at) < MAX_AGE
+        })?;
+        Some(copy.slots.partition_point(|s| *s < slot) as u64)
+    }
+
+    /// A new reading of `model_id`'s queue, if one is due: its copy is deep or `counted` (a
+    /// position just counted in the store) says the queue is getting deep, the copy's time is
+    /// up, and no other reading is on its way. The caller reads the queue's order and hands
+    /// it to `Reading::done`; dropping the reading gives it up.
+    pub fn begin_reading(
+        self: &Arc<Self>,
+        model_id: &str,
+        counted: Option<u64>,
+        now: Instant,
+    ) -> Option<Reading> {
+        let mut models = self.models.lock().ok()?;
+        let getting_deep = counted.is_some_and(|n| n >= (self.deep / 2) as u64);
+        let model = match models.get_mut(model_id) {
+            Some(model) => model,
+            None if getting_deep => models.entry(model_id.to_owned()).or_default(),
+            None => return None,
         };
-        if !models.contains_key(model_id) {
-            models.insert(
-                model_id.to_owned(),
-                Model {
-                    copy: None,
-                    reading_since: None,
-                    asked: now,
-                },
-            );
-        }
-        let Some(model) = models.get_mut(model_id) else {
-            return Lookup {
-                rank: None,
-                read: false,
-            };
-        };
-        model.asked = now;
-        // A reading whose task never reported (it cannot, short of a panic) is given up on.
-        let reading = model
-            .reading_since
-            .is_some_and(|t| now.saturating_duration_since(t) < self.fresh_for * 10);
-        let stale = model.copy.as_ref().is_none_or(|c| now >= c.serves_until);
-        let read = stale && !reading;
-        if read {
-            model.reading_since = Some(now);
-        }
-        // Even a stale copy of a deep queue is a better answer than counting it.
-        let rank = model
+        model.asked = Some(now);
+        let copy_is_deep = model
             .copy
             .as_ref()
-            .filter(|c| c.slots.len() >= self.deep)
-            .map(|c| c.slots.partition_point(|s| *s < slot) as u64);
-        Lookup { rank, read }
-    }
-
-    /// A new copy of `model_id`'s queue, read from `started` for `took`.
-    pub fn record(&self, model_id: &str, slots: Vec<QueueSlot>, started: Instant, took: Duration) {
-        let Ok(mut models) = self.models.lock() else {
-            return;
-        };
-        let now = started + took;
-        models.retain(|_, m| now.saturating_duration_since(m.asked) < FORGET_AFTER);
-        if let Some(model) = models.get_mut(model_id) {
-            model.copy = Some(QueueCopy {
-                slots: slots.into(),
-                serves_until: started + self.fresh_for.max(took * READ_SHARE),
-            });
-            model.reading_since = None;
+            .is_some_and(|c| c.slots.len() >= self.deep);
+        let due = model.copy.as_ref().is_none_or(|c| now >= c.serves_until);
+        let give_up_after = model
+            .copy
+            .as_ref()
+            .map_or(MAX_SERVE, |c| MAX_SERVE.max(c.took * GIVE_UP_AFTER));
+        let reading = model
+            .reading_since
+            .is_some_and(|t| now.saturating_duration_since(t) < give_up_after);
+        let waiting = model.retry_at.is_some_and(|t| now < t);
+        if !(copy_is_deep || getting_deep) || !due || reading || waiting {
+            return None;
         }
+        model.reading_since = Some(now);
+        Some(Reading {
+            positions: self.clone(),
+            model_id: model_id.to_owned(),
+            started: now,
+            done: false,
+        })
     }
 
-    /// The reading begun for `model_id` failed: the next look-up begins another.
-    pub fn abandon(&self, model_id: &str) {
+    fn record(&self, model_id: &str, slots: Vec<QueueSlot>, started: Instant, now: Instant) {
+        debug_assert!(slots.is_sorted(), "a queue's order comes sorted");
+        let took = now.saturating_duration_since(started);
+        let copy = QueueCopy {
+            slots: slots.into_boxed_slice(),
+            read_at: started,
+            serves_until: started + (took * READ_SHARE).clamp(self.fresh_for, MAX_SERVE),
+            took,
+        };
+        // The copy it replaces is dropped after the lock is let go.
+        let _replaced = {
+            let Ok(mut models) = self.models.lock() else {
+                return;
+            };
+            let Some(model) = models.get_mut(model_id) else {
+                return;
+            };
+            if model.reading_since == Some(started) {
+                model.reading_since = None;
+            }
+            model.retry_at = None;
+            // A reading that was given up on and came back late shows less than the copy.
+            if model.copy.as_ref().is_some_and(|c| c.read_at > started) {
+                return;
+            }
+            model.copy.replace(copy)
+        };
+    }
+
+    fn abandon(&self, model_id: &str, started: Instant) {
+        // Measured from its end, or its start where the caller's clock runs ahead (tests).
+        let ended = started.max(Instant::now());
         if let Ok(mut models) = self.models.lock()
             && let Some(model) = models.get_mut(model_id)
+            && model.reading_since == Some(started)
         {
             model.reading_since = None;
+            model.retry_at = Some(ended + self.fresh_for);
+        }
+    }
+}
+
+/// A reading of a model's queue that `QueuePositions::begin_reading` asked for. Dropped
+/// without `done` (the store failed, or the task ended early), it is given up on, and the next
+/// may begin a second later.
+#[derive(Debug)]
+pub struct Reading {
+    positions: Arc<QueuePositions>,
+    model_id: String,
+    started: Instant,
+    done: bool,
+}
+
+impl Reading {
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    /// The queue's order as read, in the order jobs run; `now` is when the reading ended.
+    pub fn done(mut self, slots: Vec<QueueSlot>, now: Instant) {
+        self.done = true;
+        self.positions
+            .record(&self.model_id, slots, self.started, now);
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        if !self.done {
+            self.positions.abandon(&self.model_id, self.started);
         }
     }
 }
@@ -147,13 +218,9 @@ mod tests {
     use crate::JobId;
 
     fn slots(n: i64) -> Vec<QueueSlot> {
-        (0..n)
-            .map(|i| QueueSlot {
-                priority: 0,
-                created_at: i * 10,
-                id: JobId::generate(),
-            })
-            .collect()
+        let mut v: Vec<_> = (0..n).map(|i| at(i * 10)).collect();
+        v.sort_unstable();
+        v
     }
 
     fn at(created_at: i64) -> QueueSlot {
@@ -164,45 +231,44 @@ mod tests {
         }
     }
 
+    fn positions() -> Arc<QueuePositions> {
+        Arc::new(QueuePositions::new(5, Duration::from_secs(1)))
+    }
+
     #[test]
-    fn a_short_queue_is_always_counted_in_the_store() {
-        let p = QueuePositions::new(5, Duration::from_secs(1));
+    fn a_short_queue_is_counted_and_never_read() {
+        let p = positions();
         let t0 = Instant::now();
-        let first = p.look_up("m", at(15), t0);
-        assert_eq!(
-            first,
-            Lookup {
-                rank: None,
-                read: true
-            }
+        assert_eq!(p.look_up("m", at(15), t0), None);
+        assert!(
+            p.begin_reading("m", Some(1), t0).is_none(),
+            "two queued: count"
         );
-        p.record("m", slots(4), t0, Duration::from_millis(1));
-        let again = p.look_up("m", at(15), t0 + Duration::from_millis(10));
+        let reading = p.begin_reading("m", Some(3), t0).expect("getting deep");
+        reading.done(slots(4), t0 + Duration::from_millis(1));
         assert_eq!(
-            again,
-            Lookup {
-                rank: None,
-                read: false
-            }
+            p.look_up("m", at(15), t0 + Duration::from_millis(10)),
+            None,
+            "a copy of 4 is short: count"
         );
     }
 
     #[test]
     fn a_deep_queue_ranks_the_job_in_its_copy_and_reads_it_again_once_due() {
-        let p = QueuePositions::new(5, Duration::from_secs(1));
+        let p = positions();
         let t0 = Instant::now();
-        assert!(p.look_up("m", at(0), t0).read);
+        let reading = p.begin_reading("m", Some(50), t0).unwrap();
         assert!(
-            !p.look_up("m", at(0), t0).read,
+            p.begin_reading("m", Some(50), t0).is_none(),
             "one reading at a time: the others count meanwhile"
         );
-        p.record("m", slots(100), t0, Duration::from_millis(10));
-        // Behind the jobs created at 0, 10, 20 (ids are random, but 25 falls between).
+        reading.done(slots(100), t0 + Duration::from_millis(10));
+        // Behind the jobs created at 0, 10, 20.
         let behind_three = at(25);
         let t1 = t0 + Duration::from_millis(500);
-        assert_eq!(p.look_up("m", behind_three, t1).rank, Some(3));
+        assert_eq!(p.look_up("m", behind_three, t1), Some(3));
         assert_eq!(
-            p.look_up("m", at(5_000), t1).rank,
+            p.look_up("m", at(5_000), t1),
             Some(100),
             "a new job is last"
         );
@@ -210,42 +276,74 @@ mod tests {
             priority: -1,
             ..at(5_000)
         };
-        assert_eq!(p.look_up("m", higher, t1).rank, Some(0), "priority first");
-        // Due again after a second: the one who is told to read still gets the old rank.
+        assert_eq!(p.look_up("m", higher, t1), Some(0), "priority first");
+        assert!(p.begin_reading("m", None, t1).is_none(), "not due yet");
+        // Due after a second; meanwhile the old copy still answers.
         let t2 = t0 + Duration::from_secs(1);
-        assert_eq!(
-            p.look_up("m", behind_three, t2),
-            Lookup {
-                rank: Some(3),
-                read: true
-            }
+        let reading = p.begin_reading("m", None, t2).expect("due");
+        assert_eq!(p.look_up("m", behind_three, t2), Some(3));
+        drop(reading);
+        assert!(
+            p.begin_reading("m", None, t2).is_none(),
+            "a failed reading waits a second"
         );
-        p.abandon("m");
-        assert!(p.look_up("m", behind_three, t2).read, "failed: read again");
+        assert!(
+            p.begin_reading("m", None, t2 + Duration::from_secs(1))
+                .is_some()
+        );
     }
 
     #[test]
-    fn a_copy_that_took_long_to_read_serves_twenty_times_as_long() {
-        let p = QueuePositions::new(5, Duration::from_secs(1));
+    fn a_copy_serves_twenty_times_its_reading_up_to_a_ceiling_and_is_not_used_once_old() {
+        let p = positions();
         let t0 = Instant::now();
-        p.look_up("m", at(0), t0);
-        p.record("m", slots(10), t0, Duration::from_millis(200));
+        let reading = p.begin_reading("m", Some(10), t0).unwrap();
+        reading.done(slots(10), t0 + Duration::from_millis(200));
         assert!(
-            !p.look_up("m", at(0), t0 + Duration::from_millis(3_900))
-                .read
+            p.begin_reading("m", None, t0 + Duration::from_millis(3_900))
+                .is_none()
         );
-        assert!(p.look_up("m", at(0), t0 + Duration::from_secs(4)).read);
+        let reading = p
+            .begin_reading("m", None, t0 + Duration::from_secs(4))
+            .unwrap();
+        let t1 = t0 + Duration::from_secs(4);
+        reading.done(slots(10), t1 + Duration::from_secs(2));
+        assert!(
+            p.begin_reading("m", None, t1 + MAX_SERVE).is_some(),
+            "forty seconds' worth, held to the ceiling"
+        );
+        assert_eq!(p.look_up("m", at(25), t1 + MAX_AGE), None, "too old: count");
+    }
+
+    #[test]
+    fn a_reading_that_comes_back_after_a_newer_one_is_dropped() {
+        let p = positions();
+        let t0 = Instant::now();
+        let slow = p.begin_reading("m", Some(10), t0).unwrap();
+        let t1 = t0 + MAX_SERVE;
+        let fast = p
+            .begin_reading("m", Some(10), t1)
+            .expect("the slow one was given up on");
+        fast.done(slots(20), t1 + Duration::from_millis(5));
+        slow.done(slots(10), t1 + Duration::from_millis(6));
+        assert_eq!(
+            p.look_up("m", at(5_000), t1 + Duration::from_millis(7)),
+            Some(20)
+        );
     }
 
     #[test]
     fn models_not_asked_about_for_a_minute_are_forgotten() {
-        let p = QueuePositions::new(5, Duration::from_secs(1));
+        let p = positions();
         let t0 = Instant::now();
-        p.look_up("old", at(0), t0);
-        p.record("old", slots(10), t0, Duration::ZERO);
+        p.begin_reading("old", Some(10), t0)
+            .unwrap()
+            .done(slots(10), t0);
         let later = t0 + FORGET_AFTER;
-        p.look_up("new", at(0), later);
-        p.record("new", slots(10), later, Duration::ZERO);
+        p.begin_reading("new", Some(10), later)
+            .unwrap()
+            .done(slots(10), later);
+        assert_eq!(p.look_up("old", at(0), later), None);
         let models = p.models.lock().unwrap();
         assert!(!models.contains_key("old"));
         assert!(models.contains_key("new"));

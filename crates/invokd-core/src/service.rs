@@ -471,36 +471,39 @@ impl JobService {
     }
 
     /// How many queued jobs run before this one; `None` unless it is queued. In a deep queue,
-    /// as of a second or so ago (see `queue_positions`).
+    /// as of a copy of the queue up to a few seconds old (see `queue_positions`).
     pub async fn queue_position(&self, job: &Job) -> Result<Option<u64>, ServiceError> {
         if job.status != crate::JobStatus::Queued {
             return Ok(None);
         }
-        let found = self
+        let now = Instant::now();
+        let (rank, counted) = match self
             .positions
-            .look_up(&job.model_id, QueueSlot::of(job), Instant::now());
-        if found.read {
-            let (store, positions) = (self.store.clone(), self.positions.clone());
-            let model_id = job.model_id.clone();
+            .look_up(&job.model_id, QueueSlot::of(job), now)
+        {
+            Some(rank) => (rank, None),
+            None => {
+                let rank = self.store.queue_position(job).await?;
+                (rank, Some(rank))
+            }
+        };
+        if let Some(reading) = self.positions.begin_reading(&job.model_id, counted, now) {
+            let store = self.store.clone();
             tokio::spawn(async move {
-                let started = Instant::now();
-                match store.queue_order(&model_id).await {
+                let began = Instant::now();
+                match store.queue_order(reading.model_id()).await {
                     Ok(slots) => {
-                        let took = started.elapsed();
-                        tracing::debug!(model = %model_id, jobs = slots.len(), ?took, "read the queue's order");
-                        positions.record(&model_id, slots, started, took);
+                        let now = Instant::now();
+                        tracing::debug!(model = %reading.model_id(), jobs = slots.len(), took = ?now.duration_since(began), "read the queue's order");
+                        reading.done(slots, now);
                     }
                     Err(e) => {
-                        tracing::warn!(model = %model_id, error = %e, "reading the queue's order");
-                        positions.abandon(&model_id);
+                        tracing::warn!(model = %reading.model_id(), error = %e, "reading the queue's order");
                     }
                 }
             });
         }
-        match found.rank {
-            Some(rank) => Ok(Some(rank)),
-            None => Ok(Some(self.store.queue_position(job).await?)),
-        }
+        Ok(Some(rank))
     }
 
     /// The log lines of the caller's job.

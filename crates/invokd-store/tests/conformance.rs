@@ -457,6 +457,27 @@ async fn queue_order_lists_a_models_queued_jobs_in_the_order_they_run(s: S) {
         .collect();
     assert_eq!(ids, vec![a.id, b.id, low.id], "a started job has no place");
     assert!(s.queue_order("absent").await.unwrap().is_empty());
+
+    // Jobs created at the same moment run in the order of their ids: the store's order of
+    // ids (text on SQLite, uuid on PostgreSQL) is the slots' (the uuid's bytes).
+    let at = common::now();
+    let mut tied = Vec::new();
+    for i in 1..=12u128 {
+        let mut job = new_job("tied", 0, key);
+        job.created_at = at;
+        job.id = JobId::from(uuid::Uuid::from_u128(
+            i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835),
+        ));
+        tied.push(s.insert_job(job).await.unwrap());
+    }
+    let order = s.queue_order("tied").await.unwrap();
+    let mut expected: Vec<_> = tied.iter().map(QueueSlot::of).collect();
+    expected.sort_unstable();
+    assert_eq!(order, expected);
+    for job in &tied {
+        let rank = order.partition_point(|s| *s < QueueSlot::of(job)) as u64;
+        assert_eq!(rank, s.queue_position(job).await.unwrap());
+    }
 }
 
 async fn every_way_a_job_with_a_webhook_ends_puts_one_delivery_in_the_outbox(s: S) {

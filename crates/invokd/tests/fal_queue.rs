@@ -53,6 +53,16 @@ async fn get(server: &TestServer, url: &str) -> (u16, Value) {
     (status, resp.json().await.unwrap())
 }
 
+async fn put(server: &TestServer, url: &str) -> reqwest::Response {
+    server
+        .http
+        .put(url)
+        .header("authorization", format!("Key {}", server.key))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn wait_done(server: &TestServer, status_url: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -260,13 +270,7 @@ async fn cancel_a_queued_job_and_a_running_one() {
     // The first one is already running; this one is next.
     assert_eq!(queued["queue_position"], 0, "{queued}");
     for job in [&queued, &running] {
-        let resp = server
-            .http
-            .put(job["cancel_url"].as_str().unwrap())
-            .header("authorization", format!("Key {}", server.key))
-            .send()
-            .await
-            .unwrap();
+        let resp = put(&server, job["cancel_url"].as_str().unwrap()).await;
         assert_eq!(resp.status(), 202);
         assert_eq!(
             resp.json::<Value>().await.unwrap(),
@@ -288,25 +292,17 @@ async fn cancel_a_queued_job_and_a_running_one() {
     // The queued one never ran.
     assert!(server.get(queued["request_id"].as_str().unwrap()).await["started_at"].is_null());
     // Cancelling again, or an unknown id.
-    let resp = server
-        .http
-        .put(queued["cancel_url"].as_str().unwrap())
-        .header("authorization", format!("Key {}", server.key))
-        .send()
-        .await
-        .unwrap();
+    let resp = put(&server, queued["cancel_url"].as_str().unwrap()).await;
     assert_eq!(resp.status(), 400);
     assert_eq!(
         resp.json::<Value>().await.unwrap(),
         json!({"status": "ALREADY_COMPLETED"})
     );
-    let resp = server
-        .http
-        .put(server.at("/fal-ai/flux/requests/0196b7a4-0000-7000-8000-000000000000/cancel"))
-        .header("authorization", format!("Key {}", server.key))
-        .send()
-        .await
-        .unwrap();
+    let resp = put(
+        &server,
+        &server.at("/fal-ai/flux/requests/0196b7a4-0000-7000-8000-000000000000/cancel"),
+    )
+    .await;
     assert_eq!(resp.status(), 404);
     assert_eq!(
         resp.json::<Value>().await.unwrap(),
@@ -562,9 +558,13 @@ async fn a_retried_fal_submit_with_an_idempotency_key_gives_the_first_request() 
 
 #[tokio::test]
 async fn positions_in_a_deep_queue_rank_every_job_in_the_order_it_runs() {
-    // Deep enough that positions come from a copy of the queue, not a count (`queue_positions`).
+    // Deep enough that positions come from a copy of the queue, not a count (`queue_positions`:
+    // from 1,000 queued jobs, a copy read when a look-up finds the last one a second old).
     const CHUNKS: usize = 22;
     const PER_CHUNK: usize = 50;
+    const QUEUED: u64 = (CHUNKS * PER_CHUNK) as u64;
+    let copy_is_due = Duration::from_millis(1_200);
+    let copy_is_read = Duration::from_millis(300);
     let server = TestServer::start_with(
         Options::default()
             .set("--emulator-latency-ms", "3600000")
@@ -595,25 +595,38 @@ async fn positions_in_a_deep_queue_rank_every_job_in_the_order_it_runs() {
                 .1
             }
         });
-        let jobs: Vec<Value> = futures::future::join_all(submits).await;
-        chunks.push(
-            jobs.iter()
-                .map(|j| j["status_url"].as_str().unwrap().to_owned())
-                .collect::<Vec<_>>(),
-        );
+        chunks.push(futures::future::join_all(submits).await);
     }
-    // The first look starts the copy's reading; a moment later every answer comes from it.
-    get(&server, &chunks[0][0]).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let position = |job: &Value| {
+        let url = job["status_url"].as_str().unwrap().to_owned();
+        let server = &server;
+        async move {
+            let (_, status) = get(server, &url).await;
+            assert_eq!(status["status"], "IN_QUEUE", "{status}");
+            status["queue_position"].as_u64().unwrap()
+        }
+    };
+    // Readings begin while the jobs are submitted; the one this look-up begins, once the
+    // last is due, sees them all. The queue stands still, so later readings see the same.
+    let first = &chunks[0][0];
+    tokio::time::sleep(copy_is_due).await;
+    position(first).await;
+    tokio::time::sleep(copy_is_read).await;
 
     let mut seen = Vec::new();
+    let (mut front, mut back) = (None, None);
     let mut last_of_previous: Option<u64> = None;
     for chunk in &chunks {
         let mut positions = Vec::new();
-        for url in chunk {
-            let (_, status) = get(&server, url).await;
-            assert_eq!(status["status"], "IN_QUEUE", "{status}");
-            positions.push(status["queue_position"].as_u64().unwrap());
+        for job in chunk {
+            let p = position(job).await;
+            if p == 0 {
+                front = Some(job.clone());
+            }
+            if p == QUEUED - 1 {
+                back = Some(job.clone());
+            }
+            positions.push(p);
         }
         let (lo, hi) = (
             positions.iter().min().unwrap(),
@@ -626,11 +639,33 @@ async fn positions_in_a_deep_queue_rank_every_job_in_the_order_it_runs() {
         seen.extend(positions);
     }
     seen.sort_unstable();
-    let expected: Vec<u64> = (0..(CHUNKS * PER_CHUNK) as u64).collect();
     assert_eq!(
-        seen, expected,
+        seen,
+        (0..QUEUED).collect::<Vec<_>>(),
         "each queued job has a place of its own, none skipped"
     );
+
+    // The positions are the copy's: the job at the front cancelled, the last job keeps its
+    // place until a reading made after the cancel.
+    let (front, last) = (front.unwrap(), back.unwrap());
+    let last_pos = QUEUED - 1;
+    tokio::time::sleep(copy_is_due).await;
+    position(first).await;
+    tokio::time::sleep(copy_is_read).await;
+    let resp = put(&server, front["cancel_url"].as_str().unwrap()).await;
+    assert_eq!(resp.status(), 202);
+    assert_eq!(position(&last).await, last_pos, "as of the copy");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(copy_is_due).await;
+        if position(&last).await == last_pos - 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a new reading never counted the cancel"
+        );
+    }
 
     // A new job is last, whether or not the copy has seen it.
     let (_, late) = submit(
@@ -640,9 +675,5 @@ async fn positions_in_a_deep_queue_rank_every_job_in_the_order_it_runs() {
         &[],
     )
     .await;
-    assert_eq!(
-        late["queue_position"],
-        (CHUNKS * PER_CHUNK) as u64,
-        "{late}"
-    );
+    assert_eq!(late["queue_position"], QUEUED - 1, "{late}");
 }
