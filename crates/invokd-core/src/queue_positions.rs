@@ -21,9 +21,9 @@ use std::{
 use crate::store::QueueSlot;
 
 /// From this many queued jobs of a model, positions come from the copy.
-pub const DEEP: usize = 1_000;
+const DEEP: usize = 1_000;
 /// How long a copy serves at least.
-pub const FRESH_FOR: Duration = Duration::from_secs(1);
+const FRESH_FOR: Duration = Duration::from_secs(1);
 /// A copy serves for this many times the time it took to read, between `FRESH_FOR` and
 /// `MAX_SERVE`: reading a deep queue costs a small share of one core while it is asked about.
 const READ_SHARE: u32 = 20;
@@ -47,13 +47,13 @@ struct QueueCopy {
     took: Duration,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Model {
     copy: Option<QueueCopy>,
     reading_since: Option<Instant>,
     /// After a failed reading, none begins before this.
     retry_at: Option<Instant>,
-    asked: Option<Instant>,
+    asked: Instant,
 }
 
 #[derive(Debug)]
@@ -81,12 +81,9 @@ impl QueuePositions {
     /// Where `slot` stands in `model_id`'s queue by its copy; `None`: count it in the store.
     pub fn look_up(&self, model_id: &str, slot: QueueSlot, now: Instant) -> Option<u64> {
         let mut models = self.models.lock().ok()?;
-        models.retain(|_, m| {
-            m.asked
-                .is_some_and(|t| now.saturating_duration_since(t) < FORGET_AFTER)
-        });
+        models.retain(|_, m| now.saturating_duration_since(m.asked) < FORGET_AFTER);
         let model = models.get_mut(model_id)?;
-        model.asked = Some(now);
+        model.asked = now;
         // Even a copy whose time is up is a better answer than counting a deep queue, while
         // its next reading is on the way.
         let copy = model.copy.as_ref().filter(|c| {
@@ -109,10 +106,15 @@ impl QueuePositions {
         let getting_deep = counted.is_some_and(|n| n >= (self.deep / 2) as u64);
         let model = match models.get_mut(model_id) {
             Some(model) => model,
-            None if getting_deep => models.entry(model_id.to_owned()).or_default(),
+            None if getting_deep => models.entry(model_id.to_owned()).or_insert(Model {
+                copy: None,
+                reading_since: None,
+                retry_at: None,
+                asked: now,
+            }),
             None => return None,
         };
-        model.asked = Some(now);
+        model.asked = now;
         let copy_is_deep = model
             .copy
             .as_ref()

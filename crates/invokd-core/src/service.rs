@@ -494,7 +494,8 @@ impl JobService {
                 match store.queue_order(reading.model_id()).await {
                     Ok(slots) => {
                         let now = Instant::now();
-                        tracing::debug!(model = %reading.model_id(), jobs = slots.len(), took = ?now.duration_since(began), "read the queue's order");
+                        let (model, jobs, took) = (reading.model_id(), slots.len(), now - began);
+                        tracing::debug!(model, jobs, ?took, "read the queue's order");
                         reading.done(slots, now);
                     }
                     Err(e) => {

@@ -63,6 +63,15 @@ async fn put(server: &TestServer, url: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// Until the job is running (at most 30 s).
+async fn wait_running(server: &TestServer, status_url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(server, status_url).await.1["status"] != "IN_PROGRESS" {
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn wait_done(server: &TestServer, status_url: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -250,16 +259,7 @@ async fn cancel_a_queued_job_and_a_running_one() {
         &[],
     )
     .await;
-    // Wait until the first runs.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while get(&server, running["status_url"].as_str().unwrap())
-        .await
-        .1["status"]
-        != "IN_PROGRESS"
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_running(&server, running["status_url"].as_str().unwrap()).await;
     let (_, queued) = submit(
         &server,
         "/fal-ai/flux/schnell",
@@ -572,12 +572,7 @@ async fn positions_in_a_deep_queue_rank_every_job_in_the_order_it_runs() {
     )
     .await;
     let (_, running) = submit(&server, "/fal-ai/flux/schnell", json!({"prompt": "r"}), &[]).await;
-    let running_url = running["status_url"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while get(&server, &running_url).await.1["status"] != "IN_PROGRESS" {
-        assert!(Instant::now() < deadline, "the first job never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_running(&server, running["status_url"].as_str().unwrap()).await;
     // Chunk by chunk: the order within a chunk is the server's, across chunks it is known.
     let mut chunks = Vec::new();
     for c in 0..CHUNKS {
