@@ -490,6 +490,7 @@ impl JobService {
         if let Some(reading) = self.positions.begin_reading(&job.model_id, counted, now) {
             let store = self.store.clone();
             tokio::spawn(async move {
+                let _turn = reading.turn().await;
                 let began = Instant::now();
                 match store.queue_order(reading.model_id()).await {
                     Ok(slots) => {
