@@ -10,17 +10,18 @@
 //! holds `deep` jobs or more, a position is the job's rank in it, by binary search. Such a
 //! position is as of the copy: too high by the jobs that started since, too low by those that
 //! arrived since ahead of it. A copy older than `MAX_AGE` (its readings fail or lag) is not
-//! used: positions are counted again. Readings of different models take turns, one at a
-//! time: each holds one of the store's read connections while it runs (0.7 s for a million
-//! queued jobs on SQLite), and several deep models read at once would hold most of them.
+//! used: positions are counted again. Readings take turns, one at a time, whichever the model:
+//! each keeps a read connection of the store busy while it runs (0.7 s for a million queued
+//! jobs on SQLite), and several deep models read at once would keep most of them busy.
 
 use std::{
     collections::HashMap,
+    future::Future,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::store::QueueSlot;
 
@@ -143,17 +144,34 @@ impl QueuePositions {
             positions: self.clone(),
             model_id: model_id.to_owned(),
             started: now,
+            read_from: now,
             done: false,
         })
     }
 
-    fn record(&self, model_id: &str, slots: Vec<QueueSlot>, started: Instant, now: Instant) {
+    /// Whether `started`'s reading is still the one `model_id` waits for (not given up on).
+    fn is_reading(&self, model_id: &str, started: Instant) -> bool {
+        self.models
+            .lock()
+            .is_ok_and(|models| models.get(model_id).and_then(|m| m.reading_since) == Some(started))
+    }
+
+    /// Keeps what `started`'s reading read from `read_from` (when its turn came) to `now`.
+    fn record(
+        &self,
+        model_id: &str,
+        slots: Vec<QueueSlot>,
+        started: Instant,
+        read_from: Instant,
+        now: Instant,
+    ) {
         debug_assert!(slots.is_sorted(), "a queue's order comes sorted");
+        // The wait for a turn counts: a copy read after a wait serves longer.
         let took = now.saturating_duration_since(started);
         let copy = QueueCopy {
             slots: slots.into_boxed_slice(),
-            read_at: started,
-            serves_until: started + (took * READ_SHARE).clamp(self.fresh_for, MAX_SERVE),
+            read_at: read_from,
+            serves_until: read_from + (took * READ_SHARE).clamp(self.fresh_for, MAX_SERVE),
             took,
         };
         // The copy it replaces is dropped after the lock is let go.
@@ -169,7 +187,7 @@ impl QueuePositions {
             }
             model.retry_at = None;
             // A reading that was given up on and came back late shows less than the copy.
-            if model.copy.as_ref().is_some_and(|c| c.read_at > started) {
+            if model.copy.as_ref().is_some_and(|c| c.read_at > read_from) {
                 return;
             }
             model.copy.replace(copy)
@@ -189,6 +207,19 @@ impl QueuePositions {
     }
 }
 
+/// Why a reading ended without a copy; the next may begin a second later.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadingError<E> {
+    #[error("no turn to read the queue within {MAX_SERVE:?}")]
+    NoTurn,
+    #[error("given up on while it waited for its turn")]
+    Superseded,
+    #[error("reading the queue took over {MAX_AGE:?}")]
+    TooLong,
+    #[error(transparent)]
+    Store(E),
+}
+
 /// A reading of a model's queue that `QueuePositions::begin_reading` asked for. Dropped
 /// without `done` (the store failed, or the task ended early), it is given up on, and the next
 /// may begin a second later.
@@ -197,6 +228,8 @@ pub struct Reading {
     positions: Arc<QueuePositions>,
     model_id: String,
     started: Instant,
+    /// When its turn came (until then, when it began).
+    read_from: Instant,
     done: bool,
 }
 
@@ -205,17 +238,37 @@ impl Reading {
         &self.model_id
     }
 
-    /// Waits until no other reading runs; the store is read while the turn is held. Time spent
-    /// waiting counts as the reading's, so a copy read after a wait serves longer.
-    pub async fn turn(&self) -> Option<OwnedSemaphorePermit> {
-        self.positions.turns.clone().acquire_owned().await.ok()
+    /// Reads the queue's order with `read` once no other reading runs, and keeps it; returns
+    /// how many jobs it holds. The wait for the turn is bounded by `MAX_SERVE` (by then the
+    /// reading may be given up on and another begun), and the read by `MAX_AGE` (a copy that
+    /// took longer would be too old to use), so a store that hangs holds the turn for no longer.
+    pub async fn run<E>(
+        mut self,
+        read: impl Future<Output = Result<Vec<QueueSlot>, E>>,
+    ) -> Result<usize, ReadingError<E>> {
+        let turns = self.positions.turns.clone();
+        let _turn = tokio::time::timeout(MAX_SERVE, turns.acquire_owned())
+            .await
+            .map_err(|_| ReadingError::NoTurn)?
+            .map_err(|_| ReadingError::NoTurn)?;
+        if !self.positions.is_reading(&self.model_id, self.started) {
+            return Err(ReadingError::Superseded);
+        }
+        self.read_from = Instant::now().max(self.started);
+        let slots = tokio::time::timeout(MAX_AGE, read)
+            .await
+            .map_err(|_| ReadingError::TooLong)?
+            .map_err(ReadingError::Store)?;
+        let jobs = slots.len();
+        self.done(slots, Instant::now());
+        Ok(jobs)
     }
 
     /// The queue's order as read, in the order jobs run; `now` is when the reading ended.
     pub fn done(mut self, slots: Vec<QueueSlot>, now: Instant) {
         self.done = true;
         self.positions
-            .record(&self.model_id, slots, self.started, now);
+            .record(&self.model_id, slots, self.started, self.read_from, now);
     }
 }
 
@@ -229,7 +282,10 @@ impl Drop for Reading {
 
 #[cfg(test)]
 mod tests {
-    use futures::FutureExt as _;
+    use std::{
+        convert::Infallible,
+        sync::atomic::{AtomicBool, Ordering},
+    };
 
     use super::*;
     use crate::JobId;
@@ -311,24 +367,65 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn readings_of_different_models_take_turns() {
+    async fn readings_take_turns_and_a_hung_one_holds_its_turn_no_longer_than_a_copy_lives() {
+        tokio::time::pause();
         let p = positions();
         let t0 = Instant::now();
         let a = p.begin_reading("a", Some(50), t0).unwrap();
-        let b = p
-            .begin_reading("b", Some(50), t0)
-            .expect("a reading of its own model");
-        let a_turn = a.turn().await.expect("the first turn");
-        assert!(b.turn().now_or_never().is_none(), "b waits while a reads");
-        a.done(slots(10), t0 + Duration::from_millis(10));
-        assert!(b.turn().now_or_never().is_none(), "until a's turn ends");
-        drop(a_turn);
-        let b_turn = b.turn().await;
-        assert!(b_turn.is_some());
-        b.done(slots(10), t0 + Duration::from_millis(20));
+        let b = p.begin_reading("b", Some(50), t0).unwrap();
+        let (release_a, a_read) = tokio::sync::oneshot::channel::<Vec<QueueSlot>>();
+        let a = tokio::spawn(a.run(async move { Ok::<_, Infallible>(a_read.await.unwrap()) }));
+        tokio::task::yield_now().await;
+        let b_read = Arc::new(AtomicBool::new(false));
+        let b = tokio::spawn(b.run({
+            let b_read = b_read.clone();
+            async move {
+                b_read.store(true, Ordering::SeqCst);
+                Ok::<_, Infallible>(slots(10))
+            }
+        }));
+        tokio::task::yield_now().await;
+        assert!(!b_read.load(Ordering::SeqCst), "b waits while a reads");
+        release_a.send(slots(20)).unwrap();
+        assert_eq!(a.await.unwrap().unwrap(), 20);
+        assert_eq!(b.await.unwrap().unwrap(), 10);
+        assert!(b_read.load(Ordering::SeqCst));
+        assert_eq!(p.look_up("b", at(25), Instant::now()), Some(3));
+
+        // A read that never ends is given up on at MAX_AGE; a reading waiting behind it gets
+        // no turn within MAX_SERVE.
+        let c = p.begin_reading("c", Some(50), t0).unwrap();
+        let d = p.begin_reading("d", Some(50), t0).unwrap();
+        let c = tokio::spawn(c.run(futures::future::pending::<Result<_, Infallible>>()));
+        tokio::task::yield_now().await;
+        let d = d.run(async { Ok::<_, Infallible>(slots(10)) }).await;
+        assert!(matches!(d, Err(ReadingError::NoTurn)), "{d:?}");
+        assert!(matches!(c.await.unwrap(), Err(ReadingError::TooLong)));
+    }
+
+    #[tokio::test]
+    async fn a_reading_given_up_on_while_it_waited_reads_nothing() {
+        let p = positions();
+        let t0 = Instant::now();
+        let a = p.begin_reading("a", Some(50), t0).unwrap();
+        let (release_a, a_read) = tokio::sync::oneshot::channel::<Vec<QueueSlot>>();
+        let a = tokio::spawn(a.run(async move { Ok::<_, Infallible>(a_read.await.unwrap()) }));
+        tokio::task::yield_now().await;
+        let late = p.begin_reading("b", Some(50), t0).unwrap();
+        let again = p
+            .begin_reading("b", Some(50), t0 + MAX_SERVE)
+            .expect("the first is given up on");
+        let late = tokio::spawn(late.run(async { Ok::<_, Infallible>(slots(10)) }));
+        tokio::task::yield_now().await;
+        release_a.send(slots(20)).unwrap();
+        a.await.unwrap().unwrap();
+        assert!(matches!(late.await.unwrap(), Err(ReadingError::Superseded)));
         assert_eq!(
-            p.look_up("b", at(25), t0 + Duration::from_millis(30)),
-            Some(3)
+            again
+                .run(async { Ok::<_, Infallible>(slots(10)) })
+                .await
+                .unwrap(),
+            10
         );
     }
 

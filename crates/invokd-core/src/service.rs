@@ -490,18 +490,14 @@ impl JobService {
         if let Some(reading) = self.positions.begin_reading(&job.model_id, counted, now) {
             let store = self.store.clone();
             tokio::spawn(async move {
-                let _turn = reading.turn().await;
+                let model = reading.model_id().to_owned();
                 let began = Instant::now();
-                match store.queue_order(reading.model_id()).await {
-                    Ok(slots) => {
-                        let now = Instant::now();
-                        let (model, jobs, took) = (reading.model_id(), slots.len(), now - began);
+                match reading.run(store.queue_order(&model)).await {
+                    Ok(jobs) => {
+                        let took = began.elapsed();
                         tracing::debug!(model, jobs, ?took, "read the queue's order");
-                        reading.done(slots, now);
                     }
-                    Err(e) => {
-                        tracing::warn!(model = %reading.model_id(), error = %e, "reading the queue's order");
-                    }
+                    Err(e) => tracing::warn!(model, error = %e, "reading the queue's order"),
                 }
             });
         }

@@ -391,9 +391,10 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
             "Created the admin token (shown once, keep it safe; also in the data directory's admin.token):\n\n    {admin}\n"
         );
     }
+    let stop = shutdown_signal()?;
     println!("invokd listening on {url}");
     tracing::info!(%url, data_dir = %a.data_dir.display(), "invokd ready");
-    server.run(shutdown_signal()).await?;
+    server.run(stop).await?;
     tracing::info!("invokd stopped");
     Ok(())
 }
@@ -433,24 +434,27 @@ fn announce_first_key(key: &str, admin: Option<&str>, url: &str, path: Option<Pa
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Listens for Ctrl-C and SIGTERM from now on, before the server says it listens: a signal sent
+/// as soon as it does (a supervisor, a test) stops it cleanly rather than killing it. The
+/// future resolves at the first signal.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutdown requested");
+        tracing::info!("shutdown requested");
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+    })
 }
