@@ -67,7 +67,7 @@ pub struct QueuePositions {
     fresh_for: Duration,
     models: Mutex<HashMap<String, Model>>,
     /// One reading at a time, whichever the model.
-    turns: Arc<Semaphore>,
+    turns: Semaphore,
 }
 
 impl Default for QueuePositions {
@@ -82,7 +82,7 @@ impl QueuePositions {
             deep,
             fresh_for,
             models: Mutex::new(HashMap::new()),
-            turns: Arc::new(Semaphore::new(1)),
+            turns: Semaphore::new(1),
         }
     }
 
@@ -102,8 +102,8 @@ impl QueuePositions {
 
     /// A new reading of `model_id`'s queue, if one is due: its copy is deep or `counted` (a
     /// position just counted in the store) says the queue is getting deep, the copy's time is
-    /// up, and no other reading is on its way. The caller reads the queue's order and hands
-    /// it to `Reading::done`; dropping the reading gives it up.
+    /// up, and no other reading is on its way. The caller reads the queue's order through
+    /// `Reading::run`; dropping the reading gives it up.
     pub fn begin_reading(
         self: &Arc<Self>,
         model_id: &str,
@@ -246,8 +246,8 @@ impl Reading {
         mut self,
         read: impl Future<Output = Result<Vec<QueueSlot>, E>>,
     ) -> Result<usize, ReadingError<E>> {
-        let turns = self.positions.turns.clone();
-        let _turn = tokio::time::timeout(MAX_SERVE, turns.acquire_owned())
+        let positions = self.positions.clone();
+        let _turn = tokio::time::timeout(MAX_SERVE, positions.turns.acquire())
             .await
             .map_err(|_| ReadingError::NoTurn)?
             .map_err(|_| ReadingError::NoTurn)?;
@@ -265,7 +265,7 @@ impl Reading {
     }
 
     /// The queue's order as read, in the order jobs run; `now` is when the reading ended.
-    pub fn done(mut self, slots: Vec<QueueSlot>, now: Instant) {
+    fn done(mut self, slots: Vec<QueueSlot>, now: Instant) {
         self.done = true;
         self.positions
             .record(&self.model_id, slots, self.started, self.read_from, now);
@@ -398,9 +398,15 @@ mod tests {
         let d = p.begin_reading("d", Some(50), t0).unwrap();
         let c = tokio::spawn(c.run(futures::future::pending::<Result<_, Infallible>>()));
         tokio::task::yield_now().await;
-        let d = d.run(async { Ok::<_, Infallible>(slots(10)) }).await;
+        // Bounded from outside too, so that a missing bound fails here rather than hangs.
+        let d = tokio::time::timeout(MAX_AGE, d.run(async { Ok::<_, Infallible>(slots(10)) }))
+            .await
+            .expect("no turn within MAX_SERVE");
         assert!(matches!(d, Err(ReadingError::NoTurn)), "{d:?}");
-        assert!(matches!(c.await.unwrap(), Err(ReadingError::TooLong)));
+        let c = tokio::time::timeout(MAX_AGE * 2, c)
+            .await
+            .expect("given up at MAX_AGE");
+        assert!(matches!(c.unwrap(), Err(ReadingError::TooLong)));
     }
 
     #[tokio::test]

@@ -394,7 +394,12 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     let stop = shutdown_signal()?;
     println!("invokd listening on {url}");
     tracing::info!(%url, data_dir = %a.data_dir.display(), "invokd ready");
-    server.run(stop).await?;
+    server
+        .run(async {
+            stop.await;
+            tracing::info!("shutdown requested");
+        })
+        .await?;
     tracing::info!("invokd stopped");
     Ok(())
 }
@@ -447,7 +452,6 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-        tracing::info!("shutdown requested");
     })
 }
 
@@ -455,6 +459,5 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutdown requested");
     })
 }
