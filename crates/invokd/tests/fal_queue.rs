@@ -601,12 +601,16 @@ async fn positions_in_a_deep_queue_rank_every_job_in_the_order_it_runs() {
             status["queue_position"].as_u64().unwrap()
         }
     };
-    // Readings begin while the jobs are submitted; the one this look-up begins, once the
-    // last is due, sees them all. The queue stands still, so later readings see the same.
+    // A look-up once the last copy is due begins a reading; then give it time to come back.
     let first = &chunks[0][0];
-    tokio::time::sleep(copy_is_due).await;
-    position(first).await;
-    tokio::time::sleep(copy_is_read).await;
+    let read_again = || async {
+        tokio::time::sleep(copy_is_due).await;
+        position(first).await;
+        tokio::time::sleep(copy_is_read).await;
+    };
+    // Readings begin while the jobs are submitted; the one read now sees them all. The queue
+    // stands still, so later readings see the same.
+    read_again().await;
 
     let mut seen = Vec::new();
     let (mut front, mut back) = (None, None);
@@ -644,9 +648,7 @@ async fn positions_in_a_deep_queue_rank_every_job_in_the_order_it_runs() {
     // place until a reading made after the cancel.
     let (front, last) = (front.unwrap(), back.unwrap());
     let last_pos = QUEUED - 1;
-    tokio::time::sleep(copy_is_due).await;
-    position(first).await;
-    tokio::time::sleep(copy_is_read).await;
+    read_again().await;
     let resp = put(&server, front["cancel_url"].as_str().unwrap()).await;
     assert_eq!(resp.status(), 202);
     assert_eq!(position(&last).await, last_pos, "as of the copy");
