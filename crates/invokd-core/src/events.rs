@@ -80,13 +80,15 @@ impl JobEvents {
 }
 
 /// What the API side and the dispatcher of one process share: the dispatcher's wake-up, the
-/// running jobs' cancel tokens, and job-change news.
+/// running jobs' cancel tokens, job-change news, and the runs' progress and partial outputs.
 #[derive(Debug, Clone, Default)]
 pub struct Signals {
     /// Notified after a submission is committed, so the dispatcher claims at once.
     pub wake: std::sync::Arc<tokio::sync::Notify>,
     pub running: crate::running::RunningJobs,
     pub events: JobEvents,
+    /// Progress and partial outputs of the runs of this process.
+    pub updates: crate::run_updates::RunUpdates,
 }
 
 #[cfg(test)]

@@ -8,10 +8,12 @@ pub mod input_files;
 pub mod job;
 pub mod key_cache;
 pub mod keys;
-pub mod log_sink;
+pub mod lifecycle;
 pub mod provider;
 pub mod queue_counts;
 pub mod queue_positions;
+pub mod run;
+pub mod run_updates;
 pub mod running;
 pub mod service;
 pub mod signing;
@@ -19,3 +21,4 @@ pub mod store;
 
 pub use ids::{JobId, KeyId};
 pub use job::{CancelOutcome, Job, JobError, JobStatus, Lease, NewJob, Outcome, UpstreamRef};
+pub use run::log_sink;

@@ -10,13 +10,11 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    blob::{BLOB_SCHEME, BlobError, BlobStore},
+    blob::{BLOB_SCHEME, BlobError},
     catalog::Model,
-    events::JobEvents,
     ids::JobId,
-    job::{Lease, UpstreamRef},
-    log_sink::LogSink,
-    store::Store,
+    job::UpstreamRef,
+    run_updates::Progress,
 };
 
 /// One log line a provider emits while it runs a job.
@@ -57,13 +55,38 @@ pub struct RunRequest {
     pub upstream: Option<UpstreamRef>,
 }
 
-/// What a provider gets to do its work: a place for output files, a place for log lines, and a
-/// cancellation signal.
+/// Where a run's effects go while it runs: log lines, progress, partial outputs, the upstream
+/// reference and output files. The gateway's own runs write to its store and blob store
+/// ([`crate::run::StoreSink`]); a remote worker's go back to the gateway over HTTP.
+#[async_trait]
+pub trait RunSink: Send + Sync + 'static {
+    /// Queues a log line; it reaches the job's readers soon, in order. Best effort: never fails
+    /// the run.
+    async fn log(&self, line: LogLine);
+
+    /// The lines logged so far that are not stored yet, for the write that ends the job to
+    /// store: its log is then complete when it is seen ended.
+    async fn take_logs(&self) -> Vec<LogLine>;
+
+    /// How far the run has come. Best effort.
+    async fn progress(&self, progress: Progress);
+
+    /// An intermediate result, in the model's output shape. Best effort.
+    async fn partial(&self, output: Map<String, Value>);
+
+    /// Stores (or clears) the job's upstream reference, fenced by the run's lease. An error
+    /// means it is not stored: the run must not submit.
+    async fn set_upstream(&self, upstream: Option<&UpstreamRef>) -> Result<(), ProviderError>;
+
+    /// Stores an output file under `key` (already checked by [`crate::blob::validate_key`]).
+    async fn put_file(&self, key: &str, bytes: Bytes) -> Result<(), BlobError>;
+}
+
+/// What a provider gets to do its work: a place for output files, log lines, progress and
+/// partial outputs, and a cancellation signal.
 #[derive(Clone)]
 pub struct RunContext {
-    blobs: Arc<dyn BlobStore>,
-    logs: Option<LogSink>,
-    upstream: Option<(Arc<dyn Store>, Lease)>,
+    sink: Arc<dyn RunSink>,
     job_id: JobId,
     key_prefix: String,
     pub cancel: CancellationToken,
@@ -71,15 +94,13 @@ pub struct RunContext {
 
 impl RunContext {
     pub fn new(
-        blobs: Arc<dyn BlobStore>,
+        sink: Arc<dyn RunSink>,
         job_id: JobId,
         attempt: u32,
         cancel: CancellationToken,
     ) -> Self {
         Self {
-            blobs,
-            logs: None,
-            upstream: None,
+            sink,
             job_id,
             // One prefix per attempt, so a late writer from an expired lease never overwrites
             // the files of the attempt that finished the job.
@@ -88,48 +109,15 @@ impl RunContext {
         }
     }
 
-    /// Log lines go to this store, where clients read them while the job runs, and each line
-    /// wakes the job's live readers.
-    pub fn with_log_store(mut self, store: Arc<dyn Store>, events: JobEvents) -> Self {
-        self.logs = Some(LogSink::start(store, events, self.job_id));
-        self
-    }
-
-    /// The lines logged so far that are not stored yet, for the write that ends the job to
-    /// store: its log is then complete when it is seen finished.
+    /// The lines logged so far that are not stored yet (see [`RunSink::take_logs`]).
     pub async fn take_logs(&self) -> Vec<LogLine> {
-        match &self.logs {
-            Some(sink) => sink.take().await,
-            None => Vec::new(),
-        }
-    }
-
-    /// Upstream references go to this store, fenced by the run's lease.
-    pub fn with_upstream_store(mut self, store: Arc<dyn Store>, lease: Lease) -> Self {
-        self.upstream = Some((store, lease));
-        self
+        self.sink.take_logs().await
     }
 
     /// Stores (or clears) the job's upstream reference before the run goes on. An error means
     /// it is not stored (the lease is lost or the store failed): the run must not submit.
     pub async fn set_upstream(&self, upstream: Option<&UpstreamRef>) -> Result<(), ProviderError> {
-        let Some((store, lease)) = &self.upstream else {
-            return Err(ProviderError::permanent(
-                "internal_error",
-                "this run cannot store an upstream reference",
-            ));
-        };
-        match store.set_upstream(self.job_id, lease, upstream).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(ProviderError::transient(
-                "internal_error",
-                "the run lost its lease before its upstream request was stored",
-            )),
-            Err(e) => Err(ProviderError::transient(
-                "internal_error",
-                format!("storing the upstream request failed: {e}"),
-            )),
-        }
+        self.sink.set_upstream(upstream).await
     }
 
     /// Records a log line of the job (fal's levels: INFO, WARN, ERROR, DEBUG, STDOUT, STDERR).
@@ -142,16 +130,24 @@ impl RunContext {
             timestamp: Utc::now(),
         };
         tracing::debug!(job_id = %self.job_id, level, message = %line.message, "job log");
-        if let Some(sink) = &self.logs {
-            sink.push(line).await;
-        }
+        self.sink.log(line).await;
+    }
+
+    /// Tells the job's readers how far the run has come.
+    pub async fn progress(&self, progress: Progress) {
+        self.sink.progress(progress).await;
+    }
+
+    /// Hands the job's readers an intermediate result (files in it stored with `put_file`).
+    pub async fn partial(&self, output: Map<String, Value>) {
+        self.sink.partial(output).await;
     }
 
     /// Stores an output file and returns the `blob:` reference to put in the output's `url`.
     pub async fn put_file(&self, file_name: &str, bytes: Bytes) -> Result<String, BlobError> {
         let key = format!("{}/{file_name}", self.key_prefix);
         crate::blob::validate_key(&key)?;
-        self.blobs.put(&key, bytes).await?;
+        self.sink.put_file(&key, bytes).await?;
         Ok(format!("{BLOB_SCHEME}{key}"))
     }
 }
@@ -214,6 +210,13 @@ impl From<BlobError> for ProviderError {
             format!("storing an output file failed: {e}"),
         )
     }
+}
+
+/// Fetches the files an input names (`*_url` fields) before a run.
+#[async_trait]
+pub trait InputSource: Send + Sync {
+    /// The files in the order they appear; an error ends the run with it.
+    async fn fetch_all(&self, input: &Map<String, Value>) -> Result<Vec<InputFile>, ProviderError>;
 }
 
 /// A provider's result: the model's output object, file URLs as `blob:` references.

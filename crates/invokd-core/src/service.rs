@@ -145,10 +145,13 @@ pub struct ServiceConfig {
     pub key_cache_ttl: std::time::Duration,
 }
 
+/// Claims per job before it fails, unless configured otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
 impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
-            max_attempts: 3,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
             idempotency_ttl: std::time::Duration::from_secs(24 * 3600),
             max_queued_per_key: 10_000,
             max_queue_length: 1_000_000,

@@ -24,6 +24,8 @@ pub struct DataDir {
 const LOCK_FILE: &str = "invokd.lock";
 const SIGNING_KEY_FILE: &str = "url-signing.key";
 const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// Names the data directory in the lease owners of its processes, across restarts.
+const INSTANCE_FILE: &str = "instance-id";
 /// Set by the process that creates the first access key, so that only one does.
 const FIRST_KEY_SETTING: &str = "first-key-created";
 /// Admin tokens start with this, unlike access keys, so the two are never confused.
@@ -50,6 +52,22 @@ impl DataDir {
             root: root.to_path_buf(),
             _lock: lock,
         })
+    }
+
+    /// The data directory's own id, made on its first start: every process that runs on it
+    /// records leases as `<id>/...`, so that a start takes back the leases of its previous
+    /// lives and no one else's.
+    pub fn instance_id(&self) -> anyhow::Result<String> {
+        let path = self.root.join(INSTANCE_FILE);
+        match fs::read_to_string(&path) {
+            Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+        let id = format!("invokd-{}", uuid::Uuid::now_v7().simple());
+        write_private(&path, id.as_bytes())?;
+        Ok(id)
     }
 }
 

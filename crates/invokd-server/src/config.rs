@@ -30,6 +30,10 @@ pub struct ServerConfig {
     /// Serve https with this certificate and key; plain http without.
     pub tls: Option<crate::tls::TlsFiles>,
     pub dispatch: DispatchConfig,
+    /// Claims per job before it fails.
+    pub max_attempts: u32,
+    /// How long ended jobs keep their output and files.
+    pub retention: RetentionConfig,
     pub emulator: EmulatorSettings,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_ttl: Duration,
@@ -47,7 +51,7 @@ pub struct ServerConfig {
     pub fal: Option<invokd_providers::FalConfig>,
     /// Which provider runs each model. Empty: `fal-ai/*` on fal when fal is configured, the
     /// emulator for the rest.
-    pub routes: Vec<crate::routing::Route>,
+    pub routes: Vec<crate::provider_routes::Route>,
 }
 
 /// Where jobs and keys are kept.
@@ -96,20 +100,32 @@ pub struct DispatchConfig {
     pub lease: Duration,
     /// How often a running job's lease is extended.
     pub heartbeat: Duration,
-    /// How often the queue is checked when nothing wakes the dispatcher.
+    /// How often the queue is checked when nothing wakes the dispatcher; also how often the
+    /// janitor checks start deadlines.
     pub poll: Duration,
-    /// Claims per job before it fails.
-    pub max_attempts: u32,
     /// Longest one attempt may run.
     pub run_timeout: Duration,
     /// On shutdown, how long running jobs get to finish.
     pub shutdown_grace: Duration,
     /// After a cancel, how long the provider gets to pass it on before the job is closed.
     pub cancel_grace: Duration,
-    /// How long ended jobs keep their output and files.
-    pub retention: Duration,
-    /// How often the retention janitor runs.
-    pub janitor_every: Duration,
+}
+
+/// Retention: ended jobs keep their output and files this long, then the janitor removes them.
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    pub period: Duration,
+    /// How often the janitor applies it.
+    pub every: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            period: Duration::from_secs(7 * 24 * 3600),
+            every: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for DispatchConfig {
@@ -120,12 +136,9 @@ impl Default for DispatchConfig {
             lease: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
             poll: Duration::from_secs(1),
-            max_attempts: 3,
             run_timeout: Duration::from_secs(600),
             shutdown_grace: Duration::from_secs(10),
             cancel_grace: Duration::from_secs(5),
-            retention: Duration::from_secs(7 * 24 * 3600),
-            janitor_every: Duration::from_secs(60),
         }
     }
 }
@@ -164,6 +177,8 @@ impl ServerConfig {
             admin_token: None,
             tls: None,
             dispatch: DispatchConfig::default(),
+            max_attempts: invokd_core::service::DEFAULT_MAX_ATTEMPTS,
+            retention: RetentionConfig::default(),
             emulator: EmulatorSettings::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             fetch: crate::input_fetch::FetchConfig::default(),
@@ -174,5 +189,105 @@ impl ServerConfig {
             fal: None,
             routes: Vec::new(),
         }
+    }
+}
+
+/// The largest attempt count both stores' columns hold.
+pub const MAX_ATTEMPTS_LIMIT: u32 = i32::MAX as u32;
+
+impl ServerConfig {
+    /// Settings checked and brought within their bounds: the one place for limits, whether the
+    /// settings came from the command line or were built in code. Durations and counts that
+    /// must not be zero are raised to their least useful value; the heartbeat is a third of the
+    /// lease, so two beats may fail before it lapses.
+    pub fn validate(mut self) -> anyhow::Result<Self> {
+        if self.file_urls == FileUrls::Presigned && !matches!(self.blobs, BlobLocation::S3(_)) {
+            anyhow::bail!("presigned file URLs need S3 blob storage (--s3-bucket)");
+        }
+        if self.max_attempts > MAX_ATTEMPTS_LIMIT {
+            anyhow::bail!("max attempts must be at most {MAX_ATTEMPTS_LIMIT}");
+        }
+        self.max_attempts = self.max_attempts.max(1);
+        let d = &mut self.dispatch;
+        d.per_model_concurrency = d.per_model_concurrency.max(1);
+        d.max_concurrency = d.max_concurrency.max(1);
+        d.lease = d.lease.max(Duration::from_secs(2));
+        d.heartbeat = d.lease / 3;
+        d.run_timeout = d.run_timeout.max(Duration::from_secs(1));
+        self.retention.every = self.retention.every.max(Duration::from_millis(10));
+        let w = &mut self.webhooks;
+        w.backoff_base = w.backoff_base.max(Duration::from_millis(1));
+        w.backoff_max = w.backoff_max.max(Duration::from_millis(1));
+        w.timeout = w.timeout.max(Duration::from_secs(1));
+        if let Some(fal) = &mut self.fal {
+            let ms = Duration::from_millis(1);
+            fal.max_concurrency = fal.max_concurrency.max(1);
+            fal.retries = fal.retries.max(1);
+            fal.breaker_threshold = fal.breaker_threshold.max(1);
+            for d in [
+                &mut fal.backoff_base,
+                &mut fal.backoff_max,
+                &mut fal.request_timeout,
+                &mut fal.poll_interval,
+                &mut fal.poll_max,
+                &mut fal.webhook_poll_max,
+            ] {
+                *d = (*d).max(ms);
+            }
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ServerConfig {
+        ServerConfig::new("127.0.0.1:0".parse().unwrap(), "data".into())
+    }
+
+    #[test]
+    fn zeroes_are_raised_to_their_least_useful_value() {
+        let mut c = config();
+        c.max_attempts = 0;
+        c.dispatch.per_model_concurrency = 0;
+        c.dispatch.max_concurrency = 0;
+        c.dispatch.lease = Duration::ZERO;
+        c.dispatch.run_timeout = Duration::ZERO;
+        c.retention.every = Duration::ZERO;
+        let c = c.validate().unwrap();
+        assert_eq!(c.max_attempts, 1);
+        assert_eq!(c.dispatch.per_model_concurrency, 1);
+        assert_eq!(c.dispatch.max_concurrency, 1);
+        assert_eq!(c.dispatch.lease, Duration::from_secs(2));
+        assert_eq!(c.dispatch.heartbeat, Duration::from_secs(2) / 3);
+        assert_eq!(c.dispatch.run_timeout, Duration::from_secs(1));
+        assert_eq!(c.retention.every, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn the_heartbeat_follows_the_lease() {
+        let mut c = config();
+        c.dispatch.lease = Duration::from_secs(60);
+        assert_eq!(
+            c.validate().unwrap().dispatch.heartbeat,
+            Duration::from_secs(20)
+        );
+    }
+
+    #[test]
+    fn presigned_urls_without_a_bucket_are_refused() {
+        let mut c = config();
+        c.file_urls = FileUrls::Presigned;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("S3"), "{e}");
+    }
+
+    #[test]
+    fn attempts_beyond_what_the_stores_hold_are_refused() {
+        let mut c = config();
+        c.max_attempts = u32::MAX;
+        assert!(c.validate().is_err());
     }
 }

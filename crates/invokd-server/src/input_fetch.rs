@@ -10,7 +10,7 @@ use chrono::Utc;
 use invokd_core::{
     blob::{BlobStore, content_type_for, validate_key},
     input_files::{decode_data_uri, file_refs},
-    provider::{InputFile, ProviderError},
+    provider::{InputFile, InputSource, ProviderError},
     signing::UrlSigner,
 };
 use serde_json::{Map, Value};
@@ -62,12 +62,12 @@ impl InputFetcher {
             config,
         })
     }
+}
 
+#[async_trait::async_trait]
+impl InputSource for InputFetcher {
     /// Every file the input names, fetched; the first failure fails the run with its field.
-    pub async fn fetch_all(
-        &self,
-        input: &Map<String, Value>,
-    ) -> Result<Vec<InputFile>, ProviderError> {
+    async fn fetch_all(&self, input: &Map<String, Value>) -> Result<Vec<InputFile>, ProviderError> {
         let mut files = Vec::new();
         for r in file_refs(input) {
             let field = r.dotted_path();
@@ -83,7 +83,10 @@ impl InputFetcher {
         }
         Ok(files)
     }
+}
 
+impl InputFetcher {
+    /// One file: its content type and bytes, or why it cannot be had.
     async fn fetch(&self, value: &str) -> Result<(String, Bytes), String> {
         if let Some(decoded) = decode_data_uri(value) {
             let d = decoded?;

@@ -1,14 +1,16 @@
-//! Assembling and running the server: store, blobs, catalog, service, dispatcher, router.
+//! Assembling and running the server: the core (data directory, store, blobs, catalog, signals,
+//! lifecycle), then the parts over it (the API's state, the dispatcher, the janitor, the webhook
+//! deliverer), each built by a function of its own.
 
 use std::{collections::BTreeMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use chrono::Utc;
-use invokd_core::provider::Provider;
 use invokd_core::{
     blob::BlobStore,
     catalog::Catalog,
     events::Signals,
+    lifecycle::{Janitor, JanitorConfig, Lifecycle},
+    provider::Provider,
     service::{JobService, ServiceConfig},
     signing::UrlSigner,
     store::{Stale, Store},
@@ -20,10 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     bootstrap,
-    config::{BlobLocation, FileUrls, ServerConfig, StoreLocation},
+    config::{BlobLocation, ServerConfig, StoreLocation},
     dispatcher::Dispatcher,
+    provider_routes::{self, Providers, Route},
     router,
-    routing::{self, Providers, Route},
     state::App,
 };
 
@@ -51,7 +53,7 @@ async fn open_blobs(
     config: &ServerConfig,
     data_dir: &bootstrap::DataDir,
 ) -> anyhow::Result<Arc<dyn BlobStore>> {
-    let blobs: Arc<dyn BlobStore> = match &config.blobs {
+    Ok(match &config.blobs {
         BlobLocation::Local => Arc::new(
             LocalBlobStore::open(data_dir.root.join("files"))
                 .context("cannot open the file store")?,
@@ -66,20 +68,24 @@ async fn open_blobs(
             })?;
             Arc::new(store)
         }
-    };
-    if config.file_urls == FileUrls::Presigned && !matches!(config.blobs, BlobLocation::S3(_)) {
-        anyhow::bail!("presigned file URLs need S3 blob storage (--s3-bucket)");
-    }
-    Ok(blobs)
+    })
+}
+
+/// What a configuration cannot say, given in code: providers beyond the built-in ones, named
+/// for the routing table (the tests' scripted provider, for one).
+#[derive(Default)]
+pub struct Extras {
+    pub providers: Vec<(String, Arc<dyn Provider>)>,
 }
 
 /// A started server: bound, migrated, recovered, ready to run.
 pub struct Server {
     listener: TcpListener,
-    deliverer: crate::webhooks::Deliverer,
     tls: Option<Arc<rustls::ServerConfig>>,
     app: Arc<App>,
     dispatcher: Dispatcher,
+    janitor: Janitor,
+    deliverer: crate::webhooks::Deliverer,
     /// News from a shared store, relayed to this process's signals.
     notices: (Arc<dyn Store>, Signals),
     local_addr: SocketAddr,
@@ -88,14 +94,85 @@ pub struct Server {
     _data_dir: bootstrap::DataDir,
 }
 
-/// The configured providers and the routing table: the emulator always, fal with a key; with
-/// no routes given, `fal-ai/*` goes to fal when it is configured.
+/// The parts every other part is built on: the data directory, the store, the blob store, the
+/// catalog, this process's signals and the lifecycle service over them.
+struct Core {
+    data_dir: bootstrap::DataDir,
+    store: Arc<dyn Store>,
+    blobs: Arc<dyn BlobStore>,
+    catalog: Arc<Catalog>,
+    signals: Signals,
+    lifecycle: Lifecycle,
+    /// This process's lease owner: the data directory's id, then one of its own.
+    owner: String,
+}
+
+impl Core {
+    async fn open(config: &ServerConfig) -> anyhow::Result<Self> {
+        let data_dir = bootstrap::DataDir::open(&config.data_dir)?;
+        let store = open_store(config, &data_dir).await?;
+        let blobs = open_blobs(config, &data_dir).await?;
+        let mut catalog = Catalog::embedded().context("the embedded catalog is invalid")?;
+        if let Some(dir) = &config.catalog_dir {
+            catalog.extend_from_dir(dir)?;
+        }
+        let signals = Signals::default();
+        let lifecycle = Lifecycle::new(store.clone(), signals.clone(), config.dispatch.lease);
+        let instance = data_dir.instance_id()?;
+        Ok(Self {
+            owner: format!("{instance}/{}", uuid::Uuid::now_v7().simple()),
+            data_dir,
+            store,
+            blobs,
+            catalog: Arc::new(catalog),
+            signals,
+            lifecycle,
+        })
+    }
+
+    /// Takes back the jobs this data directory's earlier processes left running: on the
+    /// embedded store, those of its previous lives at once (the directory's lock says none of
+    /// them runs); on a shared store, only expired leases, as other replicas may hold the rest.
+    async fn recover(&self, config: &ServerConfig) -> anyhow::Result<()> {
+        let stale = if config.store.is_shared() {
+            Stale::Expired
+        } else {
+            Stale::AllRunning
+        };
+        let recovered = self.lifecycle.take_back(stale).await?;
+        if recovered.requeued + recovered.failed > 0 {
+            tracing::warn!(
+                requeued = recovered.requeued,
+                failed = recovered.failed,
+                "recovered jobs left running by the last process"
+            );
+        }
+        Ok(())
+    }
+
+    /// Where the secrets every process of a deployment shares are kept.
+    fn secrets(&self, config: &ServerConfig) -> bootstrap::SecretHome<'_> {
+        if config.store.is_shared() {
+            bootstrap::SecretHome::Store(self.store.as_ref())
+        } else {
+            bootstrap::SecretHome::DataDir(&self.data_dir.root)
+        }
+    }
+}
+
+/// The configured providers and the routing table: the emulator always, fal with a key, and
+/// the extras; with no routes given, `fal-ai/*` goes to fal when it is configured.
 fn providers(
     config: &ServerConfig,
-    emulator: Emulator,
+    extras: Extras,
 ) -> anyhow::Result<(Arc<Providers>, Option<Arc<FalProvider>>)> {
+    let emulator = Emulator::new(EmulatorConfig {
+        latency: config.emulator.latency,
+        latency_per_model: config.emulator.latency_per_model.clone(),
+        ..EmulatorConfig::default()
+    });
     let mut by_name: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
-    by_name.insert(routing::DEFAULT_PROVIDER.into(), Arc::new(emulator));
+    by_name.insert(provider_routes::DEFAULT_PROVIDER.into(), Arc::new(emulator));
     let fal = match &config.fal {
         None => None,
         Some(fal_config) => {
@@ -114,6 +191,7 @@ fn providers(
             Some(fal)
         }
     };
+    by_name.extend(extras.providers);
     let routes = if config.routes.is_empty() && fal.is_some() {
         vec![Route {
             pattern: "fal-ai/*".into(),
@@ -126,10 +204,91 @@ fn providers(
     Ok((Arc::new(providers), fal))
 }
 
+/// The job service every API surface calls.
+fn job_service(core: &Core, config: &ServerConfig) -> JobService {
+    JobService::new(
+        core.store.clone(),
+        core.catalog.clone(),
+        core.signals.clone(),
+        ServiceConfig {
+            max_attempts: config.max_attempts,
+            idempotency_ttl: config.idempotency_ttl,
+            max_queued_per_key: config.max_queued_per_key,
+            max_queue_length: config.max_queue_length,
+            ..ServiceConfig::default()
+        },
+    )
+}
+
+/// The in-process dispatcher, a driver of the lifecycle.
+fn dispatcher(
+    core: &Core,
+    config: &ServerConfig,
+    providers: Arc<Providers>,
+    inputs: crate::input_fetch::InputFetcher,
+) -> Dispatcher {
+    Dispatcher {
+        lifecycle: core.lifecycle.clone(),
+        catalog: core.catalog.clone(),
+        providers,
+        blobs: core.blobs.clone(),
+        config: config.dispatch.clone(),
+        owner: core.owner.clone(),
+        inputs,
+    }
+}
+
+/// The janitor: expired leases, start deadlines, retention.
+fn janitor(core: &Core, config: &ServerConfig) -> Janitor {
+    Janitor {
+        lifecycle: core.lifecycle.clone(),
+        blobs: core.blobs.clone(),
+        config: JanitorConfig {
+            lease_sweep_every: config.dispatch.lease / 2,
+            deadlines_every: config.dispatch.poll,
+            retention: config.retention.period,
+            retention_every: config.retention.every,
+        },
+    }
+}
+
+/// The webhook deliverer, working through the store's outbox.
+fn deliverer(
+    core: &Core,
+    config: &ServerConfig,
+    signer: crate::webhooks::WebhookSigner,
+    url_signer: UrlSigner,
+    base_url: String,
+) -> crate::webhooks::Deliverer {
+    crate::webhooks::Deliverer {
+        store: core.store.clone(),
+        signer,
+        url_signer,
+        file_url_ttl: config.file_url_ttl,
+        blobs: core.blobs.clone(),
+        file_urls: config.file_urls,
+        base_url,
+        config: config.webhooks.clone(),
+        allow_private: config.fetch.allow_private,
+        owner: format!(
+            "invokd-webhooks-{}-{}",
+            std::process::id(),
+            uuid::Uuid::now_v7()
+        ),
+        events: core.signals.events.clone(),
+    }
+}
+
 impl Server {
-    /// Opens the data directory, migrates the store, requeues what the last process left
+    /// Opens the data directory, migrates the store, takes back what the last process left
     /// running, creates the first key if there is none, and binds the listener.
     pub async fn start(config: ServerConfig) -> anyhow::Result<Self> {
+        Self::start_with(config, Extras::default()).await
+    }
+
+    /// [`Server::start`], with what only code can add.
+    pub async fn start_with(config: ServerConfig, extras: Extras) -> anyhow::Result<Self> {
+        let config = config.validate()?;
         crate::metrics::install();
         // Bad TLS files fail the start before anything else is touched.
         let tls = config
@@ -137,124 +296,63 @@ impl Server {
             .as_ref()
             .map(crate::tls::server_config)
             .transpose()?;
-        let data_dir = bootstrap::DataDir::open(&config.data_dir)?;
-        let store = open_store(&config, &data_dir).await?;
-        let blobs = open_blobs(&config, &data_dir).await?;
-        let mut catalog = Catalog::embedded().context("the embedded catalog is invalid")?;
-        if let Some(dir) = &config.catalog_dir {
-            catalog.extend_from_dir(dir)?;
-        }
-        let catalog = Arc::new(catalog);
-
-        // Alone on the embedded store (the data directory's lock), nothing else can be running a
-        // job; on a shared store other replicas may be, so only expired leases are taken back.
-        let stale = if config.store.is_shared() {
-            Stale::Expired
-        } else {
-            Stale::AllRunning
-        };
-        let recovered = store.requeue_stale(stale, Utc::now()).await?;
-        if recovered.requeued + recovered.failed > 0 {
-            tracing::warn!(
-                requeued = recovered.requeued,
-                failed = recovered.failed,
-                "recovered jobs left running by the last process"
-            );
-        }
+        let core = Core::open(&config).await?;
+        core.recover(&config).await?;
         let created_key =
-            bootstrap::first_key(store.as_ref(), config.bootstrap_key.as_deref()).await?;
-
-        let signals = Signals::default();
-        let service = JobService::new(
-            store.clone(),
-            catalog.clone(),
-            signals.clone(),
-            ServiceConfig {
-                max_attempts: config.dispatch.max_attempts,
-                idempotency_ttl: config.idempotency_ttl,
-                max_queued_per_key: config.max_queued_per_key,
-                max_queue_length: config.max_queue_length,
-                ..ServiceConfig::default()
-            },
-        );
-        let emulator = Emulator::new(EmulatorConfig {
-            latency: config.emulator.latency,
-            latency_per_model: config.emulator.latency_per_model.clone(),
-            ..EmulatorConfig::default()
-        });
-        let (providers, fal) = providers(&config, emulator)?;
-        let secrets = if config.store.is_shared() {
-            bootstrap::SecretHome::Store(store.as_ref())
-        } else {
-            bootstrap::SecretHome::DataDir(&data_dir.root)
-        };
+            bootstrap::first_key(core.store.as_ref(), config.bootstrap_key.as_deref()).await?;
+        let (providers, fal) = providers(&config, extras)?;
+        let secrets = core.secrets(&config);
         let signer = UrlSigner::new(secrets.signing_secret().await?);
-        let inputs = crate::input_fetch::InputFetcher::new(
-            blobs.clone(),
-            signer.clone(),
-            config.fetch.clone(),
-        )?;
-        let dispatcher = Dispatcher {
-            store: store.clone(),
-            catalog,
-            providers: providers.clone(),
-            blobs: blobs.clone(),
-            signals: signals.clone(),
-            config: config.dispatch.clone(),
-            owner: format!("invokd-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
-            inputs,
-        };
         let webhook_signer = crate::webhooks::load_signer(&secrets).await?;
         let (admin_token, admin_created) =
             secrets.admin_token(config.admin_token.as_deref()).await?;
+        let inputs = crate::input_fetch::InputFetcher::new(
+            core.blobs.clone(),
+            signer.clone(),
+            config.fetch.clone(),
+        )?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let deliverer = crate::webhooks::Deliverer {
-            store: store.clone(),
-            signer: webhook_signer.clone(),
-            url_signer: signer.clone(),
-            file_url_ttl: config.file_url_ttl,
-            blobs: blobs.clone(),
-            file_urls: config.file_urls,
-            base_url: config
-                .public_url
-                .clone()
-                .map(|u| u.trim_end_matches('/').to_owned())
-                .unwrap_or_else(|| format!("{scheme}://{local_addr}")),
-            config: config.webhooks.clone(),
-            allow_private: config.fetch.allow_private,
-            owner: format!(
-                "invokd-webhooks-{}-{}",
-                std::process::id(),
-                uuid::Uuid::now_v7()
-            ),
-            events: signals.events.clone(),
-        };
+        let base_url = config
+            .public_url
+            .clone()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| format!("{scheme}://{local_addr}"));
+        let deliverer = deliverer(
+            &core,
+            &config,
+            webhook_signer.clone(),
+            signer.clone(),
+            base_url,
+        );
+        let dispatcher = dispatcher(&core, &config, providers.clone(), inputs);
+        let janitor = janitor(&core, &config);
         let app = Arc::new(App {
             webhook_signer,
             admin_token: invokd_core::keys::KeyHash::of(&admin_token),
             rate_limiter: crate::rate_limit::RateLimiter::new(config.rate_limit),
-            service,
-            blobs,
+            service: job_service(&core, &config),
+            blobs: core.blobs.clone(),
             signer,
-            config,
             providers,
             fal,
+            config,
         });
         Ok(Self {
             listener,
-            deliverer,
             tls,
             app,
             dispatcher,
-            notices: (store, signals),
+            janitor,
+            deliverer,
+            notices: (core.store, core.signals),
             local_addr,
             created_key,
             created_admin_token: admin_created.then_some(admin_token),
-            _data_dir: data_dir,
+            _data_dir: core.data_dir,
         })
     }
 
@@ -283,6 +381,7 @@ impl Server {
         const HTTP_DRAIN: Duration = Duration::from_secs(5);
         let stop = CancellationToken::new();
         let dispatcher = tokio::spawn(self.dispatcher.run(stop.clone()));
+        let janitor = tokio::spawn(self.janitor.run(stop.clone()));
         let deliverer = tokio::spawn(self.deliverer.run(stop.clone()));
         let (store, signals) = self.notices;
         tokio::spawn(crate::store_notices::relay(store, signals, stop.clone()));
@@ -320,6 +419,7 @@ impl Server {
         served.context("the HTTP server failed")?;
         stop.cancel();
         dispatcher.await.context("the dispatcher panicked")?;
+        janitor.await.context("the janitor panicked")?;
         deliverer.await.context("the webhook deliverer panicked")?;
         Ok(())
     }

@@ -18,7 +18,7 @@ pub struct App {
     pub rate_limiter: crate::rate_limit::RateLimiter,
     pub config: ServerConfig,
     /// Which provider runs each model.
-    pub providers: Arc<crate::routing::Providers>,
+    pub providers: Arc<crate::provider_routes::Providers>,
     /// The fal provider, when configured: its webhooks come in through the router.
     pub fal: Option<Arc<invokd_providers::FalProvider>>,
 }

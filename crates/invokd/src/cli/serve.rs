@@ -72,7 +72,7 @@ pub struct ServeArgs {
     lease_seconds: u64,
     /// Claims per job before it fails.
     // Bounded by what both stores' attempt columns hold.
-    #[arg(long, env = "INVOKD_MAX_ATTEMPTS", default_value_t = 3,
+    #[arg(long, env = "INVOKD_MAX_ATTEMPTS", default_value_t = invokd_core::service::DEFAULT_MAX_ATTEMPTS,
           value_parser = clap::value_parser!(u32).range(0..=2_147_483_647))]
     max_attempts: u32,
     /// On shutdown, how long running jobs may take to finish before they go back to the queue.
@@ -102,14 +102,15 @@ pub struct ServeArgs {
     /// How long ended jobs keep their output and files, in seconds (default 7 days).
     #[arg(long, env = "INVOKD_RETENTION_SECONDS", default_value_t = 7 * 24 * 3600)]
     retention_seconds: u64,
-    /// How often expired outputs are deleted, in milliseconds.
+    /// How often retention is applied (outputs past it deleted), in milliseconds.
     #[arg(
         long,
-        env = "INVOKD_JANITOR_INTERVAL_MS",
+        alias = "janitor-interval-ms",
+        env = "INVOKD_RETENTION_INTERVAL_MS",
         default_value_t = 60_000,
         hide = true
     )]
-    janitor_interval_ms: u64,
+    retention_interval_ms: u64,
     /// Requests per second each access key may make (0: no limit).
     #[arg(long, env = "INVOKD_RATE_LIMIT_PER_SECOND", default_value_t = 50.0)]
     rate_limit_per_second: f64,
@@ -215,15 +216,15 @@ impl FalArgs {
             jwks_url: self.fal_jwks_url.clone(),
             webhook_url: None,
             rehost: self.fal_rehost,
-            max_concurrency: self.fal_max_concurrency.max(1),
-            retries: self.fal_retries.max(1),
-            backoff_base: ms(self.fal_backoff_base_ms.max(1)),
-            backoff_max: ms(self.fal_backoff_max_ms.max(1)),
-            request_timeout: ms(self.fal_request_timeout_ms.max(1)),
-            poll_interval: ms(self.fal_poll_ms.max(1)),
-            poll_max: ms(self.fal_poll_max_ms.max(1)),
-            webhook_poll_max: ms(self.fal_webhook_poll_max_ms.max(1)),
-            breaker_threshold: self.fal_breaker_threshold.max(1),
+            max_concurrency: self.fal_max_concurrency,
+            retries: self.fal_retries,
+            backoff_base: ms(self.fal_backoff_base_ms),
+            backoff_max: ms(self.fal_backoff_max_ms),
+            request_timeout: ms(self.fal_request_timeout_ms),
+            poll_interval: ms(self.fal_poll_ms),
+            poll_max: ms(self.fal_poll_max_ms),
+            webhook_poll_max: ms(self.fal_webhook_poll_max_ms),
+            breaker_threshold: self.fal_breaker_threshold,
             breaker_open_for: ms(self.fal_breaker_open_ms),
             ..invokd_server::FalConfig::new(key)
         })
@@ -344,13 +345,13 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     };
     config.max_queued_per_key = a.max_queued_per_key;
     config.max_queue_length = a.max_queue_length;
-    config.dispatch.run_timeout = Duration::from_secs(a.run_timeout_seconds.max(1));
-    config.dispatch.retention = Duration::from_secs(a.retention_seconds);
-    config.dispatch.janitor_every = Duration::from_millis(a.janitor_interval_ms.max(10));
+    config.dispatch.run_timeout = Duration::from_secs(a.run_timeout_seconds);
+    config.retention.period = Duration::from_secs(a.retention_seconds);
+    config.retention.every = Duration::from_millis(a.retention_interval_ms);
     config.webhooks.retry_for = Duration::from_secs(a.webhook_retry_seconds);
-    config.webhooks.backoff_base = Duration::from_millis(a.webhook_backoff_base_ms.max(1));
-    config.webhooks.backoff_max = Duration::from_millis(a.webhook_backoff_max_ms.max(1));
-    config.webhooks.timeout = Duration::from_secs(a.webhook_timeout_seconds.max(1));
+    config.webhooks.backoff_base = Duration::from_millis(a.webhook_backoff_base_ms);
+    config.webhooks.backoff_max = Duration::from_millis(a.webhook_backoff_max_ms);
+    config.webhooks.timeout = Duration::from_secs(a.webhook_timeout_seconds);
     config.idempotency_ttl = Duration::from_secs(a.idempotency_ttl_seconds);
     config.admin_token = std::env::var("INVOKD_ADMIN_TOKEN")
         .ok()
@@ -364,15 +365,14 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         .iter()
         .map(|(m, ms)| (m.clone(), Duration::from_millis(*ms)))
         .collect();
-    config.dispatch.per_model_concurrency = a.per_model_concurrency.max(1);
-    config.dispatch.max_concurrency = a.max_concurrency.max(1);
-    config.dispatch.lease = Duration::from_secs(a.lease_seconds.max(2));
-    config.dispatch.heartbeat = config.dispatch.lease / 3;
-    config.dispatch.max_attempts = a.max_attempts.max(1);
+    config.dispatch.per_model_concurrency = a.per_model_concurrency;
+    config.dispatch.max_concurrency = a.max_concurrency;
+    config.dispatch.lease = Duration::from_secs(a.lease_seconds);
+    config.max_attempts = a.max_attempts;
     config.dispatch.shutdown_grace = Duration::from_secs(a.shutdown_grace_seconds);
     config.fal = a.fal.config();
     if let Some(routes) = &a.routes {
-        config.routes = invokd_server::routing::Route::parse_table(routes)
+        config.routes = invokd_server::provider_routes::Route::parse_table(routes)
             .context("invalid --routes (INVOKD_ROUTES)")?;
     }
 
