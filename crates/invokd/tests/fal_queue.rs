@@ -757,6 +757,15 @@ async fn a_post_to_stream_is_refused_and_submits_nothing() {
             "{body}"
         );
     }
+    // Without a key, as on every route of the surface, the key is refused first.
+    let resp = server
+        .http
+        .post(server.at("/fal-ai/flux/schnell/stream"))
+        .json(&json!({"prompt": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
     assert_eq!(server.stored_jobs().await, 0);
 }
 

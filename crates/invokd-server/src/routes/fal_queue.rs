@@ -68,8 +68,7 @@ pub struct RequestPath {
     request_id: String,
 }
 
-// `POST /{owner}/{app}`: a submit to a model without a sub-path (or with one `fal_path` folded
-// into the app).
+// `POST /{owner}/{app}`: a submit to a model without a sub-path.
 #[utoipa::path(post, path = "/{owner}/{app}", operation_id = "fal_submit", tag = "fal-queue",
     params(("owner" = String, Path), ("app" = String, Path),
            ("fal_webhook" = Option<String>, Query),
@@ -132,9 +131,10 @@ pub async fn submit_sub(
     .await
 }
 
-/// `POST /{owner}/{app}/stream`: fal's streaming endpoint, not served yet. Refused, so that it
-/// never becomes a submit to a model named `.../stream`.
-pub async fn stream_run(Path((owner, app)): Path<(String, String)>) -> ApiError {
+/// `POST /{owner}/{app}/stream`: fal's streaming endpoint, not served yet. Refused (after the
+/// key is checked, as on every route of the surface), so that it never becomes a submit to a
+/// model named `.../stream`.
+pub async fn stream_run(Path((owner, app)): Path<(String, String)>, _: Auth) -> ApiError {
     ApiError::new(
         ErrorCode::NotFound,
         format!(
