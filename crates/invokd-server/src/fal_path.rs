@@ -33,9 +33,15 @@ fn folded(method: &Method, path: &str) -> Option<String> {
     } else {
         return None;
     };
-    let sub = sub.map(|s| format!("{SLASH}{}", s.replace('/', SLASH)));
-    let out = format!("/{owner}/{app}{}/{action}", sub.unwrap_or_default());
-    (out != path).then_some(out)
+    match sub {
+        // The app-only form, as fal's clients build it, is left as it came (the common case).
+        None if action.len() == rest.len() => None,
+        None => Some(format!("/{owner}/{app}/{action}")),
+        Some(sub) => Some(format!(
+            "/{owner}/{app}{SLASH}{}/{action}",
+            sub.replace('/', SLASH)
+        )),
+    }
 }
 
 /// Folds the model's sub-path of a fal request, leaving the query as it was.
