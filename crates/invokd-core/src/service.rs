@@ -221,10 +221,6 @@ impl JobService {
         &self.catalog
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     /// The caller whose key this is; revoked and unknown keys are refused.
     pub async fn authenticate(&self, secret: &str) -> Result<Caller, ServiceError> {
         if secret.is_empty() {
@@ -511,5 +507,42 @@ impl JobService {
     pub async fn logs(&self, caller: &Caller, id: &str) -> Result<Vec<LogLine>, ServiceError> {
         let job = self.get(caller, id).await?;
         Ok(self.store.logs(job.id).await?)
+    }
+
+    /// The log lines of a job the caller already read through this service (so one of its own),
+    /// without reading the job again.
+    pub async fn logs_of(&self, job: &Job) -> Result<Vec<LogLine>, ServiceError> {
+        Ok(self.store.logs(job.id).await?)
+    }
+
+    /// A job read again by a reader that holds it, as it is now; scoped to the job's own
+    /// project, so a reader keeps to the jobs it was let see. `None` once it is gone.
+    pub async fn reread(&self, id: JobId, project: &str) -> Result<Option<Job>, ServiceError> {
+        Ok(self.store.get_job(id, Some(project)).await?)
+    }
+
+    /// The webhook delivery of a job the caller already read through this service, if it has one.
+    pub async fn delivery_of(
+        &self,
+        job: &Job,
+    ) -> Result<Option<crate::store::Delivery>, ServiceError> {
+        Ok(self.store.delivery_of(job.id).await?)
+    }
+
+    /// The job a signed file URL names, whichever project it is in: the URL's signature is the
+    /// caller's right to it, so this is for the file route only, after the signature is checked.
+    pub async fn job_of_file(&self, id: JobId) -> Result<Option<Job>, ServiceError> {
+        Ok(self.store.get_job(id, None).await?)
+    }
+
+    /// Whether the store answers (for readiness checks).
+    pub async fn check_store(&self) -> Result<(), ServiceError> {
+        Ok(self.store.check().await?)
+    }
+
+    /// Queued and running jobs and the oldest queued job's age, by model, as the store counts
+    /// them now.
+    pub async fn queue_stats(&self) -> Result<Vec<crate::store::QueueStats>, ServiceError> {
+        Ok(self.store.queue_stats().await?)
     }
 }

@@ -4,6 +4,7 @@ mod bootstrap;
 pub mod config;
 mod dispatcher;
 mod extract;
+mod fal_path;
 mod fal_proxy;
 mod input_fetch;
 mod live;

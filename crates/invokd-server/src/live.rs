@@ -28,7 +28,7 @@ pub struct Snapshot {
 pub async fn snapshot(state: &AppState, job: Job, logs: bool) -> Result<Snapshot, ApiError> {
     let queue_position = state.service.queue_position(&job).await?;
     let logs = if logs {
-        Some(state.service.store().logs(job.id).await?)
+        Some(state.service.logs_of(&job).await?)
     } else {
         None
     };
@@ -148,8 +148,7 @@ impl<R: FnMut(&Snapshot) -> Vec<Event>> Follow<R> {
         self.seen = events.changes();
         self.state
             .service
-            .store()
-            .get_job(self.id, Some(&self.project))
+            .reread(self.id, &self.project)
             .await
             .ok()
             .flatten()

@@ -158,7 +158,7 @@ pub async fn timed<T>(op: &'static str, f: impl std::future::Future<Output = T>)
 
 /// `GET /metrics`: the Prometheus text format.
 pub async fn render(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let stats = timed("queue_stats", state.service.store().queue_stats()).await?;
+    let stats = timed("queue_stats", state.service.queue_stats()).await?;
     let now = Utc::now();
     // Every catalog model gets its gauges, so a queue that emptied reads 0, not its last value.
     for model in state.service.catalog().iter() {

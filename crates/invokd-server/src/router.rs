@@ -3,17 +3,23 @@
 //! DigitalOcean's surface lives under `/v1/`, files under `/files/`, health at the root; fal's
 //! queue surface takes every other path (`/{owner}/{app}/...`). Static routes win over fal's
 //! captures, and owners named like the other surfaces' prefixes are not served as fal apps.
+//!
+//! A route in the OpenAPI document is added with `routes!`: its method and path are those of
+//! its handler's `#[utoipa::path]`, which documents it. The others are added with `route`.
 
 use axum::{
     Router,
-    extract::DefaultBodyLimit,
-    middleware,
-    routing::{any, delete, get, post, put},
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::Uri,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{any, get, post, put},
 };
 use invokd_api::ErrorCode;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    error::ApiError, fal_proxy, request_context::request_context, routes, state::AppState,
+    error::ApiError, fal_path, fal_proxy, request_context::request_context, routes, state::AppState,
 };
 
 /// Which surface a request is on, which decides the shape of its errors.
@@ -23,8 +29,10 @@ pub enum Surface {
     FalQueue,
 }
 
-/// First path segments that belong to invokd's own routes, never to a fal app.
-pub const RESERVED_OWNERS: [&str; 5] = ["v1", "files", "healthz", "readyz", ".well-known"];
+/// First path segments that belong to invokd's own routes, never to a fal app. `console` is
+/// kept for the web console.
+pub const RESERVED_OWNERS: [&str; 6] =
+    ["v1", "files", "healthz", "readyz", ".well-known", "console"];
 
 pub fn surface_of(path: &str) -> Surface {
     let first = path
@@ -46,50 +54,56 @@ async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such route")
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        ErrorCode::MethodNotAllowed,
-        "this method is not allowed on this route",
-    )
+/// A route matched but not the method. Under a reserved first segment, a fal route matched
+/// only by its captures: no route at all.
+async fn method_not_allowed(uri: Uri, matched: Option<MatchedPath>) -> ApiError {
+    let fal_route = matched.is_some_and(|m| m.as_str().starts_with("/{owner}/"));
+    let message = match surface_of(uri.path()) {
+        Surface::AsyncInvoke if fal_route => return not_found().await,
+        Surface::FalQueue => {
+            "this method is not allowed on this route: submit with POST to the model's path, \
+             read a request with GET .../requests/{request_id}[/status], cancel it with PUT \
+             .../requests/{request_id}/cancel"
+        }
+        Surface::AsyncInvoke => "this method is not allowed on this route",
+    };
+    ApiError::new(ErrorCode::MethodNotAllowed, message)
 }
 
-pub fn router(state: AppState) -> Router {
-    let body_limit = state.config.max_body_bytes;
-    let upload_limit = DefaultBodyLimit::max(state.config.max_upload_bytes);
-    Router::new()
-        .route("/healthz", get(routes::health::healthz))
-        .route("/readyz", get(routes::health::readyz))
+/// A path under a reserved first segment is none of fal's routes, whatever its method.
+async fn not_a_fal_app(req: Request, next: Next) -> Response {
+    match surface_of(req.uri().path()) {
+        Surface::FalQueue => next.run(req).await,
+        Surface::AsyncInvoke => not_found().await.into_response(),
+    }
+}
+
+/// Every route, with the OpenAPI document of those it documents. Uploads may be up to
+/// `max_upload_bytes`.
+fn routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
+    let upload_limit = DefaultBodyLimit::max(max_upload_bytes);
+    // The documented routes come first, in the order of the document.
+    let documented = OpenApiRouter::with_openapi(crate::openapi::document())
+        .routes(routes!(
+            routes::async_invoke::create,
+            routes::async_invoke::list
+        ))
+        .routes(routes!(routes::async_invoke::get))
+        .routes(routes!(routes::async_invoke::status))
+        .routes(routes!(routes::async_invoke::cancel))
+        .routes(routes!(routes::async_invoke::events))
+        .routes(routes!(routes::models::list))
+        .routes(routes!(routes::admin::create, routes::admin::list))
+        .routes(routes!(routes::admin::revoke))
+        .merge(fal_routes())
+        .routes(routes!(routes::health::healthz))
+        .routes(routes!(routes::health::readyz))
+        .routes(routes!(routes::health::jwks));
+    documented
         .route("/metrics", get(crate::metrics::render))
         .route("/openapi.json", get(crate::openapi::serve_spec))
         .route("/docs", get(crate::openapi::docs))
-        .route("/.well-known/jwks.json", get(routes::health::jwks))
-        .route(
-            "/v1/async-invoke",
-            post(routes::async_invoke::create).get(routes::async_invoke::list),
-        )
-        .route(
-            "/v1/async-invoke/{request_id}/cancel",
-            post(routes::async_invoke::cancel),
-        )
-        .route(
-            "/v1/async-invoke/{request_id}/events",
-            get(routes::async_invoke::events),
-        )
-        .route(
-            "/v1/async-invoke/{request_id}",
-            get(routes::async_invoke::get),
-        )
-        .route(
-            "/v1/async-invoke/{request_id}/status",
-            get(routes::async_invoke::get),
-        )
-        .route("/v1/models", get(routes::models::list))
         .route(FAL_WEBHOOK_PATH, post(routes::fal_webhook::receive))
-        .route(
-            "/v1/admin/keys",
-            post(routes::admin::create).get(routes::admin::list),
-        )
-        .route("/v1/admin/keys/{id}", delete(routes::admin::revoke))
         .route(fal_proxy::PROXY_PATHS[0], any(fal_proxy::refuse))
         .route(fal_proxy::PROXY_PATHS[1], any(fal_proxy::refuse))
         .route("/files/{*key}", get(routes::files::get))
@@ -103,20 +117,58 @@ pub fn router(state: AppState) -> Router {
             "/files/upload/{*key}",
             put(routes::storage::put_signed).layer(upload_limit),
         )
+}
+
+/// fal's queue. A model's path after its owner is one `{app}` segment wherever an action
+/// follows it (`fal_path::fold`), so each action has one route; the sub-path of a plain submit
+/// is the only capture of many segments.
+fn fal_routes() -> OpenApiRouter<AppState> {
+    use routes::fal_queue as fal;
+    OpenApiRouter::new()
         // Nothing but submits lives at an app's root; a read there is a wrong address.
+        .routes(routes!(fal::submit))
+        .route("/{owner}/{app}", get(not_found))
+        .route("/{owner}/{app}/{*path}", post(fal::submit_sub))
+        // fal's streaming endpoint: refused until it is served, never a submit to `.../stream`.
+        .route("/{owner}/{app}/stream", post(fal::stream_run))
+        .routes(routes!(fal::status))
+        .routes(routes!(fal::status_stream))
+        .routes(routes!(fal::result))
         .route(
-            "/{owner}/{app}",
-            post(routes::fal_queue::submit_app).get(not_found),
+            "/{owner}/{app}/requests/{request_id}/response",
+            get(fal::result),
+        )
+        // A read of `cancel` is a read of no action fal has, like any other unknown one.
+        .routes(routes!(fal::cancel))
+        .route(
+            "/{owner}/{app}/requests/{request_id}/cancel",
+            get(not_found),
         )
         .route(
-            "/{owner}/{app}/{*rest}",
-            post(routes::fal_queue::submit_sub)
-                .get(routes::fal_queue::read)
-                .put(routes::fal_queue::cancel),
+            "/{owner}/{app}/requests/{request_id}/{*action}",
+            get(not_found),
         )
+        .route_layer(middleware::from_fn(not_a_fal_app))
+}
+
+/// The OpenAPI document of the routes (the upload limit plays no part in it).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes(0).into_openapi()
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    let (router, _) = routes(state.config.max_upload_bytes).split_for_parts();
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(request_context))
         .with_state(state)
+}
+
+/// What happens to a request's path before it is routed: fal's proxy protocol names the path
+/// in a header, and a fal model's sub-path is folded into its app segment.
+pub fn before_routing<B>(req: axum::http::Request<B>) -> axum::http::Request<B> {
+    fal_path::fold(fal_proxy::rewrite(req))
 }

@@ -392,10 +392,10 @@ impl Server {
             stop_http.cancel();
             handle_http.graceful_shutdown(Some(HTTP_DRAIN));
         });
-        // fal's proxy rewrite changes the path, so it runs before routing.
+        // The rewrites of the path run before routing.
         let app = tower::make::Shared::new(tower::util::MapRequest::new(
             router::router(self.app),
-            crate::fal_proxy::rewrite,
+            router::before_routing,
         ));
         let listener = self
             .listener

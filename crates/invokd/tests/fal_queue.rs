@@ -674,3 +674,156 @@ async fn positions_in_a_deep_queue_rank_every_job_in_the_order_it_runs() {
     .await;
     assert_eq!(late["queue_position"], QUEUED - 1, "{late}");
 }
+
+/// A request's actions are found after the app and after a model path of any depth, with or
+/// without a trailing slash; unknown actions and wrong methods are refused as before.
+#[tokio::test]
+async fn request_actions_route_after_any_model_path() {
+    let server = TestServer::start().await;
+    let (code, sub) = submit(&server, "/fal-ai/flux/schnell", json!({"prompt": "x"}), &[]).await;
+    assert_eq!(code, 200, "{sub}");
+    let id = sub["request_id"].as_str().unwrap();
+    wait_done(&server, sub["status_url"].as_str().unwrap()).await;
+    for prefix in [
+        "/fal-ai/flux",
+        "/fal-ai/flux/schnell",
+        "/fal-ai/flux/dev/image-to-image",
+        "/workflows/someone/app/a/b/c/d",
+    ] {
+        let base = server.at(&format!("{prefix}/requests/{id}"));
+        for url in [
+            format!("{base}/status"),
+            format!("{base}/status/"),
+            format!("{base}/status?logs=1"),
+        ] {
+            let (code, body) = get(&server, &url).await;
+            assert_eq!(
+                (code, body["status"].as_str()),
+                (200, Some("COMPLETED")),
+                "{url}"
+            );
+        }
+        for url in [base.clone(), format!("{base}/"), format!("{base}/response")] {
+            let (code, body) = get(&server, &url).await;
+            assert_eq!(code, 200, "{url}: {body}");
+            assert!(body["images"].is_array(), "{url}: {body}");
+        }
+        for action in ["unknown-action", "cancel", "status/other"] {
+            let (code, body) = get(&server, &format!("{base}/{action}")).await;
+            assert_eq!(code, 404, "{action}");
+            assert!(body["detail"].is_string(), "{body}");
+        }
+        let resp = put(&server, &format!("{base}/cancel")).await;
+        assert_eq!(resp.status(), 400, "{prefix}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["status"], "ALREADY_COMPLETED");
+        for (method, url) in [
+            (reqwest::Method::POST, format!("{base}/status")),
+            (reqwest::Method::PUT, format!("{base}/status")),
+            (reqwest::Method::DELETE, base.clone()),
+        ] {
+            let resp = server
+                .http
+                .request(method.clone(), &url)
+                .header("authorization", format!("Key {}", server.key))
+                .json(&json!({"prompt": "x"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 405, "{method} {url}");
+            let body: Value = resp.json().await.unwrap();
+            assert!(body["detail"].is_string(), "{body}");
+        }
+    }
+    assert_eq!(server.stored_jobs().await, 1);
+}
+
+/// fal's streaming endpoint is not served yet: a POST to `.../stream` is refused in fal's shape
+/// and never becomes a job of a model named `.../stream`.
+#[tokio::test]
+async fn a_post_to_stream_is_refused_and_submits_nothing() {
+    let server = TestServer::start().await;
+    for path in [
+        "/fal-ai/flux/schnell/stream",
+        "/fal-ai/fast-sdxl/stream",
+        "/fal-ai/flux/dev/image-to-image/stream",
+    ] {
+        let (code, body) = submit(&server, path, json!({"prompt": "x"}), &[]).await;
+        assert_eq!(code, 404, "{path}: {body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("streaming runs"), "{body}");
+        assert!(
+            detail.contains("stream") && detail.contains(&path[..path.len() - "/stream".len()]),
+            "{body}"
+        );
+    }
+    // Without a key, as on every route of the surface, the key is refused first.
+    let resp = server
+        .http
+        .post(server.at("/fal-ai/flux/schnell/stream"))
+        .json(&json!({"prompt": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(server.stored_jobs().await, 0);
+}
+
+/// `/console` is invokd's own, never a fal app: 404 in DigitalOcean's shape, nothing stored.
+#[tokio::test]
+async fn console_is_reserved() {
+    let server = TestServer::start().await;
+    for (method, path) in [
+        (reqwest::Method::GET, "/console"),
+        (reqwest::Method::GET, "/console/jobs"),
+        (reqwest::Method::POST, "/console/flux"),
+        (reqwest::Method::POST, "/console/flux/schnell"),
+        (
+            reqwest::Method::GET,
+            "/console/flux/requests/0196b7a4-0000-7000-8000-000000000000/status",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/console/flux/requests/0196b7a4-0000-7000-8000-000000000000/cancel",
+        ),
+        (reqwest::Method::DELETE, "/console/flux/schnell"),
+    ] {
+        let resp = server
+            .http
+            .request(method.clone(), server.at(path))
+            .header("authorization", format!("Key {}", server.key))
+            .json(&json!({"prompt": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "{method} {path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["id"], "not_found", "{method} {path}: {body}");
+    }
+    assert_eq!(server.stored_jobs().await, 0);
+}
+
+/// Through fal's proxy protocol, a target on `fal.run` is still a queue submit (invokd has no
+/// synchronous run yet), as one on `queue.fal.run` is.
+#[tokio::test]
+async fn proxied_submits_to_either_fal_host_are_queued() {
+    let server = TestServer::start().await;
+    for target in [
+        "https://queue.fal.run/fal-ai/flux/schnell",
+        "https://fal.run/fal-ai/flux/schnell",
+    ] {
+        let resp = server
+            .http
+            .post(server.at("/api/fal/proxy"))
+            .header("authorization", format!("Key {}", server.key))
+            .header("x-fal-target-url", target)
+            .json(&json!({"prompt": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{target}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["status"], "IN_QUEUE", "{target}: {body}");
+    }
+    assert_eq!(server.stored_jobs().await, 2);
+}

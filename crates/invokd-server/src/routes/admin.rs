@@ -10,6 +10,7 @@ use axum::{
 use invokd_api::{
     ErrorCode,
     admin::{CreateKey, KeyCreated, KeyInfo, KeyList},
+    error_code::ErrorBody,
 };
 use invokd_core::keys::KeyRecord;
 
@@ -30,7 +31,18 @@ fn info(k: &KeyRecord) -> KeyInfo {
     }
 }
 
-/// `POST /v1/admin/keys`: 201 with the new key, shown this once.
+// `POST /v1/admin/keys`: 201 with the new key, shown this once.
+#[utoipa::path(post, path = "/v1/admin/keys", operation_id = "create_key", tag = "admin", request_body = CreateKey,
+    responses(
+        (status = 201, description = "the key, shown once", body = KeyCreated),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 401, description = "missing or invalid admin token", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "not JSON", body = ErrorBody),
+        (status = 422, description = "invalid name", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -60,7 +72,14 @@ pub async fn create(
     ))
 }
 
-/// `GET /v1/admin/keys`: every key, newest first, without secrets.
+// `GET /v1/admin/keys`: every key, newest first, without secrets.
+#[utoipa::path(get, path = "/v1/admin/keys", operation_id = "list_keys", tag = "admin",
+    responses(
+        (status = 200, description = "every key, without secrets", body = KeyList),
+        (status = 401, description = "missing or invalid admin token", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, _: AdminAuth) -> Result<Json<KeyList>, ApiError> {
     let keys = state.service.list_keys().await?;
     Ok(Json(KeyList {
@@ -68,7 +87,15 @@ pub async fn list(State(state): State<AppState>, _: AdminAuth) -> Result<Json<Ke
     }))
 }
 
-/// `DELETE /v1/admin/keys/{id}`: revokes the key (again is fine).
+// `DELETE /v1/admin/keys/{id}`: revokes the key (again is fine).
+#[utoipa::path(delete, path = "/v1/admin/keys/{id}", operation_id = "revoke_key", tag = "admin", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "revoked", body = KeyInfo),
+        (status = 401, description = "missing or invalid admin token", body = ErrorBody),
+        (status = 404, description = "no such key", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn revoke(
     State(state): State<AppState>,
     _: AdminAuth,

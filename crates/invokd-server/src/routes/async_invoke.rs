@@ -15,6 +15,7 @@ use axum::{
 use invokd_api::{
     ErrorCode,
     async_invoke::{CreateInvocation, Invocation},
+    error_code::ErrorBody,
 };
 use invokd_core::{
     CancelOutcome, Job, JobStatus,
@@ -28,6 +29,7 @@ use crate::{
     error::ApiError,
     extract::{Auth, BaseUrl, JsonBody, idempotency_key, prefer_wait, webhook_url},
     live,
+    openapi::{InvocationPage, SseEvent},
     present::{
         UrlRenderer,
         async_invoke::{invocation, with_delivery},
@@ -64,9 +66,24 @@ fn respond(code: StatusCode, inv: Invocation, applied: Option<u64>) -> Response 
     res
 }
 
-/// `POST /v1/async-invoke`: validate, store (committed), answer 202 with the QUEUED invocation.
-/// With `Idempotency-Key`, a retry gives back the first job; with `Prefer: wait=N`, the answer
-/// waits up to N seconds for the job to finish.
+// `POST /v1/async-invoke`: validate, store (committed), answer 202 with the QUEUED invocation.
+// With `Idempotency-Key`, a retry gives back the first job; with `Prefer: wait=N`, the answer
+// waits up to N seconds for the job to finish.
+#[utoipa::path(post, path = "/v1/async-invoke", tag = "async-invoke",
+    request_body = CreateInvocation,
+    params(("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body returns the first job"),
+           ("Prefer" = Option<String>, Header, description = "wait=N: answer when the job ends or after N seconds (at most 60)")),
+    responses(
+        (status = 202, description = "queued (committed)", body = Invocation),
+        (status = 400, description = "malformed JSON or header", body = ErrorBody),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 404, description = "unknown model", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "not JSON", body = ErrorBody),
+        (status = 422, description = "invalid input", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -124,8 +141,17 @@ pub async fn create(
     Ok(respond(StatusCode::ACCEPTED, inv, applied))
 }
 
-/// `GET /v1/async-invoke/{request_id}` and `.../status`: the invocation object, with its
-/// webhook delivery when it has one.
+// `GET /v1/async-invoke/{request_id}`: the invocation object, with its
+// webhook delivery when it has one.
+#[utoipa::path(get, path = "/v1/async-invoke/{request_id}", tag = "async-invoke",
+    params(("request_id" = String, Path), ("Prefer" = Option<String>, Header)),
+    responses(
+        (status = 200, description = "the invocation", body = Invocation),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 404, description = "no such request for this key", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -136,7 +162,7 @@ pub async fn get(
     let job = state.service.get(&caller, &request_id).await?;
     let (job, applied) = waited(&state, caller, job, &headers).await?;
     let delivery = if job.webhook_url.is_some() {
-        state.service.store().delivery_of(job.id).await?
+        state.service.delivery_of(&job).await?
     } else {
         None
     };
@@ -147,8 +173,38 @@ pub async fn get(
     Ok(respond(StatusCode::OK, inv, applied))
 }
 
-/// `POST /v1/async-invoke/{request_id}/cancel`: a queued job never runs; a running one is told
-/// to stop. 202 with the invocation; 409 if it had already finished.
+// `GET /v1/async-invoke/{request_id}/status`: the same as `get`.
+#[utoipa::path(get, path = "/v1/async-invoke/{request_id}/status", tag = "async-invoke",
+    params(("request_id" = String, Path), ("Prefer" = Option<String>, Header)),
+    responses(
+        (status = 200, description = "the invocation", body = Invocation),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 404, description = "no such request for this key", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn status(
+    state: State<AppState>,
+    auth: Auth,
+    base: BaseUrl,
+    headers: HeaderMap,
+    request_id: Path<String>,
+) -> Result<Response, ApiError> {
+    get(state, auth, base, headers, request_id).await
+}
+
+// `POST /v1/async-invoke/{request_id}/cancel`: a queued job never runs; a running one is told
+// to stop. 202 with the invocation; 409 if it had already finished.
+#[utoipa::path(post, path = "/v1/async-invoke/{request_id}/cancel", tag = "async-invoke",
+    params(("request_id" = String, Path)),
+    responses(
+        (status = 202, description = "cancelled, or asked to stop", body = Invocation),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 404, description = "no such request for this key", body = ErrorBody),
+        (status = 409, description = "already finished", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -249,8 +305,22 @@ impl ListParams {
     }
 }
 
-/// `GET /v1/async-invoke?status=&model_id=&tag=key:value&created_after=&created_before=&limit=&cursor=`:
-/// the caller's jobs, newest first, with cursor paging.
+// `GET /v1/async-invoke?status=&model_id=&tag=key:value&created_after=&created_before=&limit=&cursor=`:
+// the caller's jobs, newest first, with cursor paging.
+#[utoipa::path(get, path = "/v1/async-invoke", tag = "async-invoke",
+    params(("status" = Option<String>, Query), ("model_id" = Option<String>, Query),
+           ("tag" = Option<String>, Query, description = "key:value"),
+           ("created_after" = Option<String>, Query), ("created_before" = Option<String>, Query),
+           ("limit" = Option<String>, Query, description = "1 to 1000, default 20"),
+           ("cursor" = Option<String>, Query)),
+    responses(
+        (status = 200, description = "the caller's jobs, newest first", body = InvocationPage),
+        (status = 400, description = "invalid cursor or query", body = ErrorBody),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 422, description = "invalid filter", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -268,8 +338,17 @@ pub async fn list(
     Ok(Json(json!({"invocations": items, "next_cursor": page.next_cursor})).into_response())
 }
 
-/// `GET /v1/async-invoke/{request_id}/events`: SSE. `event: status` with the invocation at each
-/// change, `event: log` with each new log line; the stream ends after the terminal status.
+// `GET /v1/async-invoke/{request_id}/events`: SSE. `event: status` with the invocation at each
+// change, `event: log` with each new log line; the stream ends after the terminal status.
+#[utoipa::path(get, path = "/v1/async-invoke/{request_id}/events", tag = "async-invoke",
+    params(("request_id" = String, Path)),
+    responses(
+        (status = 200, description = "SSE: `status` and `log` events, ends after the terminal status", content_type = "text/event-stream", body = SseEvent),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 404, description = "no such request for this key", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn events(
     State(state): State<AppState>,
     Auth(caller): Auth,

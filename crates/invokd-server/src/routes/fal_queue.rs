@@ -1,5 +1,6 @@
 //! fal's queue surface: submit to `/{owner}/{app}[/{sub}]`, then status, the status stream,
-//! the result and cancel under `.../requests/{id}`, with the app-only or the full model path.
+//! the result and cancel under `.../requests/{id}`, with the app-only or the full model path
+//! (each action has its route in `router.rs`, once `fal_path` has folded a model's sub-path).
 
 use std::time::Duration;
 
@@ -14,11 +15,11 @@ use axum::{
 };
 use invokd_api::{
     ErrorCode,
-    fal_queue::{CancelStatus, StatusOnly},
+    fal_queue::{CancelStatus, QueueStatus, StatusOnly, SubmitResponse},
 };
 use invokd_core::{
     CancelOutcome, Job, JobStatus,
-    service::{Caller, PRIORITY_LOW, PRIORITY_NORMAL, Submission},
+    service::{PRIORITY_LOW, PRIORITY_NORMAL, Submission},
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -27,9 +28,9 @@ use crate::{
     error::ApiError,
     extract::{Auth, BaseUrl, JsonBody},
     live,
+    openapi::{CancelAnswer, FalError, SseEvent},
     present::{UrlRenderer, fal_queue as present},
     request_context::FAL_REQUEST_ID,
-    router::RESERVED_OWNERS,
     state::AppState,
 };
 
@@ -60,14 +61,34 @@ impl LogsQuery {
     }
 }
 
-fn not_served(owner: &str) -> Option<ApiError> {
-    RESERVED_OWNERS
-        .contains(&owner)
-        .then(|| ApiError::new(ErrorCode::NotFound, "no such route"))
+/// Path of a request's routes: `/{owner}/{app}/requests/{request_id}/...`; the model's path
+/// plays no part, as requests are found by id.
+#[derive(Debug, Deserialize)]
+pub struct RequestPath {
+    request_id: String,
 }
 
-/// `POST /{owner}/{app}`.
-pub async fn submit_app(
+// `POST /{owner}/{app}`: a submit to a model without a sub-path.
+#[utoipa::path(post, path = "/{owner}/{app}", operation_id = "fal_submit", tag = "fal-queue",
+    params(("owner" = String, Path), ("app" = String, Path),
+           ("fal_webhook" = Option<String>, Query),
+           ("X-Fal-Queue-Priority" = Option<String>, Header, description = "normal or low"),
+           ("X-Fal-Request-Timeout" = Option<String>, Header, description = "seconds to start before the job fails"),
+           ("Idempotency-Key" = Option<String>, Header)),
+    request_body(content = Object, description = "the model's input"),
+    responses(
+        (status = 200, description = "queued", body = SubmitResponse),
+        (status = 400, description = "malformed JSON or header", body = FalError),
+        (status = 401, description = "missing or invalid key", body = FalError),
+        (status = 404, description = "unknown model", body = FalError),
+        (status = 405, description = "not a submit route", body = FalError),
+        (status = 413, description = "body too large", body = FalError),
+        (status = 415, description = "not JSON", body = FalError),
+        (status = 422, description = "invalid input or header", body = FalError),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = FalError),
+    ),
+    security(("fal_key" = [])))]
+pub async fn submit(
     state: State<AppState>,
     Path((owner, app)): Path<(String, String)>,
     auth: Auth,
@@ -76,7 +97,7 @@ pub async fn submit_app(
     query: Query<SubmitQuery>,
     body: JsonBody<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
-    submit(
+    submit_to(
         state,
         format!("{owner}/{app}"),
         auth,
@@ -88,49 +109,19 @@ pub async fn submit_app(
     .await
 }
 
-/// What a request below an app asks for.
-enum Target<'a> {
-    /// A submit to a model with a sub-path.
-    Model,
-    Request {
-        id: &'a str,
-        action: &'a str,
-    },
-}
-
-/// Splits `[sub/path/]requests/{id}[/action...]`; anything else names a model.
-fn target(rest: &str) -> Target<'_> {
-    let rest = rest.trim_end_matches('/');
-    let at = if rest.starts_with("requests/") {
-        Some(0)
-    } else {
-        rest.find("/requests/").map(|i| i + 1)
-    };
-    let Some(at) = at else { return Target::Model };
-    let after = &rest[at + "requests/".len()..];
-    let (id, action) = after.split_once('/').unwrap_or((after, ""));
-    Target::Request { id, action }
-}
-
-/// `POST /{owner}/{app}/{*rest}`: a submit to a model with a sub-path.
+/// `POST /{owner}/{app}/{*path}`: a submit to a model with a sub-path.
 pub async fn submit_sub(
     state: State<AppState>,
-    Path((owner, app, rest)): Path<(String, String, String)>,
+    Path((owner, app, path)): Path<(String, String, String)>,
     auth: Auth,
     base: BaseUrl,
     headers: HeaderMap,
     query: Query<SubmitQuery>,
     body: JsonBody<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
-    if let Target::Request { .. } = target(&rest) {
-        return Err(ApiError::new(
-            ErrorCode::MethodNotAllowed,
-            "use GET for status and results, PUT for cancel",
-        ));
-    }
-    submit(
+    submit_to(
         state,
-        format!("{owner}/{app}/{rest}"),
+        format!("{owner}/{app}/{path}"),
         auth,
         base,
         headers,
@@ -138,6 +129,19 @@ pub async fn submit_sub(
         body,
     )
     .await
+}
+
+/// `POST /{owner}/{app}/stream`: fal's streaming endpoint, not served yet. Refused (after the
+/// key is checked, as on every route of the surface), so that it never becomes a submit to a
+/// model named `.../stream`.
+pub async fn stream_run(Path((owner, app)): Path<(String, String)>, _: Auth) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!(
+            "streaming runs (POST /{owner}/{app}/stream) are not served; submit with POST \
+             /{owner}/{app} and follow .../requests/{{request_id}}/status/stream"
+        ),
+    )
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ApiError> {
@@ -181,7 +185,7 @@ fn start_timeout(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
         })
 }
 
-async fn submit(
+async fn submit_to(
     State(state): State<AppState>,
     model_id: String,
     Auth(caller): Auth,
@@ -190,9 +194,6 @@ async fn submit(
     Query(query): Query<SubmitQuery>,
     JsonBody(input): JsonBody<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
-    if let Some(e) = not_served(model_id.split('/').next().unwrap_or_default()) {
-        return Err(e);
-    }
     let sub = Submission {
         model_id,
         input,
@@ -220,38 +221,12 @@ fn with_request_id(mut res: Response, job: &Job) -> Response {
     res
 }
 
-/// `GET /{owner}/{app}/{*rest}`: status, status stream or result of a request.
-pub async fn read(
-    State(state): State<AppState>,
-    Path((owner, _app, rest)): Path<(String, String, String)>,
-    Auth(caller): Auth,
-    base: BaseUrl,
-    Query(q): Query<LogsQuery>,
-) -> Result<Response, ApiError> {
-    if let Some(e) = not_served(&owner) {
-        return Err(e);
-    }
-    let Target::Request { id, action } = target(&rest) else {
-        return Err(ApiError::new(
-            ErrorCode::MethodNotAllowed,
-            "submit with POST; read requests at .../requests/{request_id}",
-        ));
-    };
-    let logs = q.wanted()?;
-    match action {
-        "" | "response" => result(&state, caller, &base.0, id).await,
-        "status" => status(&state, caller, &base.0, id, logs).await,
-        "status/stream" => stream(state, caller, base.0, id.to_owned(), logs).await,
-        _ => Err(ApiError::new(ErrorCode::NotFound, "no such route")),
-    }
-}
-
 async fn status_of(
     state: &AppState,
     job: Job,
     base: &str,
     logs: bool,
-) -> Result<invokd_api::fal_queue::QueueStatus, ApiError> {
+) -> Result<QueueStatus, ApiError> {
     let snap = live::snapshot(state, job, logs).await?;
     Ok(present::queue_status(
         &snap.job,
@@ -261,17 +236,31 @@ async fn status_of(
     ))
 }
 
-async fn status(
-    state: &AppState,
-    caller: Caller,
-    base: &str,
-    id: &str,
-    logs: bool,
+// `GET .../requests/{request_id}/status`: 202 while queued or running, 200 once done.
+#[utoipa::path(get, path = "/{owner}/{app}/requests/{request_id}/status", operation_id = "fal_status", tag = "fal-queue",
+    params(("owner" = String, Path), ("app" = String, Path), ("request_id" = String, Path),
+           ("logs" = Option<String>, Query, description = "1, 0, true or false")),
+    responses(
+        (status = 200, description = "done", body = QueueStatus),
+        (status = 202, description = "queued or running", body = QueueStatus),
+        (status = 401, description = "missing or invalid key", body = FalError),
+        (status = 404, description = "no such request", body = FalError),
+        (status = 422, description = "invalid logs value", body = FalError),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = FalError),
+    ),
+    security(("fal_key" = [])))]
+pub async fn status(
+    State(state): State<AppState>,
+    Path(path): Path<RequestPath>,
+    Auth(caller): Auth,
+    base: BaseUrl,
+    Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    let job = state.service.get(&caller, id).await?;
+    let logs = q.wanted()?;
+    let job = state.service.get(&caller, &path.request_id).await?;
     let terminal = job.status.is_terminal();
     let with_id = job.clone();
-    let body = status_of(state, job, base, logs).await?;
+    let body = status_of(&state, job, &base.0, logs).await?;
     let code = if terminal {
         StatusCode::OK
     } else {
@@ -283,16 +272,34 @@ async fn status(
     ))
 }
 
-async fn result(
-    state: &AppState,
-    caller: Caller,
-    base: &str,
-    id: &str,
+// `GET .../requests/{request_id}` (and `.../response`): the model's output once it is done.
+#[utoipa::path(get, path = "/{owner}/{app}/requests/{request_id}", operation_id = "fal_result", tag = "fal-queue",
+    params(("owner" = String, Path), ("app" = String, Path), ("request_id" = String, Path)),
+    responses(
+        (status = 200, description = "the model's output", body = Object),
+        (status = 400, description = "still in progress, or the job failed with bad input", body = FalError),
+        (status = 401, description = "missing or invalid key", body = FalError),
+        (status = 404, description = "no such request, or its output expired", body = FalError),
+        (status = 499, description = "cancelled", body = FalError),
+        (status = 500, description = "the job failed", body = FalError),
+        (status = 503, description = "the job's runner failed", body = FalError),
+        (status = 504, description = "the job timed out", body = FalError),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = FalError),
+    ),
+    security(("fal_key" = [])))]
+pub async fn result(
+    State(state): State<AppState>,
+    Path(path): Path<RequestPath>,
+    Auth(caller): Auth,
+    base: BaseUrl,
+    Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    let job = state.service.get(&caller, id).await?;
+    // A result has no logs, but a bad `logs` is refused on every read alike.
+    q.wanted()?;
+    let job = state.service.get(&caller, &path.request_id).await?;
     let res = match (job.status, &job.output) {
         (JobStatus::Completed, Some(output)) => {
-            Json(UrlRenderer::new(state, base).output(job.id, output)).into_response()
+            Json(UrlRenderer::new(&state, &base.0).output(job.id, output)).into_response()
         }
         (_, _) if job.expired_at.is_some() => (
             StatusCode::NOT_FOUND,
@@ -326,16 +333,28 @@ async fn result(
     Ok(with_request_id(res, &job))
 }
 
-/// SSE: one `data:` event per change of status, queue position or logs; keep-alive comments;
-/// the stream ends after the COMPLETED event.
-async fn stream(
-    state: AppState,
-    caller: Caller,
-    base: String,
-    id: String,
-    logs: bool,
+// `GET .../requests/{request_id}/status/stream`, SSE: one `data:` event per change of status,
+// queue position or logs; keep-alive comments; the stream ends after the COMPLETED event.
+#[utoipa::path(get, path = "/{owner}/{app}/requests/{request_id}/status/stream", operation_id = "fal_stream", tag = "fal-queue",
+    params(("owner" = String, Path), ("app" = String, Path), ("request_id" = String, Path),
+           ("logs" = Option<String>, Query)),
+    responses(
+        (status = 200, description = "SSE: a status object per change, ends after COMPLETED", content_type = "text/event-stream", body = SseEvent),
+        (status = 401, description = "missing or invalid key", body = FalError),
+        (status = 404, description = "no such request", body = FalError),
+        (status = 422, description = "invalid logs value", body = FalError),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = FalError),
+    ),
+    security(("fal_key" = [])))]
+pub async fn status_stream(
+    State(state): State<AppState>,
+    Path(path): Path<RequestPath>,
+    Auth(caller): Auth,
+    BaseUrl(base): BaseUrl,
+    Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    let job = state.service.get(&caller, &id).await?;
+    let logs = q.wanted()?;
+    let job = state.service.get(&caller, &path.request_id).await?;
     let mut last: Option<Value> = None;
     let events = live::events(state, job, logs, move |snap| {
         let body =
@@ -353,26 +372,23 @@ async fn stream(
         .into_response())
 }
 
-/// `PUT /{owner}/{app}/{*rest}`: cancel a request.
+// `PUT .../requests/{request_id}/cancel`.
+#[utoipa::path(put, path = "/{owner}/{app}/requests/{request_id}/cancel", operation_id = "fal_cancel", tag = "fal-queue",
+    params(("owner" = String, Path), ("app" = String, Path), ("request_id" = String, Path)),
+    responses(
+        (status = 202, description = "CANCELLATION_REQUESTED", body = CancelAnswer),
+        (status = 400, description = "ALREADY_COMPLETED", body = CancelAnswer),
+        (status = 401, description = "missing or invalid key", body = FalError),
+        (status = 404, description = "NOT_FOUND", body = CancelAnswer),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = FalError),
+    ),
+    security(("fal_key" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
-    Path((owner, _app, rest)): Path<(String, String, String)>,
+    Path(path): Path<RequestPath>,
     Auth(caller): Auth,
 ) -> Result<Response, ApiError> {
-    if let Some(e) = not_served(&owner) {
-        return Err(e);
-    }
-    let Target::Request {
-        id,
-        action: "cancel",
-    } = target(&rest)
-    else {
-        return Err(ApiError::new(
-            ErrorCode::MethodNotAllowed,
-            "cancel with PUT .../requests/{request_id}/cancel",
-        ));
-    };
-    let (code, status) = match state.service.cancel(&caller, id).await? {
+    let (code, status) = match state.service.cancel(&caller, &path.request_id).await? {
         CancelOutcome::Canceled | CancelOutcome::Requested => {
             (StatusCode::ACCEPTED, CancelStatus::CancellationRequested)
         }
@@ -380,29 +396,4 @@ pub async fn cancel(
         _ => (StatusCode::NOT_FOUND, CancelStatus::NotFound),
     };
     Ok((code, Json(StatusOnly { status })).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_paths_are_found_with_or_without_the_sub_path() {
-        for rest in [
-            "requests/abc/status",
-            "schnell/requests/abc/status",
-            "a/b/requests/abc/status/",
-        ] {
-            let Target::Request { id, action } = target(rest) else {
-                panic!("{rest}")
-            };
-            assert_eq!((id, action), ("abc", "status"), "{rest}");
-        }
-        let Target::Request { id, action } = target("requests/abc") else {
-            panic!()
-        };
-        assert_eq!((id, action), ("abc", ""));
-        assert!(matches!(target("schnell"), Target::Model));
-        assert!(matches!(target("v2/text-to-image"), Target::Model));
-    }
 }

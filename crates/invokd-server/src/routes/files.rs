@@ -44,7 +44,7 @@ pub fn expired_message(job: &Job) -> String {
 /// The clear "expired" answer for a missing file of a job that retention expired.
 async fn gone(state: &AppState, key: &str) -> Option<ApiError> {
     let id: JobId = key.split('/').next()?.parse().ok()?;
-    let job = state.service.store().get_job(id, None).await.ok()??;
+    let job = state.service.job_of_file(id).await.ok()??;
     job.expired_at?;
     Some(ApiError::new(ErrorCode::NotFound, expired_message(&job)))
 }

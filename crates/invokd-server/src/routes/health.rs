@@ -5,12 +5,17 @@ use serde_json::json;
 
 use crate::state::AppState;
 
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "the process answers", body = Object)))]
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "store and files reachable", body = Object),
+              (status = 503, description = "a dependency is down", body = Object)))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let store = state.service.store().check().await;
+    let store = state.service.check_store().await;
     let blobs = state.blobs.check().await;
     let ok = store.is_ok() && blobs.is_ok();
     let show = |r: Result<(), String>| match r {
@@ -30,7 +35,9 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (code, Json(body))
 }
 
-/// `GET /.well-known/jwks.json`: the public keys that verify invokd's webhook signatures.
+// `GET /.well-known/jwks.json`: the public keys that verify invokd's webhook signatures.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations",
+    responses((status = 200, description = "the webhook signing keys (OKP/Ed25519)", body = Object)))]
 pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(axum::http::header::CACHE_CONTROL, "public, max-age=3600")],

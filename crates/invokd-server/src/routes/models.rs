@@ -2,10 +2,18 @@
 //! with each model's kind, title and input schema added.
 
 use axum::{Json, extract::State};
+use invokd_api::error_code::ErrorBody;
 use serde_json::{Value, json};
 
-use crate::{error::ApiError, extract::Auth, state::AppState};
+use crate::{error::ApiError, extract::Auth, openapi::ModelList, state::AppState};
 
+#[utoipa::path(get, path = "/v1/models", operation_id = "models", tag = "models",
+    responses(
+        (status = 200, description = "the catalog", body = ModelList),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, Auth(_): Auth) -> Result<Json<Value>, ApiError> {
     let data: Vec<Value> = state
         .service
