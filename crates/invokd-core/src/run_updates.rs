@@ -37,11 +37,20 @@ const BACKLOG: usize = 64;
 /// The channels of this process's running jobs.
 #[derive(Debug, Clone, Default)]
 pub struct RunUpdates {
-    inner: Arc<Mutex<HashMap<JobId, Channel>>>,
+    inner: Arc<Mutex<Channels>>,
+}
+
+#[derive(Debug, Default)]
+struct Channels {
+    by_job: HashMap<JobId, Channel>,
+    /// Numbers each opening, so a run that ends closes its own channel, never that of a later
+    /// run of the same job that opened meanwhile.
+    openings: u64,
 }
 
 #[derive(Debug)]
 struct Channel {
+    opening: u64,
     tx: broadcast::Sender<RunUpdate>,
     progress: Option<Progress>,
     partial: Option<Arc<Map<String, Value>>>,
@@ -59,12 +68,17 @@ pub struct Subscription {
 pub struct Opened {
     updates: RunUpdates,
     job: JobId,
+    opening: u64,
 }
 
 impl Drop for Opened {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.updates.inner.lock() {
-            m.remove(&self.job);
+        if let Ok(mut m) = self.updates.inner.lock()
+            && m.by_job
+                .get(&self.job)
+                .is_some_and(|c| c.opening == self.opening)
+        {
+            m.by_job.remove(&self.job);
         }
     }
 }
@@ -72,10 +86,14 @@ impl Drop for Opened {
 impl RunUpdates {
     /// Opens the channel of a run that starts; it closes when the returned guard is dropped.
     pub fn open(&self, job: JobId) -> Opened {
+        let mut opening = 0;
         if let Ok(mut m) = self.inner.lock() {
-            m.insert(
+            m.openings += 1;
+            opening = m.openings;
+            m.by_job.insert(
                 job,
                 Channel {
+                    opening,
                     tx: broadcast::channel(BACKLOG).0,
                     progress: None,
                     partial: None,
@@ -85,13 +103,16 @@ impl RunUpdates {
         Opened {
             updates: self.clone(),
             job,
+            opening,
         }
     }
 
     /// Sends an update to the job's readers; nothing happens when its run is not open here.
     pub fn publish(&self, job: JobId, update: RunUpdate) {
         let Ok(mut m) = self.inner.lock() else { return };
-        let Some(ch) = m.get_mut(&job) else { return };
+        let Some(ch) = m.by_job.get_mut(&job) else {
+            return;
+        };
         match &update {
             RunUpdate::Progress(p) => ch.progress = Some(p.clone()),
             RunUpdate::Partial(p) => ch.partial = Some(p.clone()),
@@ -103,7 +124,7 @@ impl RunUpdates {
     /// Follows a run of this process; `None` when the job does not run here.
     pub fn subscribe(&self, job: JobId) -> Option<Subscription> {
         let m = self.inner.lock().ok()?;
-        let ch = m.get(&job)?;
+        let ch = m.by_job.get(&job)?;
         Some(Subscription {
             progress: ch.progress.clone(),
             partial: ch.partial.clone(),
@@ -150,6 +171,16 @@ mod tests {
             "the channel closes with the run"
         );
         assert!(updates.subscribe(job).is_none());
+    }
+
+    #[test]
+    fn an_earlier_run_that_ends_late_leaves_the_later_runs_channel_open() {
+        let updates = RunUpdates::default();
+        let job = JobId::generate();
+        let earlier = updates.open(job);
+        let _later = updates.open(job);
+        drop(earlier);
+        assert!(updates.subscribe(job).is_some());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use invokd_core::{
     JobId,
+    blob::BlobError,
     provider::{Provider, ProviderError, RunContext, RunOutput, RunRequest},
     run_updates::Progress,
 };
@@ -72,11 +73,8 @@ impl ScriptedRun {
     }
 
     /// Stores a file as the run's output would, returning its `blob:` reference.
-    pub async fn put_file(&self, name: &str, bytes: &'static [u8]) -> String {
-        self.ctx
-            .put_file(name, Bytes::from_static(bytes))
-            .await
-            .unwrap_or_else(|e| panic!("storing {name} failed: {e}"))
+    pub async fn put_file(&self, name: &str, bytes: &'static [u8]) -> Result<String, BlobError> {
+        self.ctx.put_file(name, Bytes::from_static(bytes)).await
     }
 
     /// Ends the run with this output.

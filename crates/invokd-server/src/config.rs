@@ -96,10 +96,9 @@ pub struct DispatchConfig {
     pub per_model_concurrency: u32,
     /// Jobs running at once in this process.
     pub max_concurrency: u32,
-    /// A claim holds its job this long unless the heartbeat extends it.
+    /// A claim holds its job this long unless a heartbeat extends it (runs here beat every third
+    /// of it, so two beats may fail before it lapses).
     pub lease: Duration,
-    /// How often a running job's lease is extended.
-    pub heartbeat: Duration,
     /// How often the queue is checked when nothing wakes the dispatcher; also how often the
     /// janitor checks start deadlines.
     pub poll: Duration,
@@ -134,7 +133,6 @@ impl Default for DispatchConfig {
             per_model_concurrency: 4,
             max_concurrency: 16,
             lease: Duration::from_secs(30),
-            heartbeat: Duration::from_secs(10),
             poll: Duration::from_secs(1),
             run_timeout: Duration::from_secs(600),
             shutdown_grace: Duration::from_secs(10),
@@ -198,8 +196,7 @@ pub const MAX_ATTEMPTS_LIMIT: u32 = i32::MAX as u32;
 impl ServerConfig {
     /// Settings checked and brought within their bounds: the one place for limits, whether the
     /// settings came from the command line or were built in code. Durations and counts that
-    /// must not be zero are raised to their least useful value; the heartbeat is a third of the
-    /// lease, so two beats may fail before it lapses.
+    /// must not be zero are raised to their least useful value.
     pub fn validate(mut self) -> anyhow::Result<Self> {
         if self.file_urls == FileUrls::Presigned && !matches!(self.blobs, BlobLocation::S3(_)) {
             anyhow::bail!("presigned file URLs need S3 blob storage (--s3-bucket)");
@@ -212,7 +209,7 @@ impl ServerConfig {
         d.per_model_concurrency = d.per_model_concurrency.max(1);
         d.max_concurrency = d.max_concurrency.max(1);
         d.lease = d.lease.max(Duration::from_secs(2));
-        d.heartbeat = d.lease / 3;
+        d.poll = d.poll.max(Duration::from_millis(1));
         d.run_timeout = d.run_timeout.max(Duration::from_secs(1));
         self.retention.every = self.retention.every.max(Duration::from_millis(10));
         let w = &mut self.webhooks;
@@ -254,6 +251,7 @@ mod tests {
         c.dispatch.per_model_concurrency = 0;
         c.dispatch.max_concurrency = 0;
         c.dispatch.lease = Duration::ZERO;
+        c.dispatch.poll = Duration::ZERO;
         c.dispatch.run_timeout = Duration::ZERO;
         c.retention.every = Duration::ZERO;
         let c = c.validate().unwrap();
@@ -261,19 +259,9 @@ mod tests {
         assert_eq!(c.dispatch.per_model_concurrency, 1);
         assert_eq!(c.dispatch.max_concurrency, 1);
         assert_eq!(c.dispatch.lease, Duration::from_secs(2));
-        assert_eq!(c.dispatch.heartbeat, Duration::from_secs(2) / 3);
+        assert_eq!(c.dispatch.poll, Duration::from_millis(1));
         assert_eq!(c.dispatch.run_timeout, Duration::from_secs(1));
         assert_eq!(c.retention.every, Duration::from_millis(10));
-    }
-
-    #[test]
-    fn the_heartbeat_follows_the_lease() {
-        let mut c = config();
-        c.dispatch.lease = Duration::from_secs(60);
-        assert_eq!(
-            c.validate().unwrap().dispatch.heartbeat,
-            Duration::from_secs(20)
-        );
     }
 
     #[test]

@@ -6,13 +6,12 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use invokd_core::{
-    Job, JobError, Lease, Outcome,
+    Job, JobError, Outcome,
     blob::BlobStore,
     catalog::Catalog,
-    lifecycle::{Action, Capacity, Ended, Lifecycle, RunEnd, action_for, outcome_status},
-    provider::{LogLine, Retry, RunContext},
+    lifecycle::{Action, Capacity, Lifecycle},
+    provider::RunContext,
     run::{RunLimits, RunStops, StoreSink, run_job},
 };
 use tokio::{sync::Notify, task::JoinSet};
@@ -50,13 +49,15 @@ impl Dispatcher {
 
         loop {
             for job in this.claim(&capacity).await {
-                let (this, capacity, freed) = (this.clone(), capacity.clone(), freed.clone());
-                let interrupt = interrupt.clone();
+                let slot = Slot {
+                    capacity: capacity.clone(),
+                    model: job.model_id.clone(),
+                    freed: freed.clone(),
+                };
+                let (this, interrupt) = (this.clone(), interrupt.clone());
                 tasks.spawn(async move {
-                    let model = job.model_id.clone();
                     this.run_one(job, interrupt).await;
-                    capacity.ended(&model);
-                    freed.notify_one();
+                    drop(slot);
                 });
             }
             while tasks.try_join_next().is_some() {}
@@ -108,20 +109,13 @@ impl Dispatcher {
         let Some(room) = capacity.room(paused) else {
             return Vec::new();
         };
-        let now = Utc::now();
-        let claimed =
-            crate::metrics::timed("claim_jobs", self.lifecycle.claim(&self.owner, &room)).await;
-        let jobs = match claimed {
+        let jobs = match self.lifecycle.claim(&self.owner, &room).await {
             Ok(jobs) => jobs,
             Err(e) => {
                 tracing::error!(error = %e, "claiming jobs failed");
                 return Vec::new();
             }
         };
-        for j in &jobs {
-            let waited = (now - j.created_at).num_milliseconds().max(0) as f64 / 1000.0;
-            crate::metrics::job_started(&j.model_id, self.providers.name_for(&j.model_id), waited);
-        }
         capacity.started(&jobs);
         jobs
     }
@@ -137,8 +131,8 @@ impl Dispatcher {
                 "bad_request",
                 format!("model {} is no longer in the catalog", job.model_id),
             );
-            self.end(&job, &lease, Action::Finish(Outcome::Failed(e)), &[])
-                .await;
+            let failed = Action::Finish(Outcome::Failed(e));
+            self.lifecycle.end_run(&job, &lease, failed, &[]).await;
             return;
         };
         let Some(provider) = self.providers.for_model(&job.model_id).cloned() else {
@@ -146,8 +140,8 @@ impl Dispatcher {
                 "internal_error",
                 format!("no provider is configured for model {}", job.model_id),
             );
-            self.end(&job, &lease, Action::Finish(Outcome::Failed(e)), &[])
-                .await;
+            let failed = Action::Finish(Outcome::Failed(e));
+            self.lifecycle.end_run(&job, &lease, failed, &[]).await;
             return;
         };
         tracing::info!(job_id = %job.id, model = %job.model_id, attempt = job.attempt, provider = provider.name(), "job started");
@@ -164,16 +158,8 @@ impl Dispatcher {
         if job.cancel_requested {
             stops.cancel.cancel();
         }
-        let heartbeat =
-            self.lifecycle
-                .keep_alive(job.id, lease.clone(), self.config.heartbeat, &stops);
-        let sink = StoreSink::new(
-            self.lifecycle.store().clone(),
-            self.blobs.clone(),
-            signals,
-            job.id,
-            lease.clone(),
-        );
+        let heartbeat = self.lifecycle.keep_alive(job.id, lease.clone(), &stops);
+        let sink = StoreSink::new(&self.lifecycle, self.blobs.clone(), job.id, lease.clone());
         let ctx = RunContext::new(
             Arc::new(sink),
             job.id,
@@ -195,51 +181,26 @@ impl Dispatcher {
         )
         .await;
         stops.lost.cancel();
-        heartbeat.abort();
+        drop(heartbeat);
         drop(registration);
         // The run's last lines go in with the write that ends the job; the other endings
         // store them first.
         let logs = ctx.take_logs().await;
 
-        if let RunEnd::Returned(Err(e)) = &end {
-            crate::metrics::provider_error(provider.name(), &e.error_type);
-            match e.retry {
-                Retry::Yes => {
-                    tracing::warn!(job_id = %job.id, error = %e, "attempt failed; retrying if attempts remain")
-                }
-                Retry::Later => {
-                    tracing::warn!(job_id = %job.id, error = %e, "upstream unavailable; the job waits in the queue")
-                }
-                Retry::No => {}
-            }
-        }
-        let upstream_submitted =
-            matches!(end, RunEnd::Interrupted) && self.lifecycle.upstream_submitted(job.id).await;
-        self.end(&job, &lease, action_for(&end, upstream_submitted), &logs)
-            .await;
+        self.lifecycle.end_attempt(&job, &lease, &end, &logs).await;
     }
+}
 
-    /// Writes what the run's end calls for, and counts the job as finished when it ended.
-    async fn end(&self, job: &Job, lease: &Lease, action: Action, logs: &[LogLine]) {
-        let status = match &action {
-            Action::Finish(outcome) => Some(outcome_status(outcome)),
-            _ => None,
-        };
-        let ending = self.lifecycle.end_run(job, lease, action, logs);
-        let ended = match status {
-            Some(_) => crate::metrics::timed("finish", ending).await,
-            None => ending.await,
-        };
-        if let (Some(status), Ended::Applied) = (status, ended) {
-            let ran = job.started_at.map_or(0.0, |t| {
-                (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
-            });
-            crate::metrics::job_finished(
-                &job.model_id,
-                self.providers.name_for(&job.model_id),
-                status,
-                ran,
-            );
-        }
+/// A run's place in the capacity, given back when its task ends, however it ends.
+struct Slot {
+    capacity: Arc<Capacity>,
+    model: String,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.capacity.ended(&self.model);
+        self.freed.notify_one();
     }
 }

@@ -148,6 +148,31 @@ pub fn store_operation(op: &'static str, seconds: f64) {
         .record(seconds);
 }
 
+/// The lifecycle's reports as job metrics, labelled with the provider each model runs on.
+pub struct JobMetrics {
+    pub providers: std::sync::Arc<crate::provider_routes::Providers>,
+}
+
+impl invokd_core::lifecycle::LifecycleObserver for JobMetrics {
+    fn claimed(&self, job: &invokd_core::Job, waited: std::time::Duration) {
+        let provider = self.providers.name_for(&job.model_id);
+        job_started(&job.model_id, provider, waited.as_secs_f64());
+    }
+
+    fn run_failed(&self, job: &invokd_core::Job, error_type: &str) {
+        provider_error(self.providers.name_for(&job.model_id), error_type);
+    }
+
+    fn finished(&self, job: &invokd_core::Job, status: &'static str, ran: std::time::Duration) {
+        let provider = self.providers.name_for(&job.model_id);
+        job_finished(&job.model_id, provider, status, ran.as_secs_f64());
+    }
+
+    fn store_time(&self, op: &'static str, took: std::time::Duration) {
+        store_operation(op, took.as_secs_f64());
+    }
+}
+
 /// Times a store call.
 pub async fn timed<T>(op: &'static str, f: impl std::future::Future<Output = T>) -> T {
     let start = std::time::Instant::now();

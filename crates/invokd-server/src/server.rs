@@ -120,7 +120,12 @@ impl Core {
         let lifecycle = Lifecycle::new(store.clone(), signals.clone(), config.dispatch.lease);
         let instance = data_dir.instance_id()?;
         Ok(Self {
-            owner: format!("{instance}/{}", uuid::Uuid::now_v7().simple()),
+            // The pid tells an operator which process holds a lease.
+            owner: format!(
+                "{instance}/{}-{}",
+                std::process::id(),
+                uuid::Uuid::now_v7().simple()
+            ),
             data_dir,
             store,
             blobs,
@@ -296,11 +301,16 @@ impl Server {
             .as_ref()
             .map(crate::tls::server_config)
             .transpose()?;
-        let core = Core::open(&config).await?;
+        let mut core = Core::open(&config).await?;
         core.recover(&config).await?;
         let created_key =
             bootstrap::first_key(core.store.as_ref(), config.bootstrap_key.as_deref()).await?;
         let (providers, fal) = providers(&config, extras)?;
+        core.lifecycle = core
+            .lifecycle
+            .observed_by(Arc::new(crate::metrics::JobMetrics {
+                providers: providers.clone(),
+            }));
         let secrets = core.secrets(&config);
         let signer = UrlSigner::new(secrets.signing_secret().await?);
         let webhook_signer = crate::webhooks::load_signer(&secrets).await?;

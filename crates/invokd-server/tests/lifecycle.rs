@@ -11,7 +11,7 @@ use chrono::Utc;
 use invokd_core::{
     CancelOutcome, JobId, JobStatus, KeyId, NewJob, Outcome,
     events::Signals,
-    lifecycle::{Ended, Lifecycle, Room},
+    lifecycle::{ClaimRoom, Ended, Lifecycle},
     provider::ProviderError,
     store::{Stale, Store},
 };
@@ -34,7 +34,7 @@ async fn a_completed_run_ends_the_job_with_its_output_files_and_logs() {
     assert_eq!(run.input["prompt"], "a city");
     app.wait_for(&id, "IN_PROGRESS").await;
     run.log("painting").await;
-    let blob = run.put_file("0.png", b"not really a png").await;
+    let blob = run.put_file("0.png", b"not really a png").await.unwrap();
     run.complete(images(&blob));
 
     let job = app.wait_for(&id, "COMPLETED").await;
@@ -187,8 +187,8 @@ async fn queued_job(store: &dyn Store) -> JobId {
     job.id
 }
 
-fn room() -> Room {
-    Room {
+fn room() -> ClaimRoom {
+    ClaimRoom {
         limit: 10,
         per_model: Default::default(),
         default_per_model: 10,
@@ -196,7 +196,7 @@ fn room() -> Room {
 }
 
 #[tokio::test]
-async fn a_finish_after_the_sweep_took_the_lease_back_changes_nothing() {
+async fn a_late_finish_after_the_sweep_took_the_lease_back_changes_nothing() {
     let (store, _dir) = store().await;
     let signals = Signals::default();
     let mut news = signals.events.subscribe();
@@ -213,7 +213,7 @@ async fn a_finish_after_the_sweep_took_the_lease_back_changes_nothing() {
     let late = short
         .finish(id, &old, Outcome::Completed(Map::new()), &[])
         .await;
-    assert_eq!(late, Ended::Stale, "the late finish lost its lease");
+    assert_eq!(late, Ended::LeaseGone, "the late finish lost its lease");
     let job = store.get_job(id, None).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Queued);
 
@@ -247,4 +247,33 @@ async fn a_cancel_asked_while_the_job_is_given_back_ends_it_cancelled() {
     let job = store.get_job(id, None).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Canceled);
     assert!(lifecycle.claim("here/b", &room()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn of_a_sweep_and_a_finish_racing_for_a_lapsed_lease_exactly_one_wins() {
+    let (store, _dir) = store().await;
+    let lifecycle = Lifecycle::new(store.clone(), Signals::default(), Duration::from_millis(1));
+    for _ in 0..20 {
+        let id = queued_job(store.as_ref()).await;
+        let claimed = lifecycle.claim("here/a", &room()).await.unwrap();
+        let lease = claimed[0].lease.clone().unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (taken, finished) = tokio::join!(
+            lifecycle.take_back(Stale::Expired),
+            lifecycle.finish(id, &lease, Outcome::Completed(Map::new()), &[]),
+        );
+        let taken = taken.unwrap().requeued;
+        let job = store.get_job(id, None).await.unwrap().unwrap();
+        match finished {
+            Ended::Applied => {
+                assert_eq!((taken, job.status), (0, JobStatus::Completed));
+            }
+            Ended::LeaseGone => assert_eq!((taken, job.status), (1, JobStatus::Queued)),
+            Ended::StoreFailed => panic!("the store failed"),
+        }
+        if job.status == JobStatus::Queued {
+            // Out of the way of the next round's claim.
+            store.cancel(id, None, Utc::now()).await.unwrap();
+        }
+    }
 }

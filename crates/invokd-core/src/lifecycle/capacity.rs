@@ -11,7 +11,7 @@ use crate::Job;
 /// What one claim may take: at most `limit` jobs, and of each model in `per_model` at most
 /// that many (a model that is absent may start the claimer's whole per-model limit).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Room {
+pub struct ClaimRoom {
     pub limit: u32,
     pub per_model: BTreeMap<String, u32>,
     pub default_per_model: u32,
@@ -32,6 +32,7 @@ struct Running {
 }
 
 impl Capacity {
+    /// At most `per_model_limit` runs of one model and `total_limit` in all.
     pub fn new(per_model_limit: u32, total_limit: u32) -> Self {
         Self {
             per_model_limit,
@@ -43,7 +44,7 @@ impl Capacity {
     /// The room for a claim now; `None` when nothing may start. `paused` models may start
     /// nothing (a provider whose upstream is failing: its jobs wait QUEUED instead of using up
     /// their attempts).
-    pub fn room<'a>(&self, paused: impl IntoIterator<Item = &'a str>) -> Option<Room> {
+    pub fn room<'a>(&self, paused: impl IntoIterator<Item = &'a str>) -> Option<ClaimRoom> {
         let r = self.running.lock().ok()?;
         let limit = self.total_limit.saturating_sub(r.total);
         if limit == 0 {
@@ -58,7 +59,7 @@ impl Capacity {
         for model in paused {
             per_model.insert(model.to_owned(), 0);
         }
-        Some(Room {
+        Some(ClaimRoom {
             limit,
             per_model,
             default_per_model: self.per_model_limit,

@@ -28,6 +28,7 @@ pub struct JanitorConfig {
     pub retention_every: Duration,
 }
 
+/// The sweeps' task, over the lifecycle (its notices) and the blob store (retention).
 pub struct Janitor {
     pub lifecycle: Lifecycle,
     pub blobs: Arc<dyn BlobStore>,
@@ -37,9 +38,11 @@ pub struct Janitor {
 impl Janitor {
     /// Sweeps until `shutdown` fires; each sweep runs once at the start.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut leases = tokio::time::interval(self.config.lease_sweep_every);
-        let mut deadlines = tokio::time::interval(self.config.deadlines_every);
-        let mut retention = tokio::time::interval(self.config.retention_every);
+        // An interval of zero would panic; a millisecond is as often as any sweep is useful.
+        let every = |d: Duration| tokio::time::interval(d.max(Duration::from_millis(1)));
+        let mut leases = every(self.config.lease_sweep_every);
+        let mut deadlines = every(self.config.deadlines_every);
+        let mut retention = every(self.config.retention_every);
         for t in [&mut leases, &mut deadlines, &mut retention] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
@@ -99,10 +102,7 @@ impl Janitor {
             }
         }
         if !ids.is_empty() {
-            tracing::info!(
-                jobs = ids.len(),
-                "retention removed the outputs of ended jobs"
-            );
+            tracing::info!(jobs = ids.len(), "expired jobs past retention");
         }
     }
 }

@@ -4,25 +4,25 @@
 //! names one, and each sends its own notice (job-change news for live readers and webhooks,
 //! the dispatcher's wake-up), so no driver can forget one.
 
+mod action;
 mod capacity;
 mod janitor;
-mod outcome;
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 
-pub use capacity::{Capacity, Room};
+pub use action::{Action, RunEnd, action_for};
+pub use capacity::{Capacity, ClaimRoom};
 pub use janitor::{Janitor, JanitorConfig};
-pub use outcome::{Action, RunEnd, action_for};
 
 use crate::{
     Job, Lease, Outcome,
     events::Signals,
     ids::JobId,
-    job::JobError,
-    provider::LogLine,
+    job::{JobError, UpstreamRef},
+    provider::{LogLine, Retry},
     run::{RunStops, log_sink},
     store::{Beat, ClaimRequest, Requeued, Stale, Store, StoreError},
 };
@@ -33,10 +33,28 @@ pub enum Ended {
     /// It was applied.
     Applied,
     /// The lease was no longer the caller's: nothing changed (the lines went in all the same).
-    Stale,
+    LeaseGone,
     /// The store failed; the lease will expire and the job run again.
     StoreFailed,
 }
+
+/// What the lifecycle reports as it goes, for metrics: the server records them, whichever
+/// driver moved the job. Every method does nothing unless implemented.
+pub trait LifecycleObserver: Send + Sync {
+    /// A job was claimed after waiting this long in the queue.
+    fn claimed(&self, _job: &Job, _waited: Duration) {}
+    /// A run failed with a provider's error (retried or not).
+    fn run_failed(&self, _job: &Job, _error_type: &str) {}
+    /// A job ended in `status` after running this long.
+    fn finished(&self, _job: &Job, _status: &'static str, _ran: Duration) {}
+    /// A store operation took this long.
+    fn store_time(&self, _op: &'static str, _took: Duration) {}
+}
+
+/// An observer that records nothing.
+pub struct NoObserver;
+
+impl LifecycleObserver for NoObserver {}
 
 /// The lifecycle of claimed jobs, over one store.
 #[derive(Clone)]
@@ -44,6 +62,22 @@ pub struct Lifecycle {
     store: Arc<dyn Store>,
     signals: Signals,
     lease: Duration,
+    observer: Arc<dyn LifecycleObserver>,
+}
+
+/// The heartbeat task of a run of this process; it stops when dropped, so a run that ends in
+/// any way (a panic included) stops extending its lease.
+pub struct Heartbeat(JoinHandle<()>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How long from `from` to now, never negative.
+fn since(from: DateTime<Utc>) -> Duration {
+    (Utc::now() - from).to_std().unwrap_or_default()
 }
 
 fn chrono_dur(d: Duration) -> chrono::Duration {
@@ -57,33 +91,55 @@ impl Lifecycle {
             store,
             signals,
             lease,
+            observer: Arc::new(NoObserver),
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    /// Reports to `observer` from now on.
+    pub fn observed_by(mut self, observer: Arc<dyn LifecycleObserver>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
+    /// This process's signals: wake-ups, cancels of its runs, job-change news.
     pub fn signals(&self) -> &Signals {
         &self.signals
     }
 
+    /// How often a holder should heartbeat: a third of the lease, so two beats may fail
+    /// before it lapses.
+    pub fn heartbeat_every(&self) -> Duration {
+        self.lease / 3
+    }
+
+    /// Times a store operation for the observer.
+    async fn timed<T>(&self, op: &'static str, f: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let out = f.await;
+        self.observer.store_time(op, started.elapsed());
+        out
+    }
+
     /// Claims queued jobs within `room` under leases recorded as `owner`'s.
-    pub async fn claim(&self, owner: &str, room: &Room) -> Result<Vec<Job>, StoreError> {
+    pub async fn claim(&self, owner: &str, room: &ClaimRoom) -> Result<Vec<Job>, StoreError> {
         let now = Utc::now();
-        let jobs = self
-            .store
-            .claim_jobs(ClaimRequest {
-                owner,
-                limit: room.limit,
-                capacity: &room.per_model,
-                default_capacity: room.default_per_model,
-                now,
-                lease_until: now + chrono_dur(self.lease),
-            })
-            .await?;
+        let claim = self.store.claim_jobs(ClaimRequest {
+            owner,
+            limit: room.limit,
+            capacity: &room.per_model,
+            default_capacity: room.default_per_model,
+            now,
+            lease_until: now + chrono_dur(self.lease),
+        });
+        let jobs = self.timed("claim_jobs", claim).await?;
         for j in &jobs {
             self.signals.events.notify(j.id);
+            let waited = (now - j.created_at).to_std().unwrap_or_default();
+            self.observer.claimed(j, waited);
         }
         Ok(jobs)
     }
@@ -95,18 +151,13 @@ impl Lifecycle {
             .await
     }
 
-    /// Heartbeats a run of this process every `every` until `stops.lost` fires; fires
-    /// `stops.lost` when the lease is gone and `stops.cancel` when a cancel was asked for
+    /// Heartbeats a run of this process until `stops.lost` fires or the handle is dropped;
+    /// fires `stops.lost` when the lease is gone and `stops.cancel` when a cancel was asked for
     /// (through another process: a cancel through this one reaches the run at once).
-    pub fn keep_alive(
-        &self,
-        id: JobId,
-        lease: Lease,
-        every: Duration,
-        stops: &RunStops,
-    ) -> JoinHandle<()> {
+    pub fn keep_alive(&self, id: JobId, lease: Lease, stops: &RunStops) -> Heartbeat {
         let (this, lost, cancel) = (self.clone(), stops.lost.clone(), stops.cancel.clone());
-        tokio::spawn(async move {
+        let every = self.heartbeat_every();
+        Heartbeat(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
@@ -125,13 +176,51 @@ impl Lifecycle {
                     Err(e) => tracing::warn!(job_id = %id, error = %e, "heartbeat failed"),
                 }
             }
-        })
+        }))
+    }
+
+    /// Stores (or clears) the job's upstream reference, fenced by the lease: `Ok(false)` when
+    /// the lease is gone.
+    pub async fn set_upstream(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        upstream: Option<&UpstreamRef>,
+    ) -> Result<bool, StoreError> {
+        self.store.set_upstream(id, lease, upstream).await
     }
 
     /// Whether the job's upstream request is stored, so a run interrupted now goes on there.
     pub async fn upstream_submitted(&self, id: JobId) -> bool {
         let job = self.store.get_job(id, None).await.ok().flatten();
         job.is_some_and(|j| j.upstream.is_some_and(|u| u.request_id.is_some()))
+    }
+
+    /// Ends an attempt as its run's end calls for ([`action_for`]), with the run's last log
+    /// lines, and reports a provider's error.
+    pub async fn end_attempt(
+        &self,
+        job: &Job,
+        lease: &Lease,
+        end: &RunEnd,
+        logs: &[LogLine],
+    ) -> Ended {
+        if let RunEnd::Returned(Err(e)) = end {
+            self.observer.run_failed(job, &e.error_type);
+            match e.retry {
+                Retry::Yes => {
+                    tracing::warn!(job_id = %job.id, error = %e, "attempt failed; retrying if attempts remain")
+                }
+                Retry::Later => {
+                    tracing::warn!(job_id = %job.id, error = %e, "upstream unavailable; the job waits in the queue")
+                }
+                Retry::No => {}
+            }
+        }
+        let upstream_submitted =
+            matches!(end, RunEnd::Interrupted) && self.upstream_submitted(job.id).await;
+        self.end_run(job, lease, action_for(end, upstream_submitted), logs)
+            .await
     }
 
     /// Does what `action` says to a run's job, with the run's last log lines: the ending write
@@ -147,12 +236,19 @@ impl Lifecycle {
             self.store_logs(job.id, logs).await;
         }
         match action {
-            Action::Finish(outcome) => self.finish(job.id, lease, outcome, logs).await,
+            Action::Finish(outcome) => {
+                let (status, ran) = (outcome_status(&outcome), job.started_at.map(since));
+                let ended = self.finish(job.id, lease, outcome, logs).await;
+                if ended == Ended::Applied {
+                    self.observer.finished(job, status, ran.unwrap_or_default());
+                }
+                ended
+            }
             Action::Release(err) => self.release(job.id, lease, err).await,
             Action::GiveBack => self.give_back(job.id, lease).await,
             Action::Abandon => {
                 tracing::warn!(job_id = %job.id, "lease lost; the run was abandoned");
-                Ended::Stale
+                Ended::LeaseGone
             }
         }
     }
@@ -166,11 +262,10 @@ impl Lifecycle {
         logs: &[LogLine],
     ) -> Ended {
         let status = outcome_status(&outcome);
-        match self
+        let finish = self
             .store
-            .finish_with_logs(id, lease, outcome, Utc::now(), logs)
-            .await
-        {
+            .finish_with_logs(id, lease, outcome, Utc::now(), logs);
+        match self.timed("finish", finish).await {
             Ok(true) => {
                 self.signals.events.notify(id);
                 tracing::info!(job_id = %id, status, "job finished");
@@ -182,7 +277,7 @@ impl Lifecycle {
                     self.signals.events.notify_logs(id);
                 }
                 tracing::warn!(job_id = %id, "lease lost; result discarded");
-                Ended::Stale
+                Ended::LeaseGone
             }
             Err(e) => {
                 tracing::error!(job_id = %id, error = %e, "finishing failed; the lease will expire and the job rerun");
@@ -197,22 +292,21 @@ impl Lifecycle {
     /// fenced.
     pub async fn release(&self, id: JobId, lease: &Lease, err: JobError) -> Ended {
         let released = self.store.release(id, lease, err, Utc::now()).await;
-        let ended = self.fenced(id, "release", released);
-        if ended == Ended::Applied {
+        if released.as_ref().is_ok_and(|applied| *applied) {
             self.signals.wake.notify_one();
         }
-        ended
+        self.returned_to_queue(id, "release", released)
     }
 
     /// Gives the job back to the queue without using an attempt, fenced.
     pub async fn give_back(&self, id: JobId, lease: &Lease) -> Ended {
         let given = self.store.give_back(id, lease, Utc::now()).await;
-        self.fenced(id, "giving back", given)
+        self.returned_to_queue(id, "giving back", given)
     }
 
     /// What a fenced write that returns the job to the queue did; the job's readers hear of
     /// it when it was applied.
-    fn fenced(&self, id: JobId, what: &str, result: Result<bool, StoreError>) -> Ended {
+    fn returned_to_queue(&self, id: JobId, what: &str, result: Result<bool, StoreError>) -> Ended {
         match result {
             Ok(true) => {
                 self.signals.events.notify(id);
@@ -220,7 +314,7 @@ impl Lifecycle {
             }
             Ok(false) => {
                 tracing::warn!(job_id = %id, "lease lost before {what}");
-                Ended::Stale
+                Ended::LeaseGone
             }
             Err(e) => {
                 tracing::error!(job_id = %id, error = %e, "{what} failed; the lease will expire");

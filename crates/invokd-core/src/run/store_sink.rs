@@ -11,17 +11,16 @@ use serde_json::{Map, Value};
 use super::log_sink::LogSink;
 use crate::{
     blob::{BlobError, BlobStore},
-    events::Signals,
     ids::JobId,
     job::{Lease, UpstreamRef},
+    lifecycle::Lifecycle,
     provider::{LogLine, ProviderError, RunSink},
     run_updates::{Opened, Progress, RunUpdate, RunUpdates},
-    store::Store,
 };
 
 /// Where a run in this process writes.
 pub struct StoreSink {
-    store: Arc<dyn Store>,
+    lifecycle: Lifecycle,
     blobs: Arc<dyn BlobStore>,
     logs: LogSink,
     updates: RunUpdates,
@@ -32,18 +31,13 @@ pub struct StoreSink {
 
 impl StoreSink {
     /// Starts the job's log task and opens its updates channel; both end with the sink.
-    pub fn new(
-        store: Arc<dyn Store>,
-        blobs: Arc<dyn BlobStore>,
-        signals: &Signals,
-        job: JobId,
-        lease: Lease,
-    ) -> Self {
+    pub fn new(lifecycle: &Lifecycle, blobs: Arc<dyn BlobStore>, job: JobId, lease: Lease) -> Self {
+        let signals = lifecycle.signals();
         Self {
-            logs: LogSink::start(store.clone(), signals.events.clone(), job),
+            logs: LogSink::start(lifecycle.store().clone(), signals.events.clone(), job),
             _open: signals.updates.open(job),
             updates: signals.updates.clone(),
-            store,
+            lifecycle: lifecycle.clone(),
             blobs,
             job,
             lease,
@@ -73,7 +67,7 @@ impl RunSink for StoreSink {
 
     async fn set_upstream(&self, upstream: Option<&UpstreamRef>) -> Result<(), ProviderError> {
         match self
-            .store
+            .lifecycle
             .set_upstream(self.job, &self.lease, upstream)
             .await
         {

@@ -106,7 +106,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         alias = "janitor-interval-ms",
-        env = "INVOKD_RETENTION_INTERVAL_MS",
+        env = "INVOKD_JANITOR_INTERVAL_MS",
         default_value_t = 60_000,
         hide = true
     )]
