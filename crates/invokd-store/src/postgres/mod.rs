@@ -568,23 +568,8 @@ impl DeliveryRepo for PostgresStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE webhook_deliveries SET lease_owner = $1, lease_expires_at = $2
-             WHERE id IN (
-                 SELECT id FROM webhook_deliveries
-                 WHERE state = 'pending' AND next_attempt_at <= $3
-                   AND (lease_owner IS NULL OR lease_expires_at < $3)
-                 ORDER BY next_attempt_at LIMIT $4
-                 FOR UPDATE SKIP LOCKED)
-             RETURNING *",
-        )
-        .bind(owner)
-        .bind(micros(lease_until))
-        .bind(micros(now))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let st = keys::claim_deliveries::<Postgres>(owner, limit, now, lease_until);
+        let rows = self.fetch_all(st).await?;
         self.deliveries(&rows).await
     }
 

@@ -1,6 +1,7 @@
 //! The statements on keys, settings and webhook deliveries that read the same on both
-//! databases. Claiming deliveries and recording attempts differ (PostgreSQL skips locked rows
-//! and writes an attempt in the statement that checks the lease), so each store has its own.
+//! databases. Recording an attempt differs (PostgreSQL writes it in the statement that checks
+//! the lease; SQLite, which cannot, in the same transaction), as does reading the attempts, so
+//! each store has its own.
 
 use chrono::{DateTime, Utc};
 use invokd_core::{
@@ -8,7 +9,7 @@ use invokd_core::{
     keys::{KeyHash, KeyRecord},
 };
 
-use super::{Arg, Statement, micros};
+use super::{Arg, Db, Statement, micros};
 
 /// Whether the store answers.
 pub(crate) fn check() -> Statement {
@@ -69,4 +70,28 @@ pub(crate) fn setting(name: &str) -> Statement {
 /// The job's delivery (see [`super::rows::delivery`]).
 pub(crate) fn delivery_of(job: JobId) -> Statement {
     Statement::new("SELECT * FROM webhook_deliveries WHERE job_id = $1").arg(Arg::Id(job.as_uuid()))
+}
+
+/// Leases to `owner` until `lease_until` up to `limit` pending deliveries that are due, the
+/// longest due first, returning their rows (see [`super::rows::delivery`]).
+pub(crate) fn claim_deliveries<DB: Db>(
+    owner: &str,
+    limit: u32,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Statement {
+    Statement::new(format!(
+        "UPDATE webhook_deliveries SET lease_owner = $1, lease_expires_at = $2
+         WHERE id IN (
+             SELECT id FROM webhook_deliveries
+             WHERE state = 'pending' AND next_attempt_at <= $3
+               AND (lease_owner IS NULL OR lease_expires_at < $3)
+             ORDER BY next_attempt_at LIMIT $4{})
+         RETURNING *",
+        DB::SKIP_LOCKED
+    ))
+    .arg(Arg::Text(owner.to_owned()))
+    .arg(Arg::Int(micros(lease_until)))
+    .arg(Arg::Int(micros(now)))
+    .arg(Arg::Int(i64::from(limit)))
 }

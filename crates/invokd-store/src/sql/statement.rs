@@ -78,6 +78,9 @@ pub(crate) trait Db: Database {
     type Id: for<'q> Encode<'q, Self> + for<'r> Decode<'r, Self> + Type<Self> + Send + 'static;
     /// What follows the value of a json column written as text: PostgreSQL would keep text.
     const JSON: &'static str;
+    /// What ends a claim's choice of rows: on PostgreSQL, concurrent claimers pass over each
+    /// other's rows instead of waiting or taking them; SQLite has one writer.
+    const SKIP_LOCKED: &'static str;
 
     fn id(id: Uuid) -> Self::Id;
     fn uuid(id: Self::Id) -> Uuid;
@@ -90,6 +93,7 @@ pub(crate) trait Db: Database {
 impl Db for Sqlite {
     type Id = Hyphenated;
     const JSON: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
 
     fn id(id: Uuid) -> Self::Id {
         id.hyphenated()
@@ -108,6 +112,7 @@ impl Db for Sqlite {
 impl Db for Postgres {
     type Id = Uuid;
     const JSON: &'static str = "::json";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
 
     fn id(id: Uuid) -> Self::Id {
         id

@@ -507,19 +507,7 @@ impl DeliveryRepo for SqliteStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let st = Statement::new(
-            "UPDATE webhook_deliveries SET lease_owner = $1, lease_expires_at = $2
-             WHERE id IN (
-                 SELECT id FROM webhook_deliveries
-                 WHERE state = 'pending' AND next_attempt_at <= $3
-                   AND (lease_owner IS NULL OR lease_expires_at < $3)
-                 ORDER BY next_attempt_at LIMIT $4)
-             RETURNING *",
-        )
-        .arg(Arg::Text(owner.to_owned()))
-        .arg(Arg::Int(micros(lease_until)))
-        .arg(Arg::Int(micros(now)))
-        .arg(Arg::Int(i64::from(limit)));
+        let st = keys::claim_deliveries::<Sqlite>(owner, limit, now, lease_until);
         let rows = self.writer.fetch_all(st, Wrote::NoJob).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
