@@ -27,7 +27,8 @@ use invokd_core::{
 use sqlx::{
     Sqlite,
     sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+        SqliteSynchronous,
     },
 };
 
@@ -107,25 +108,20 @@ impl SqliteStore {
         })
     }
 
-    /// Runs a read on a read-only connection.
-    async fn fetch_all(
-        &self,
-        mut st: Statement,
-    ) -> Result<Vec<sqlx::sqlite::SqliteRow>, StoreError> {
+    // Reads, on the read-only connections.
+
+    async fn fetch_all(&self, mut st: Statement) -> Result<Vec<SqliteRow>, StoreError> {
         st.query().fetch_all(&self.pool).await.map_err(unavailable)
     }
 
-    async fn fetch_optional(
-        &self,
-        mut st: Statement,
-    ) -> Result<Option<sqlx::sqlite::SqliteRow>, StoreError> {
+    async fn fetch_optional(&self, mut st: Statement) -> Result<Option<SqliteRow>, StoreError> {
         st.query()
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)
     }
 
-    async fn fetch_one(&self, mut st: Statement) -> Result<sqlx::sqlite::SqliteRow, StoreError> {
+    async fn fetch_one(&self, mut st: Statement) -> Result<SqliteRow, StoreError> {
         st.query().fetch_one(&self.pool).await.map_err(unavailable)
     }
 }
