@@ -148,23 +148,16 @@ impl PostgresStore {
     }
 }
 
-/// A run's log lines in the order given, as arrays of their columns: one statement for all of
-/// them. The placeholders are the job's, then the arrays' (see [`log_columns`]).
+/// A run's log lines in the order given, `$1` being the job and `$arrays` the placeholders of
+/// [`log_columns`]' arrays: one statement for all of them.
 macro_rules! insert_logs {
-    ($job:literal, $ts:literal, $levels:literal, $messages:literal) => {
+    ($arrays:literal) => {
         concat!(
             "INSERT INTO job_logs (job_id, ts, level, message)
-             SELECT ",
-            $job,
-            ", l.ts, l.level, l.message
+             SELECT $1, l.ts, l.level, l.message
              FROM UNNEST(",
-            $ts,
-            "::bigint[], ",
-            $levels,
-            "::text[], ",
-            $messages,
-            "::text[])
-                  WITH ORDINALITY AS l (ts, level, message, n)
+            $arrays,
+            ") WITH ORDINALITY AS l (ts, level, message, n)
              ORDER BY l.n"
         )
     };
@@ -321,7 +314,7 @@ impl JobRepo for PostgresStore {
         // matches, so a run that lost its lease keeps its lines, as appended lines would.
         let done = sqlx::query(concat!(
             "WITH logged AS (",
-            insert_logs!("$1", "$4", "$5", "$6"),
+            insert_logs!("$4::bigint[], $5::text[], $6::text[]"),
             ") ",
             fenced!(
                 "status = $7, output = $8::json, error_message = $9, error_type = $10,
@@ -486,7 +479,7 @@ impl JobRepo for PostgresStore {
             return Ok(());
         }
         let (ts, levels, messages) = log_columns(lines);
-        sqlx::query(insert_logs!("$1", "$2", "$3", "$4"))
+        sqlx::query(insert_logs!("$2::bigint[], $3::text[], $4::text[]"))
             .bind(id.as_uuid())
             .bind(&ts)
             .bind(&levels)
