@@ -31,7 +31,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::sql::{
-    Arg, Statement, after_attempt, beat, jobs,
+    Arg, Reads, Statement, after_attempt, beat, jobs,
     jobs::{fenced, int},
     keys, micros, outcome_columns, pg_text,
     rows::{self, Columns},
@@ -56,6 +56,8 @@ const NOTICE_BUFFER: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The same pool, for the statements both stores share.
+    reads: Reads<Postgres>,
     /// Creates share inserts and commits (`inserts.rs`).
     inserts: Inserts,
     notices: broadcast::Sender<StoreNotice>,
@@ -95,6 +97,7 @@ impl PostgresStore {
         let listener = listen(&pool, options, notices.clone()).await?;
         Ok(Self {
             inserts: Inserts::start(pool.clone()),
+            reads: Reads::new(pool.clone()),
             pool,
             notices,
             _listener: Arc::new(listener),
@@ -130,21 +133,6 @@ impl PostgresStore {
     async fn execute(&self, mut st: Statement) -> Result<u64, StoreError> {
         let done = st.query().execute(&self.pool).await.map_err(unavailable)?;
         Ok(done.rows_affected())
-    }
-
-    async fn fetch_all(&self, mut st: Statement) -> Result<Vec<PgRow>, StoreError> {
-        st.query().fetch_all(&self.pool).await.map_err(unavailable)
-    }
-
-    async fn fetch_optional(&self, mut st: Statement) -> Result<Option<PgRow>, StoreError> {
-        st.query()
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn fetch_one(&self, mut st: Statement) -> Result<PgRow, StoreError> {
-        st.query().fetch_one(&self.pool).await.map_err(unavailable)
     }
 }
 
@@ -232,7 +220,7 @@ impl JobRepo for PostgresStore {
         )
         .arg(Arg::Id(id.as_uuid()))
         .arg(Arg::OptText(project.map(str::to_owned)));
-        let row = self.fetch_optional(st).await?;
+        let row = self.reads.optional(st).await?;
         row.as_ref().map(rows::job).transpose()
     }
 
@@ -294,7 +282,8 @@ impl JobRepo for PostgresStore {
         until: DateTime<Utc>,
     ) -> Result<Beat, StoreError> {
         let row = self
-            .fetch_optional(jobs::heartbeat(id, lease, until))
+            .reads
+            .optional(jobs::heartbeat(id, lease, until))
             .await?;
         beat(row.as_ref())
     }
@@ -374,7 +363,7 @@ impl JobRepo for PostgresStore {
         which: Stale<'_>,
         now: DateTime<Utc>,
     ) -> Result<Requeued, StoreError> {
-        jobs::requeued(&self.fetch_all(jobs::requeue_stale(which, now)).await?)
+        jobs::requeued(&self.reads.all(jobs::requeue_stale(which, now)).await?)
     }
 
     async fn expire_deadlines(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -428,7 +417,7 @@ impl JobRepo for PostgresStore {
     }
 
     async fn queue_position(&self, job: &Job) -> Result<u64, StoreError> {
-        rows::n(&self.fetch_one(jobs::queue_position(job)).await?)
+        rows::n(&self.reads.one(jobs::queue_position(job)).await?)
     }
 
     async fn queue_order(&self, model_id: &str) -> Result<Vec<QueueSlot>, StoreError> {
@@ -456,7 +445,7 @@ impl JobRepo for PostgresStore {
         before: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<JobId>, StoreError> {
-        let rows = self.fetch_all(jobs::jobs_to_expire(before, limit)).await?;
+        let rows = self.reads.all(jobs::jobs_to_expire(before, limit)).await?;
         rows.iter().map(|r| r.id("id").map(JobId::from)).collect()
     }
 
@@ -466,11 +455,11 @@ impl JobRepo for PostgresStore {
     }
 
     async fn queued_count(&self, key_id: Option<KeyId>) -> Result<u64, StoreError> {
-        rows::n(&self.fetch_one(jobs::queued_count(key_id)).await?)
+        rows::n(&self.reads.one(jobs::queued_count(key_id)).await?)
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
-        let rows = self.fetch_all(jobs::queue_stats()).await?;
+        let rows = self.reads.all(jobs::queue_stats()).await?;
         rows.iter().map(rows::queue_stats).collect()
     }
 
@@ -491,7 +480,7 @@ impl JobRepo for PostgresStore {
     }
 
     async fn logs(&self, id: JobId) -> Result<Vec<LogLine>, StoreError> {
-        let rows = self.fetch_all(jobs::logs(id)).await?;
+        let rows = self.reads.all(jobs::logs(id)).await?;
         rows.iter().map(rows::log_line).collect()
     }
 }
@@ -504,16 +493,16 @@ impl KeyRepo for PostgresStore {
     }
 
     async fn find_key(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
-        let row = self.fetch_optional(keys::find_key(hash)).await?;
+        let row = self.reads.optional(keys::find_key(hash)).await?;
         row.as_ref().map(rows::key).transpose()
     }
 
     async fn count_keys(&self) -> Result<u64, StoreError> {
-        rows::n(&self.fetch_one(keys::count_keys()).await?)
+        rows::n(&self.reads.one(keys::count_keys()).await?)
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows = self.fetch_all(keys::list_keys()).await?;
+        let rows = self.reads.all(keys::list_keys()).await?;
         rows.iter().map(rows::key).collect()
     }
 
@@ -562,7 +551,7 @@ impl DeliveryRepo for PostgresStore {
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<Delivery>, StoreError> {
         let st = keys::claim_deliveries::<Postgres>(owner, limit, now, lease_until);
-        let rows = self.fetch_all(st).await?;
+        let rows = self.reads.all(st).await?;
         self.deliveries(&rows).await
     }
 
@@ -601,7 +590,7 @@ impl DeliveryRepo for PostgresStore {
     }
 
     async fn delivery_of(&self, job: JobId) -> Result<Option<Delivery>, StoreError> {
-        let rows = self.fetch_all(keys::delivery_of(job)).await?;
+        let rows = self.reads.all(keys::delivery_of(job)).await?;
         Ok(self.deliveries(&rows).await?.pop())
     }
 }
@@ -623,7 +612,7 @@ impl Store for PostgresStore {
         value: &str,
     ) -> Result<(String, bool), StoreError> {
         let inserted = self.execute(keys::insert_setting(name, value)).await? == 1;
-        let stored = self.fetch_one(keys::setting(name)).await?.text("value")?;
+        let stored = self.reads.one(keys::setting(name)).await?.text("value")?;
         Ok((stored, inserted))
     }
 }

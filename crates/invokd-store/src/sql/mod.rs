@@ -1,14 +1,16 @@
 //! What the SQLite and PostgreSQL stores share: the statements that read the same on both
 //! (`jobs.rs`, `keys.rs`), the one mapping of their rows to jobs, keys and deliveries
-//! (`rows.rs`), how a statement's values are bound on either database (`statement.rs`), a
-//! listing's statement, timestamps as unix microseconds, the mapping of database errors, and
-//! the wording of the errors the store itself gives jobs.
+//! (`rows.rs`), how a statement's values are bound on either database (`statement.rs`) and
+//! how its reads run (`reads.rs`), a listing's statement, timestamps as unix microseconds,
+//! the mapping of database errors, and the wording of the errors the store itself gives jobs.
 
 pub(crate) mod jobs;
 pub(crate) mod keys;
+mod reads;
 pub(crate) mod rows;
 mod statement;
 
+pub(crate) use reads::Reads;
 pub(crate) use statement::{Arg, Db, Statement, pg_text};
 
 use chrono::{DateTime, Utc};

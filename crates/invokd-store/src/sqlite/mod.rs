@@ -26,14 +26,12 @@ use invokd_core::{
 };
 use sqlx::{
     Sqlite,
-    sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-        SqliteSynchronous,
-    },
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
 use crate::sql::{
-    Arg, Statement, after_attempt, as_inserted, corrupt, jobs, keys, micros, outcome_columns,
+    Arg, Reads, Statement, after_attempt, as_inserted, corrupt, jobs, keys, micros,
+    outcome_columns,
     rows::{self, Columns},
     to_json, unavailable,
 };
@@ -65,10 +63,10 @@ pub fn pool_options() -> SqlitePoolOptions {
 /// Every write goes through one connection, the frequent ones batched by the group commit
 /// (`writes`), the others by `writer`: SQLite has one writer anyway, and writers queued in the
 /// process wait their turn without the busy handler's sleeps. Reads run beside them on
-/// read-only connections (`pool`).
+/// read-only connections (`reads`).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    reads: Reads<Sqlite>,
     writer: Writer,
     writes: GroupCommit,
     /// The process owns the file alone (the data directory's lock), so jobs it wrote or read
@@ -101,28 +99,11 @@ impl SqliteStore {
             .map_err(unavailable)?;
         let cache = Arc::new(JobCache::default());
         Ok(Self {
-            pool,
+            reads: Reads::new(pool),
             writer: Writer::new(write.clone(), cache.clone()),
             writes: GroupCommit::start(write, cache.clone()),
             cache,
         })
-    }
-
-    // Reads, on the read-only connections.
-
-    async fn fetch_all(&self, mut st: Statement) -> Result<Vec<SqliteRow>, StoreError> {
-        st.query().fetch_all(&self.pool).await.map_err(unavailable)
-    }
-
-    async fn fetch_optional(&self, mut st: Statement) -> Result<Option<SqliteRow>, StoreError> {
-        st.query()
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn fetch_one(&self, mut st: Statement) -> Result<SqliteRow, StoreError> {
-        st.query().fetch_one(&self.pool).await.map_err(unavailable)
     }
 }
 
@@ -179,7 +160,7 @@ impl SqliteStore {
             .bind(after.1)
             .bind(&after.2)
             .bind(page)
-            .fetch_one(&self.pool)
+            .fetch_one(self.reads.pool())
             .await
             .map_err(unavailable)?;
             let start = slots.len();
@@ -250,7 +231,7 @@ impl JobRepo for SqliteStore {
     async fn list_jobs(&self, q: &ListQuery) -> Result<Vec<Job>, StoreError> {
         let rows = list_query("", q)?
             .build()
-            .fetch_all(&self.pool)
+            .fetch_all(self.reads.pool())
             .await
             .map_err(unavailable)?;
         rows::jobs(&rows)
@@ -264,7 +245,8 @@ impl JobRepo for SqliteStore {
         let seen = self.cache.generation();
         let st = Statement::new("SELECT * FROM jobs WHERE id = $1").arg(Arg::Id(id.as_uuid()));
         let Some(job) = self
-            .fetch_optional(st)
+            .reads
+            .optional(st)
             .await?
             .as_ref()
             .map(rows::job)
@@ -389,7 +371,7 @@ impl JobRepo for SqliteStore {
             }
             let status =
                 scoped("SELECT status FROM jobs WHERE id = $1 AND ($2 IS NULL OR project = $2)");
-            match self.fetch_optional(status).await? {
+            match self.reads.optional(status).await? {
                 None => return Ok(CancelOutcome::NotFound),
                 Some(row) if matches!(row.text("status")?.as_str(), "QUEUED" | "IN_PROGRESS") => {
                     continue;
@@ -403,7 +385,7 @@ impl JobRepo for SqliteStore {
     }
 
     async fn queue_position(&self, job: &Job) -> Result<u64, StoreError> {
-        rows::n(&self.fetch_one(jobs::queue_position(job)).await?)
+        rows::n(&self.reads.one(jobs::queue_position(job)).await?)
     }
 
     async fn queue_order(&self, model_id: &str) -> Result<Vec<QueueSlot>, StoreError> {
@@ -415,7 +397,7 @@ impl JobRepo for SqliteStore {
         before: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<JobId>, StoreError> {
-        let rows = self.fetch_all(jobs::jobs_to_expire(before, limit)).await?;
+        let rows = self.reads.all(jobs::jobs_to_expire(before, limit)).await?;
         rows.iter().map(|r| r.id("id").map(JobId::from)).collect()
     }
 
@@ -426,11 +408,11 @@ impl JobRepo for SqliteStore {
     }
 
     async fn queued_count(&self, key_id: Option<KeyId>) -> Result<u64, StoreError> {
-        rows::n(&self.fetch_one(jobs::queued_count(key_id)).await?)
+        rows::n(&self.reads.one(jobs::queued_count(key_id)).await?)
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
-        let rows = self.fetch_all(jobs::queue_stats()).await?;
+        let rows = self.reads.all(jobs::queue_stats()).await?;
         rows.iter().map(rows::queue_stats).collect()
     }
 
@@ -442,7 +424,7 @@ impl JobRepo for SqliteStore {
     }
 
     async fn logs(&self, id: JobId) -> Result<Vec<LogLine>, StoreError> {
-        let rows = self.fetch_all(jobs::logs(id)).await?;
+        let rows = self.reads.all(jobs::logs(id)).await?;
         rows.iter().map(rows::log_line).collect()
     }
 }
@@ -457,12 +439,12 @@ impl KeyRepo for SqliteStore {
     }
 
     async fn find_key(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
-        let row = self.fetch_optional(keys::find_key(hash)).await?;
+        let row = self.reads.optional(keys::find_key(hash)).await?;
         row.as_ref().map(rows::key).transpose()
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows = self.fetch_all(keys::list_keys()).await?;
+        let rows = self.reads.all(keys::list_keys()).await?;
         rows.iter().map(rows::key).collect()
     }
 
@@ -472,7 +454,7 @@ impl KeyRepo for SqliteStore {
     }
 
     async fn count_keys(&self) -> Result<u64, StoreError> {
-        rows::n(&self.fetch_one(keys::count_keys()).await?)
+        rows::n(&self.reads.one(keys::count_keys()).await?)
     }
 }
 
@@ -485,7 +467,7 @@ impl SqliteStore {
              ORDER BY at, rowid",
         )
         .arg(Arg::Int(d.id));
-        let attempts = self.fetch_all(st).await?;
+        let attempts = self.reads.all(st).await?;
         d.attempts = attempts
             .iter()
             .map(rows::attempt)
@@ -553,7 +535,7 @@ impl DeliveryRepo for SqliteStore {
     }
 
     async fn delivery_of(&self, job: JobId) -> Result<Option<Delivery>, StoreError> {
-        match self.fetch_optional(keys::delivery_of(job)).await? {
+        match self.reads.optional(keys::delivery_of(job)).await? {
             Some(row) => Ok(Some(self.delivery(&row).await?)),
             None => Ok(None),
         }
@@ -563,7 +545,7 @@ impl DeliveryRepo for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn check(&self) -> Result<(), StoreError> {
-        self.fetch_one(keys::check()).await?;
+        self.reads.one(keys::check()).await?;
         Ok(())
     }
 
@@ -574,7 +556,7 @@ impl Store for SqliteStore {
     ) -> Result<(String, bool), StoreError> {
         let st = keys::insert_setting(name, value);
         let inserted = self.writer.execute(st, Wrote::NoJob).await? == 1;
-        let stored = self.fetch_one(keys::setting(name)).await?.text("value")?;
+        let stored = self.reads.one(keys::setting(name)).await?.text("value")?;
         Ok((stored, inserted))
     }
 }
@@ -591,7 +573,7 @@ mod tests {
         let rows = list_query("EXPLAIN QUERY PLAN ", q)
             .unwrap()
             .build()
-            .fetch_all(&store.pool)
+            .fetch_all(store.reads.pool())
             .await
             .unwrap();
         rows.iter()
