@@ -592,6 +592,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn writes_outside_the_group_commit_reach_the_cache() {
+        let (_dir, store) = fresh_store().await;
+        let now = Utc::now();
+        let queued = store.insert_job(job_cache::tests::new_job()).await.unwrap();
+        assert!(
+            store.cache.get(queued.id).is_some(),
+            "an insert puts its row"
+        );
+        store.cancel(queued.id, None, now).await.unwrap();
+        assert!(
+            store.cache.get(queued.id).is_none(),
+            "a cancel forgets its job"
+        );
+        let got = store.get_job(queued.id, None).await.unwrap().unwrap();
+        assert_eq!(got.status, invokd_core::JobStatus::Canceled);
+
+        store.insert_job(job_cache::tests::new_job()).await.unwrap();
+        let caps = std::collections::BTreeMap::new();
+        let claimed = store
+            .claim_jobs(ClaimRequest {
+                owner: "proc:1",
+                limit: 1,
+                capacity: &caps,
+                default_capacity: 1,
+                now,
+                lease_until: now + chrono::Duration::seconds(60),
+            })
+            .await
+            .unwrap()
+            .remove(0);
+        assert!(
+            store.cache.get(claimed.id).is_some(),
+            "a claim puts its rows"
+        );
+        let held_by = Stale::HeldBy {
+            owner_prefix: "proc:",
+        };
+        store.requeue_stale(held_by, now).await.unwrap();
+        assert!(
+            store.cache.get(claimed.id).is_none(),
+            "a sweep forgets every job"
+        );
+        // Its one attempt used, it failed.
+        let got = store.get_job(claimed.id, None).await.unwrap().unwrap();
+        assert_eq!(got.status, invokd_core::JobStatus::Failed);
+    }
+
+    #[tokio::test]
     async fn the_queue_order_read_in_pages_is_the_whole_order() {
         let (_dir, store) = fresh_store().await;
         let (key, at) = (KeyId::generate(), Utc::now());
