@@ -27,12 +27,16 @@ pub enum StoreError {
 
 /// Which running jobs `requeue_stale` takes back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stale {
+pub enum Stale<'a> {
     /// Jobs whose lease has expired.
     Expired,
-    /// Every running job: only safe when no other process can hold a lease (start-up of the
-    /// embedded store, which locks its data directory).
+    /// Every running job: only safe when no other process can hold a lease.
     AllRunning,
+    /// Jobs whose lease owner starts with `owner_prefix`, expired or not: the leases of the
+    /// earlier lives of one process (start-up of the embedded store, whose data directory's
+    /// lock says none of them runs any more), not those of other holders such as remote
+    /// workers.
+    HeldBy { owner_prefix: &'a str },
 }
 
 /// What `requeue_stale` did.
@@ -195,7 +199,8 @@ pub struct QueueStats {
 /// What a claim asks for.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {
-    /// Identifies this dispatcher; it is recorded as the lease owner.
+    /// Identifies whoever will hold the jobs (a dispatcher of a process, or a remote worker);
+    /// it is recorded as the lease owner.
     pub owner: &'a str,
     /// At most this many jobs.
     pub limit: u32,
@@ -298,8 +303,11 @@ pub trait JobRepo: Send + Sync {
     /// left, CANCELED when a cancel was asked for. A job with an upstream request id goes back
     /// to the queue whatever its attempts: it is still running upstream and is resumed, not
     /// failed.
-    async fn requeue_stale(&self, which: Stale, now: DateTime<Utc>)
-    -> Result<Requeued, StoreError>;
+    async fn requeue_stale(
+        &self,
+        which: Stale<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Requeued, StoreError>;
 
     /// Fails every QUEUED job whose start deadline is before `now`; returns how many.
     async fn expire_deadlines(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;

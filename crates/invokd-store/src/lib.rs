@@ -2,10 +2,7 @@
 
 pub mod blob_fs;
 pub mod blob_s3;
-mod group_commit;
-mod job_cache;
 mod migrations;
-mod pg_inserts;
 pub mod postgres;
 mod sql;
 pub mod sqlite;

@@ -862,6 +862,73 @@ async fn a_sweep_takes_back_only_expired_leases_unless_told_all(s: S) {
     assert_eq!(s.queued_count(Some(k)).await.unwrap(), 3);
 }
 
+async fn a_start_up_takes_back_only_the_leases_held_under_its_prefix(s: S) {
+    let k = KeyId::generate();
+    let now = common::now();
+    let mut last_try = new_job("m", 0, k);
+    last_try.max_attempts = 1;
+    let last_try = s.insert_job(last_try).await.unwrap();
+    for _ in 0..3 {
+        s.insert_job(new_job("m", 0, k)).await.unwrap();
+    }
+    // Two lives of this process, and a remote holder whose lease has long expired.
+    let before = s
+        .claim_jobs(claim_at("proc-a:1", 1, &NO_CAPS, now))
+        .await
+        .unwrap();
+    assert_eq!(before[0].id, last_try.id);
+    let ours = s
+        .claim_jobs(claim_at("proc-a:2", 1, &NO_CAPS, now))
+        .await
+        .unwrap()
+        .remove(0);
+    let mut remote = claim_at("worker-b", 2, &NO_CAPS, now);
+    remote.lease_until = now + Duration::seconds(1);
+    let theirs = s.claim_jobs(remote).await.unwrap();
+    assert_eq!(theirs.len(), 2);
+
+    let r = s
+        .requeue_stale(
+            Stale::HeldBy {
+                owner_prefix: "proc-a:",
+            },
+            now + Duration::seconds(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.requeued, r.failed), (1, 1), "ours, expired or not");
+    let j = s.get_job(ours.id, None).await.unwrap().unwrap();
+    assert_eq!((j.status, j.lease), (JobStatus::Queued, None));
+    let j = s.get_job(last_try.id, None).await.unwrap().unwrap();
+    assert_eq!(j.status, JobStatus::Failed, "no attempt left");
+    assert_eq!(j.error.unwrap().error_type, "runner_disconnected");
+    for job in &theirs {
+        let j = s.get_job(job.id, None).await.unwrap().unwrap();
+        assert_eq!(
+            (j.status, j.lease.as_ref()),
+            (JobStatus::InProgress, job.lease.as_ref()),
+            "another holder's lease stays, even expired"
+        );
+    }
+    // A prefix that names no holder takes nothing, and the remote holder still holds its jobs.
+    let r = s
+        .requeue_stale(
+            Stale::HeldBy {
+                owner_prefix: "proc-a:",
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.requeued, r.failed), (0, 0));
+    let lease = theirs[0].lease.as_ref().unwrap();
+    let beat = s
+        .heartbeat(theirs[0].id, lease, now + Duration::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(beat, Beat::Held);
+}
+
 fn idem(key: &str, body: &str) -> IdempotencyKey {
     IdempotencyKey {
         key: key.into(),
@@ -1828,6 +1895,7 @@ conformance!(
     failed_and_canceled_runs_keep_their_error_and_no_output,
     a_release_by_anyone_but_the_holder_changes_nothing,
     a_sweep_takes_back_only_expired_leases_unless_told_all,
+    a_start_up_takes_back_only_the_leases_held_under_its_prefix,
     an_idempotency_key_replays_its_job_and_refuses_another_body,
     concurrent_creates_with_one_idempotency_key_make_one_job,
     listing_filters_and_pages_newest_first,

@@ -16,11 +16,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{
-    job_cache::JobCache,
-    sql::{queue_write, shutting_down, unavailable},
-    sqlite,
+use super::{
+    claim::Claim,
+    job_cache::{JobCache, Wrote},
+    writes::{self, Fenced},
 };
+use crate::sql::{jobs, queue_write, shutting_down, unavailable};
 
 /// Writes in one transaction at most: bounds the latency a large batch adds to its first write.
 const MAX_BATCH: usize = 256;
@@ -40,8 +41,8 @@ const CACHED_INSERT_ROWS: usize = 64;
 #[derive(Debug)]
 pub(crate) enum Write {
     Insert(NewJob),
-    Fenced(sqlite::Fenced),
-    Claim(sqlite::Claim),
+    Fenced(Fenced),
+    Claim(Claim),
     Heartbeat {
         id: JobId,
         lease: Lease,
@@ -78,10 +79,10 @@ impl Write {
             Write::Fenced(f) => Done::Applied(f.apply(conn).await?),
             Write::Claim(c) => Done::Claimed(c.apply(conn).await?),
             Write::Heartbeat { id, lease, until } => {
-                Done::Beat(sqlite::heartbeat_row(conn, *id, lease, *until).await?)
+                Done::Beat(writes::heartbeat_row(conn, *id, lease, *until).await?)
             }
             Write::AppendLogs { id, lines } => {
-                sqlite::append_log_rows(conn, *id, lines).await?;
+                writes::append_log_rows(conn, *id, lines).await?;
                 Done::Logged
             }
         })
@@ -96,14 +97,14 @@ impl Write {
         }
     }
 
-    /// Tells the cache what the committed write did to its job.
-    fn remember(&self, done: &Done, cache: &JobCache) {
+    /// What the committed write did to the jobs, as the cache hears it.
+    fn wrote<'d>(&self, done: &'d Done) -> Wrote<'d> {
         match (self, done) {
-            (Write::Insert(_), Done::Inserted(job)) => cache.put(job),
-            (Write::Fenced(f), Done::Applied(true)) => cache.forget(f.job_id()),
-            (Write::Claim(_), Done::Claimed(jobs)) => jobs.iter().for_each(|j| cache.put(j)),
-            (Write::Heartbeat { id, .. }, Done::Beat(b)) if *b != Beat::Lost => cache.forget(*id),
-            _ => {}
+            (Write::Insert(_), Done::Inserted(job)) => Wrote::Rows(std::slice::from_ref(&**job)),
+            (Write::Fenced(f), Done::Applied(true)) => Wrote::Job(f.job_id()),
+            (Write::Claim(_), Done::Claimed(jobs)) => Wrote::Rows(jobs),
+            (Write::Heartbeat { id, .. }, Done::Beat(b)) if *b != Beat::Lost => Wrote::Job(*id),
+            _ => Wrote::NoJob,
         }
     }
 }
@@ -135,7 +136,7 @@ impl GroupCommit {
     }
 
     /// Applies a fenced update; true if the lease was still held and the job changed.
-    pub(crate) async fn fenced(&self, f: sqlite::Fenced) -> Result<bool, StoreError> {
+    pub(crate) async fn fenced(&self, f: Fenced) -> Result<bool, StoreError> {
         match self.submit(Write::Fenced(f)).await? {
             Done::Applied(done) => Ok(done),
             other => Err(mismatch(&other)),
@@ -143,7 +144,7 @@ impl GroupCommit {
     }
 
     /// Claims queued jobs; claims share commits with the other writes.
-    pub(crate) async fn claim(&self, claim: sqlite::Claim) -> Result<Vec<Job>, StoreError> {
+    pub(crate) async fn claim(&self, claim: Claim) -> Result<Vec<Job>, StoreError> {
         match self.submit(Write::Claim(claim)).await? {
             Done::Claimed(jobs) => Ok(jobs),
             other => Err(mismatch(&other)),
@@ -222,7 +223,7 @@ async fn commit_batch(conn: &mut SqliteConnection, cache: &JobCache, batch: &mut
             // may have taken that job, and the claim's row must be the one kept.
             for &i in &order {
                 if let (Some((write, _)), Some(done)) = (batch.get(i), done.get(i)) {
-                    write.remember(done, cache);
+                    cache.wrote(write.wrote(done));
                 }
             }
             for ((_, reply), done) in batch.drain(..).zip(done) {
@@ -236,7 +237,7 @@ async fn commit_batch(conn: &mut SqliteConnection, cache: &JobCache, batch: &mut
                     .await
                     .and_then(|applied| applied.done.into_iter().next().ok_or_else(shutting_down));
                 if let Ok(done) = &alone {
-                    write.remember(done, cache);
+                    cache.wrote(write.wrote(done));
                 }
                 let _ = reply.send(alone);
             }
@@ -288,8 +289,8 @@ async fn apply_all(conn: &mut SqliteConnection, writes: &[&Write]) -> Result<App
             .map_err(unavailable)?;
     } else {
         let commit = if inserts_alone { "; COMMIT" } else { "" };
-        sqlite::insert_statement("BEGIN; ", &new, commit)?
-            .build()
+        jobs::insert::<sqlx::Sqlite>("BEGIN; ", &new, commit)?
+            .query()
             // Preparing a multi-row insert costs about what running it does, and batch sizes
             // repeat: each size up to a bound stays prepared.
             .persistent(new.len() <= CACHED_INSERT_ROWS)
@@ -309,7 +310,7 @@ async fn apply_all(conn: &mut SqliteConnection, writes: &[&Write]) -> Result<App
     // update, rather than a few round trips each. They go before any later write that names
     // one of their jobs, so each job's writes keep their order.
     let mut done: Vec<Done> = writes.iter().map(|_| Done::Applied(false)).collect();
-    let mut finishes: Vec<(usize, &sqlite::Fenced)> = Vec::new();
+    let mut finishes: Vec<(usize, &Fenced)> = Vec::new();
     for (i, write) in writes.iter().enumerate() {
         if let Write::Fenced(f) = write
             && f.is_finish()
@@ -341,15 +342,15 @@ async fn apply_all(conn: &mut SqliteConnection, writes: &[&Write]) -> Result<App
 /// Applies the finishes waiting in `finishes` (with their write's index), emptying it.
 async fn finish_now(
     conn: &mut SqliteConnection,
-    finishes: &mut Vec<(usize, &sqlite::Fenced)>,
+    finishes: &mut Vec<(usize, &Fenced)>,
     done: &mut [Done],
     order: &mut Vec<usize>,
 ) -> Result<(), StoreError> {
     if finishes.is_empty() {
         return Ok(());
     }
-    let fenced: Vec<&sqlite::Fenced> = finishes.iter().map(|(_, f)| *f).collect();
-    let changed = sqlite::finish_all(conn, &fenced).await?;
+    let fenced: Vec<&Fenced> = finishes.iter().map(|(_, f)| *f).collect();
+    let changed = writes::finish_all(conn, &fenced).await?;
     for ((i, _), changed) in finishes.drain(..).zip(changed) {
         done[i] = Done::Applied(changed);
         order.push(i);
@@ -366,14 +367,14 @@ mod tests {
     use sqlx::Connection as _;
 
     use super::*;
-    use crate::job_cache::tests::new_job;
+    use crate::sqlite::job_cache::tests::new_job;
 
     /// A migrated database file, a connection of its own to it, and an empty cache.
     async fn setup() -> (tempfile::TempDir, SqliteConnection, JobCache) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.sqlite");
         drop(crate::SqliteStore::open(&path).await.unwrap());
-        let conn = SqliteConnection::connect_with(&sqlite::connect_options(&path))
+        let conn = SqliteConnection::connect_with(&super::super::connect_options(&path))
             .await
             .unwrap();
         (dir, conn, JobCache::default())
@@ -381,7 +382,7 @@ mod tests {
 
     fn claim() -> Write {
         let (caps, now) = (BTreeMap::new(), Utc::now());
-        Write::Claim(sqlite::Claim::new(&ClaimRequest {
+        Write::Claim(Claim::new(&ClaimRequest {
             owner: "w",
             limit: 1,
             capacity: &caps,
@@ -435,10 +436,10 @@ mod tests {
 
     fn finish(job: &Job, status: JobStatus, note: &str) -> Write {
         let lease = job.lease.clone().unwrap();
-        Write::Fenced(sqlite::Fenced::new(
+        Write::Fenced(Fenced::new(
             job.id,
             &lease,
-            sqlite::Change::Finish {
+            writes::Change::Finish {
                 status,
                 output: Some(format!("{{\"note\":\"{note}\"}}")),
                 error: None,

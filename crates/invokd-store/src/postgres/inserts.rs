@@ -6,10 +6,8 @@ use invokd_core::{Job, NewJob, store::StoreError};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{
-    postgres::PostgresStore,
-    sql::{as_inserted, queue_write},
-};
+use super::PostgresStore;
+use crate::sql::{as_inserted, jobs, queue_write};
 
 /// Rows in one statement at most (12 parameters each, far below PostgreSQL's 65,535).
 const MAX_BATCH: usize = 128;
@@ -72,9 +70,9 @@ enum Failure {
 
 /// One statement, so one implicit transaction: all the rows or none.
 async fn insert_rows(pool: &PgPool, jobs: &[&NewJob]) -> Result<(), Failure> {
-    let mut insert = PostgresStore::insert_query(jobs).map_err(|_| Failure::Refused)?;
+    let mut insert = jobs::insert::<sqlx::Postgres>("", jobs, "").map_err(|_| Failure::Refused)?;
     insert
-        .build()
+        .query()
         // Each batch size is its own statement: keep them out of the prepared-statement cache.
         .persistent(false)
         .execute(pool)

@@ -1,7 +1,8 @@
 //! Jobs kept in memory by the store that owns its database alone (the embedded SQLite file),
-//! so that status polls are answered without a read. Every write to a job either puts the row
-//! it wrote or forgets the job; a read fills the cache only if the job did not change while
-//! the read was on its way, so the cache never holds an older row than the database.
+//! so that status polls are answered without a read. Every committed write says what it did
+//! to the jobs through one call, [`JobCache::wrote`], which puts the rows it wrote or forgets
+//! the jobs it changed; a read fills the cache only if the job did not change while the read
+//! was on its way, so the cache never holds an older row than the database.
 
 use std::{collections::VecDeque, sync::Mutex};
 
@@ -12,6 +13,19 @@ use invokd_core::{Job, JobId};
 const CAPACITY: usize = 4096;
 /// Changes remembered to check reads against; a read that spans more is not cached.
 const RECENT: usize = 1024;
+
+/// What a committed write did to the jobs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wrote<'a> {
+    /// These rows, as the write left them.
+    Rows(&'a [Job]),
+    /// This job changed; its row was not returned.
+    Job(JobId),
+    /// Jobs it did not name may have changed.
+    AnyJobs,
+    /// No job changed (keys, settings, deliveries, a fenced write whose lease was gone).
+    NoJob,
+}
 
 /// A change counter, taken before a read and handed back with its row.
 #[derive(Debug, Clone, Copy)]
@@ -65,8 +79,19 @@ impl JobCache {
         }
     }
 
+    /// Hears what a committed write did, before its writer is answered: the one way the cache
+    /// learns of changes.
+    pub(crate) fn wrote(&self, wrote: Wrote<'_>) {
+        match wrote {
+            Wrote::Rows(jobs) => jobs.iter().for_each(|job| self.put(job)),
+            Wrote::Job(id) => self.forget(id),
+            Wrote::AnyJobs => self.clear(),
+            Wrote::NoJob => {}
+        }
+    }
+
     /// Keeps a row a committed write returned.
-    pub(crate) fn put(&self, job: &Job) {
+    fn put(&self, job: &Job) {
         if let Ok(mut i) = self.inner.lock() {
             i.changed(job.id);
             i.jobs.insert(job.id, job.clone());
@@ -74,7 +99,7 @@ impl JobCache {
     }
 
     /// Drops a job a committed write changed without returning its row.
-    pub(crate) fn forget(&self, id: JobId) {
+    fn forget(&self, id: JobId) {
         if let Ok(mut i) = self.inner.lock() {
             i.changed(id);
             i.jobs.remove(&id);
@@ -82,7 +107,7 @@ impl JobCache {
     }
 
     /// Drops every job: a committed write changed rows it did not name.
-    pub(crate) fn clear(&self) {
+    fn clear(&self) {
         if let Ok(mut i) = self.inner.lock() {
             i.generation += 1;
             i.cleared = i.generation;

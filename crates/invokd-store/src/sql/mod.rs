@@ -1,14 +1,25 @@
-//! What the SQLite and PostgreSQL stores share: timestamps as unix microseconds, a listing's
-//! statement, the mapping of database errors, and the wording of the errors the store itself
-//! gives jobs.
+//! What the SQLite and PostgreSQL stores share: the statements that read the same on both
+//! (`jobs.rs`, `keys.rs`), the one mapping of their rows to jobs, keys and deliveries
+//! (`rows.rs`), how a statement's values are bound on either database (`statement.rs`) and
+//! how its reads run (`reads.rs`), a listing's statement, timestamps as unix microseconds,
+//! the mapping of database errors, and the wording of the errors the store itself gives jobs.
+
+pub(crate) mod jobs;
+pub(crate) mod keys;
+mod reads;
+pub(crate) mod rows;
+mod statement;
+
+pub(crate) use reads::Reads;
+pub(crate) use statement::{Arg, Db, Statement, pg_text};
 
 use chrono::{DateTime, Utc};
 use invokd_core::{
-    Job, JobError, JobId, JobStatus, NewJob, Outcome,
+    Job, JobError, JobStatus, NewJob, Outcome,
     store::{AfterAttempt, Beat, DeliveryState, ListQuery, StoreError},
 };
 use serde_json::{Map, Value};
-use sqlx::{Database, Encode, QueryBuilder, Type};
+use sqlx::{Encode, QueryBuilder, Type};
 
 /// The message a job gets when its last attempt was cut off.
 pub(crate) const ATTEMPTS_EXHAUSTED: &str =
@@ -36,19 +47,17 @@ pub(crate) async fn queue_write<T, R>(
 /// it, so each shape is planned on its own and walks jobs_by_project (or, with no project,
 /// jobs_by_created) in the listing's order, stopping at the limit: one statement for every
 /// shape (`? IS NULL OR project = ?`) makes SQLite scan and sort every job, and defeats
-/// PostgreSQL's generic plans. The databases differ in how an id is bound and a tag matched.
-pub(crate) fn list_query<DB, Id>(
+/// PostgreSQL's generic plans. The databases differ in how a tag is matched.
+pub(crate) fn list_query<DB>(
     prefix: &str,
     q: &ListQuery,
-    bind_id: impl FnOnce(JobId) -> Id,
     push_tag: impl FnOnce(&mut QueryBuilder<'static, DB>, &str, &str) -> Result<(), StoreError>,
 ) -> Result<QueryBuilder<'static, DB>, StoreError>
 where
-    DB: Database,
+    DB: Db,
     DB::Arguments<'static>: Default,
     String: Encode<'static, DB> + Type<DB>,
     i64: Encode<'static, DB> + Type<DB>,
-    Id: Encode<'static, DB> + Type<DB> + 'static,
 {
     let mut b = QueryBuilder::new(format!("{prefix}SELECT * FROM jobs WHERE 1 = 1"));
     if let Some(p) = &q.project {
@@ -73,7 +82,7 @@ where
         b.push(" AND (created_at, id) < (")
             .push_bind(micros(t))
             .push(", ")
-            .push_bind(bind_id(id))
+            .push_bind(DB::id(id.as_uuid()))
             .push(")");
     }
     b.push(" ORDER BY created_at DESC, id DESC LIMIT ")
@@ -147,12 +156,14 @@ pub(crate) fn outcome_columns(
 }
 
 /// What a heartbeat's update found: no row (the lease is gone), or the row's cancel request.
-pub(crate) fn beat(cancel_requested_at: Option<Option<i64>>) -> Beat {
-    match cancel_requested_at {
+pub(crate) fn beat(row: Option<&impl rows::Columns>) -> Result<Beat, StoreError> {
+    Ok(match row {
         None => Beat::Lost,
-        Some(None) => Beat::Held,
-        Some(Some(_)) => Beat::CancelRequested,
-    }
+        Some(row) => match row.opt_int("cancel_requested_at")? {
+            None => Beat::Held,
+            Some(_) => Beat::CancelRequested,
+        },
+    })
 }
 
 /// A delivery's state after an attempt made `at`, and when it is next due.
