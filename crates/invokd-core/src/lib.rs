@@ -21,4 +21,3 @@ pub mod store;
 
 pub use ids::{JobId, KeyId};
 pub use job::{CancelOutcome, Job, JobError, JobStatus, Lease, NewJob, Outcome, UpstreamRef};
-pub use run::log_sink;

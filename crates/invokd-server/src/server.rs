@@ -103,6 +103,8 @@ struct Core {
     catalog: Arc<Catalog>,
     signals: Signals,
     lifecycle: Lifecycle,
+    /// The data directory's id, which the lease owners of its processes start with.
+    instance: String,
     /// This process's lease owner: the data directory's id, then one of its own.
     owner: String,
 }
@@ -126,6 +128,7 @@ impl Core {
                 std::process::id(),
                 uuid::Uuid::now_v7().simple()
             ),
+            instance,
             data_dir,
             store,
             blobs,
@@ -137,12 +140,14 @@ impl Core {
 
     /// Takes back the jobs this data directory's earlier processes left running: on the
     /// embedded store, those of its previous lives at once (the directory's lock says none of
-    /// them runs); on a shared store, only expired leases, as other replicas may hold the rest.
+    /// them runs), never those held by anyone else (a remote worker); on a shared store, only
+    /// expired leases, as other replicas may hold the rest.
     async fn recover(&self, config: &ServerConfig) -> anyhow::Result<()> {
+        let own = format!("{}/", self.instance);
         let stale = if config.store.is_shared() {
             Stale::Expired
         } else {
-            Stale::AllRunning
+            Stale::HeldBy { owner_prefix: &own }
         };
         let recovered = self.lifecycle.take_back(stale).await?;
         if recovered.requeued + recovered.failed > 0 {

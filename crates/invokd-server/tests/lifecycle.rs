@@ -13,7 +13,7 @@ use invokd_core::{
     events::Signals,
     lifecycle::{ClaimRoom, Ended, Lifecycle},
     provider::ProviderError,
-    store::{Stale, Store},
+    store::{JobRepo, Stale, Store},
 };
 use serde_json::{Map, json};
 use support::{KEY, TestApp};
@@ -276,4 +276,48 @@ async fn of_a_sweep_and_a_finish_racing_for_a_lapsed_lease_exactly_one_wins() {
             store.cancel(id, None, Utc::now()).await.unwrap();
         }
     }
+}
+
+#[tokio::test]
+async fn a_start_takes_back_its_earlier_lives_leases_and_no_one_elses() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("instance-id"), "invokd-test-instance").unwrap();
+    let (ours, theirs) = {
+        let store: Arc<dyn Store> = Arc::new(
+            invokd_store::SqliteStore::open(&data.join("invokd.sqlite"))
+                .await
+                .unwrap(),
+        );
+        let lifecycle =
+            Lifecycle::new(store.clone(), Signals::default(), Duration::from_secs(3600));
+        let ours = queued_job(store.as_ref()).await;
+        let theirs = queued_job(store.as_ref()).await;
+        let one = ClaimRoom { limit: 1, ..room() };
+        let a = lifecycle
+            .claim("invokd-test-instance/1-old", &one)
+            .await
+            .unwrap();
+        let b = lifecycle.claim("worker-7/gpu-0", &one).await.unwrap();
+        assert_eq!((a[0].id, b[0].id), (ours, theirs));
+        (ours, theirs)
+    };
+
+    let app = TestApp::start_in(dir, |_| {}).await;
+    let run = app.next_run().await;
+    assert_eq!(
+        (run.job_id, run.attempt),
+        (ours, 2),
+        "its own earlier life's job runs again"
+    );
+    run.complete(images("https://example.com/a.png"));
+    // The remote holder's job is left running, its lease an hour away.
+    let store = invokd_store::SqliteStore::open(&app.dir.path().join("data/invokd.sqlite"))
+        .await
+        .unwrap();
+    let job = store.get_job(theirs, None).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::InProgress);
+    assert_eq!(job.lease.unwrap().owner, "worker-7/gpu-0");
+    app.stop().await;
 }

@@ -330,7 +330,7 @@ impl Lifecycle {
 
     /// Takes back running jobs whose leases are stale: queued again, or failed without
     /// attempts left. Live readers look again and the dispatcher wakes.
-    pub async fn take_back(&self, which: Stale) -> Result<Requeued, StoreError> {
+    pub async fn take_back(&self, which: Stale<'_>) -> Result<Requeued, StoreError> {
         let r = self.store.requeue_stale(which, Utc::now()).await?;
         if r.requeued + r.failed > 0 {
             self.signals.events.some_changed();
