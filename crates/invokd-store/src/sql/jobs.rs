@@ -256,7 +256,7 @@ pub(crate) fn insert<DB: Db>(
         ];
         insert.push(if i == 0 { "(" } else { ", (" });
         for (arg, cast) in values {
-            insert.push_arg(arg);
+            insert.push_arg::<DB>(arg);
             insert.push(cast);
             insert.push(", ");
         }
