@@ -1473,7 +1473,7 @@ async fn a_runs_log_lines_are_all_stored_in_order_with_its_finish(s: S) {
     let lease = claim_one(&*s, "w").await.lease.unwrap();
     let events = invokd_core::events::JobEvents::default();
     let mut news = events.subscribe();
-    let sink = invokd_core::run::log_sink::LogSink::start(s.clone(), events, job.id);
+    let sink = invokd_core::run::log_sink::LogSink::to_store(s.clone(), events, job.id);
     let t0 = common::now();
     // More lines than the sink holds at once, so some are stored in batches by the sink and
     // the rest are handed over to go in with the finish.

@@ -1,11 +1,14 @@
-//! The log lines of one run on their way to the store: a provider's `log` never waits for a
-//! write; one task per run stores the lines in order, those that came within a short while
-//! together, and wakes the job's live readers after each batch. The lines still waiting when
-//! the run ends are handed over (`take`): the dispatcher stores them with the write that ends
-//! the job, or on their own when the run ends without ending the job (a retry, a shutdown).
+//! The log lines of one run on their way to its job's log: a provider's `log` never waits for
+//! a write; one task per run writes the lines in order, those that came within a short while
+//! together, through a [`LogWriter`] (the store, waking the job's live readers after each
+//! batch, for the gateway's own runs; the gateway, for a remote worker's). The lines still
+//! waiting when the run ends are handed over (`take`): the lifecycle stores them with the write
+//! that ends the job, or on their own when the run ends without ending the job (a retry, a
+//! shutdown).
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use tokio::{
     sync::{mpsc, oneshot},
     time::{Duration, Instant, timeout_at},
@@ -27,6 +30,26 @@ enum Msg {
     Take(oneshot::Sender<Vec<LogLine>>),
 }
 
+/// Where a sink's batches of lines go.
+#[async_trait]
+pub trait LogWriter: Send + Sync + 'static {
+    /// Writes `lines` of `job`, best effort: a failure is logged and never fails the run.
+    async fn write(&self, job: JobId, lines: &[LogLine]);
+}
+
+/// Lines into the store, each batch waking the job's live readers.
+pub struct StoreLogs {
+    pub store: Arc<dyn Store>,
+    pub events: JobEvents,
+}
+
+#[async_trait]
+impl LogWriter for StoreLogs {
+    async fn write(&self, job: JobId, lines: &[LogLine]) {
+        store_now(self.store.as_ref(), &self.events, job, lines).await;
+    }
+}
+
 /// A run's way to its job's log.
 #[derive(Clone)]
 pub struct LogSink {
@@ -34,11 +57,17 @@ pub struct LogSink {
 }
 
 impl LogSink {
-    /// Starts the task storing `job`'s lines; it ends when the last handle is dropped.
-    pub fn start(store: Arc<dyn Store>, events: JobEvents, job: JobId) -> Self {
+    /// Starts the task writing `job`'s lines through `writer`; it ends when the last handle is
+    /// dropped.
+    pub fn start(writer: Arc<dyn LogWriter>, job: JobId) -> Self {
         let (tx, rx) = mpsc::channel(BACKLOG);
-        tokio::spawn(store_lines(store, events, job, rx));
+        tokio::spawn(write_lines(writer, job, rx));
         Self { tx }
+    }
+
+    /// Starts the task storing `job`'s lines in `store`.
+    pub fn to_store(store: Arc<dyn Store>, events: JobEvents, job: JobId) -> Self {
+        Self::start(Arc::new(StoreLogs { store, events }), job)
     }
 
     /// Queues `line`; it is stored soon after, in the order lines were queued.
@@ -59,12 +88,7 @@ impl LogSink {
     }
 }
 
-async fn store_lines(
-    store: Arc<dyn Store>,
-    events: JobEvents,
-    job: JobId,
-    mut rx: mpsc::Receiver<Msg>,
-) {
+async fn write_lines(writer: Arc<dyn LogWriter>, job: JobId, mut rx: mpsc::Receiver<Msg>) {
     let mut msgs = Vec::with_capacity(BACKLOG);
     let mut lines = Vec::with_capacity(BACKLOG);
     // When the oldest line not yet stored must be.
@@ -91,7 +115,7 @@ async fn store_lines(
         if !lines.is_empty() {
             let at = *due.get_or_insert_with(|| Instant::now() + LINGER);
             if closed || lines.len() >= BACKLOG || Instant::now() >= at {
-                store_now(store.as_ref(), &events, job, &lines).await;
+                writer.write(job, &lines).await;
                 lines.clear();
                 due = None;
             }
@@ -114,5 +138,61 @@ pub async fn store_now(store: &dyn Store, events: &JobEvents, job: JobId, lines:
         Err(e) => {
             tracing::warn!(job_id = %job, lines = lines.len(), error = %e, "storing log lines failed")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use chrono::Utc;
+
+    use super::*;
+
+    /// Keeps each batch it is given.
+    #[derive(Default)]
+    struct Batches(Mutex<Vec<Vec<String>>>);
+
+    #[async_trait]
+    impl LogWriter for Batches {
+        async fn write(&self, _job: JobId, lines: &[LogLine]) {
+            let batch = lines.iter().map(|l| l.message.clone()).collect();
+            self.0.lock().unwrap().push(batch);
+        }
+    }
+
+    fn line(message: &str) -> LogLine {
+        LogLine {
+            message: message.into(),
+            level: "INFO".into(),
+            timestamp: Utc::now(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lines_that_come_together_are_written_together_in_order() {
+        let batches = Arc::new(Batches::default());
+        let sink = LogSink::start(batches.clone(), JobId::generate());
+        sink.push(line("a")).await;
+        sink.push(line("b")).await;
+        tokio::time::sleep(LINGER * 2).await;
+        sink.push(line("c")).await;
+        tokio::time::sleep(LINGER * 2).await;
+        assert_eq!(
+            *batches.0.lock().unwrap(),
+            vec![vec!["a".to_owned(), "b".to_owned()], vec!["c".to_owned()]]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn taken_lines_are_the_takers_and_never_written_by_the_sink() {
+        let batches = Arc::new(Batches::default());
+        let sink = LogSink::start(batches.clone(), JobId::generate());
+        sink.push(line("last")).await;
+        let taken = sink.take().await;
+        assert_eq!(taken.len(), 1);
+        drop(sink);
+        tokio::time::sleep(LINGER * 2).await;
+        assert!(batches.0.lock().unwrap().is_empty());
     }
 }

@@ -34,7 +34,7 @@ impl StoreSink {
     pub fn new(lifecycle: &Lifecycle, blobs: Arc<dyn BlobStore>, job: JobId, lease: Lease) -> Self {
         let signals = lifecycle.signals();
         Self {
-            logs: LogSink::start(lifecycle.store().clone(), signals.events.clone(), job),
+            logs: LogSink::to_store(lifecycle.store().clone(), signals.events.clone(), job),
             _open: signals.updates.open(job),
             updates: signals.updates.clone(),
             lifecycle: lifecycle.clone(),
