@@ -805,3 +805,37 @@ async fn a_webhook_is_attached_to_the_job() {
 fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+#[tokio::test]
+async fn doctls_command_path_and_its_aliases_run_the_same_commands() {
+    let server = TestServer::start().await;
+
+    // seed 002's example, as written with `invokd` in place of `doctl`.
+    let out = server
+        .cli(&[
+            "inference",
+            "async-invoke",
+            "create",
+            "--model",
+            "fal-ai/flux/schnell",
+            "--prompt",
+            "A futuristic city at sunset",
+        ])
+        .await;
+    out.ok();
+    let id = first_id(&out.stdout);
+    assert_eq!(
+        server.wait(&id).await["output"]["prompt"],
+        "A futuristic city at sunset"
+    );
+
+    // The full path and the short aliases reach the same commands and flags.
+    for path in [["serverless-inference", "async-invoke"], ["si", "async"]] {
+        let mut args: Vec<&str> = path.to_vec();
+        args.extend(["get", &id, "-o", "json"]);
+        let got = server.cli(&args).await;
+        got.ok();
+        let job: Value = serde_json::from_str(&got.stdout).unwrap();
+        assert_eq!(job["request_id"], id.as_str(), "{path:?}");
+    }
+}

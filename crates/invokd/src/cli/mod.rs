@@ -39,6 +39,9 @@ enum Command {
     /// Create and follow async invocations (doctl's `serverless-inference async-invoke`).
     #[command(name = "async-invoke", visible_alias = "async")]
     AsyncInvoke(async_invoke::AsyncInvokeArgs),
+    /// doctl's command path, so its documented commands run with `invokd` in place of `doctl`.
+    #[command(name = "serverless-inference", visible_aliases = ["inference", "si"])]
+    ServerlessInference(ServerlessInferenceArgs),
     /// The model catalog: the server's, or the built-in one.
     Models(models::ModelsArgs),
     /// Access keys, with the admin token.
@@ -51,8 +54,24 @@ enum Command {
     Migrate(migrate::MigrateArgs),
 }
 
+#[derive(Debug, clap::Args)]
+struct ServerlessInferenceArgs {
+    #[command(subcommand)]
+    command: ServerlessInference,
+}
+
+#[derive(Debug, Subcommand)]
+enum ServerlessInference {
+    /// Create and follow async invocations (the same as `invokd async-invoke`).
+    #[command(name = "async-invoke", visible_alias = "async")]
+    AsyncInvoke(async_invoke::AsyncInvokeArgs),
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::ServerlessInference(ServerlessInferenceArgs {
+            command: ServerlessInference::AsyncInvoke(a),
+        }) => async_invoke::run(&global::Session::load(cli.global)?, a).await,
         Command::Serve(a) => serve::run(*a).await,
         Command::Tls(a) => tls::run(a),
         Command::Migrate(a) => migrate::run(a).await,
