@@ -2,16 +2,16 @@
 //! total, a message) and partial outputs (a preview image, a partial transcript). One channel
 //! per running job, in this process; the latest of each is kept for readers that come late.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
-use crate::ids::JobId;
+use crate::{
+    ids::JobId,
+    running::{PerRun, RunEntry},
+};
 
 /// How far a run has come.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,20 +37,11 @@ const BACKLOG: usize = 64;
 /// The channels of this process's running jobs.
 #[derive(Debug, Clone, Default)]
 pub struct RunUpdates {
-    inner: Arc<Mutex<Channels>>,
-}
-
-#[derive(Debug, Default)]
-struct Channels {
-    by_job: HashMap<JobId, Channel>,
-    /// Numbers each opening, so a run that ends closes its own channel, never that of a later
-    /// run of the same job that opened meanwhile.
-    openings: u64,
+    channels: PerRun<Channel>,
 }
 
 #[derive(Debug)]
 struct Channel {
-    opening: u64,
     tx: broadcast::Sender<RunUpdate>,
     progress: Option<Progress>,
     partial: Option<Arc<Map<String, Value>>>,
@@ -66,66 +57,37 @@ pub struct Subscription {
 /// Closes its job's channel when the run ends: readers then see the channel closed.
 #[derive(Debug)]
 pub struct Opened {
-    updates: RunUpdates,
-    job: JobId,
-    opening: u64,
-}
-
-impl Drop for Opened {
-    fn drop(&mut self) {
-        if let Ok(mut m) = self.updates.inner.lock()
-            && m.by_job
-                .get(&self.job)
-                .is_some_and(|c| c.opening == self.opening)
-        {
-            m.by_job.remove(&self.job);
-        }
-    }
+    _entry: RunEntry<Channel>,
 }
 
 impl RunUpdates {
     /// Opens the channel of a run that starts; it closes when the returned guard is dropped.
     pub fn open(&self, job: JobId) -> Opened {
-        let mut opening = 0;
-        if let Ok(mut m) = self.inner.lock() {
-            m.openings += 1;
-            opening = m.openings;
-            m.by_job.insert(
-                job,
-                Channel {
-                    opening,
-                    tx: broadcast::channel(BACKLOG).0,
-                    progress: None,
-                    partial: None,
-                },
-            );
-        }
+        let channel = Channel {
+            tx: broadcast::channel(BACKLOG).0,
+            progress: None,
+            partial: None,
+        };
         Opened {
-            updates: self.clone(),
-            job,
-            opening,
+            _entry: self.channels.insert(job, channel),
         }
     }
 
     /// Sends an update to the job's readers; nothing happens when its run is not open here.
     pub fn publish(&self, job: JobId, update: RunUpdate) {
-        let Ok(mut m) = self.inner.lock() else { return };
-        let Some(ch) = m.by_job.get_mut(&job) else {
-            return;
-        };
-        match &update {
-            RunUpdate::Progress(p) => ch.progress = Some(p.clone()),
-            RunUpdate::Partial(p) => ch.partial = Some(p.clone()),
-        }
-        // No receiver is no error: nobody reads this job now.
-        let _ = ch.tx.send(update);
+        self.channels.with(job, |ch| {
+            match &update {
+                RunUpdate::Progress(p) => ch.progress = Some(p.clone()),
+                RunUpdate::Partial(p) => ch.partial = Some(p.clone()),
+            }
+            // No receiver is no error: nobody reads this job now.
+            let _ = ch.tx.send(update);
+        });
     }
 
     /// Follows a run of this process; `None` when the job does not run here.
     pub fn subscribe(&self, job: JobId) -> Option<Subscription> {
-        let m = self.inner.lock().ok()?;
-        let ch = m.by_job.get(&job)?;
-        Some(Subscription {
+        self.channels.with(job, |ch| Subscription {
             progress: ch.progress.clone(),
             partial: ch.partial.clone(),
             updates: ch.tx.subscribe(),

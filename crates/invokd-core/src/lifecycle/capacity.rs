@@ -88,11 +88,6 @@ impl Capacity {
             }
         }
     }
-
-    /// Runs in progress in all.
-    pub fn running(&self) -> u32 {
-        self.running.lock().map(|r| r.total).unwrap_or(0)
-    }
 }
 
 #[cfg(test)]
@@ -150,7 +145,6 @@ mod tests {
         c.ended("a");
         let room = c.room([]).unwrap();
         assert_eq!((room.limit, room.per_model.get("a")), (1, Some(&1)));
-        assert_eq!(c.running(), 2);
     }
 
     #[test]
@@ -167,7 +161,6 @@ mod tests {
         c.started(&[job("a")]);
         c.ended("a");
         c.ended("a");
-        assert_eq!(c.running(), 0);
         assert_eq!(c.room([]).unwrap().limit, 16);
     }
 
