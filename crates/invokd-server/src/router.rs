@@ -50,6 +50,10 @@ pub fn surface_of(path: &str) -> Surface {
 /// Where fal's webhooks for invokd's upstream requests arrive (signed by fal, no access key).
 pub const FAL_WEBHOOK_PATH: &str = "/v1/upstream/fal/webhook";
 
+/// The routes that take uploads, up to `max_upload_bytes`; every other body is held to
+/// `max_body_bytes`.
+pub const UPLOAD_ROUTES: [&str; 2] = ["/files/upload", "/files/upload/{*key}"];
+
 async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such route")
 }
@@ -110,11 +114,11 @@ fn routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .route("/storage/auth/token", post(routes::storage::token))
         .route("/storage/upload/initiate", post(routes::storage::initiate))
         .route(
-            "/files/upload",
+            UPLOAD_ROUTES[0],
             post(routes::storage::upload_direct).layer(upload_limit),
         )
         .route(
-            "/files/upload/{*key}",
+            UPLOAD_ROUTES[1],
             put(routes::storage::put_signed).layer(upload_limit),
         )
 }
@@ -163,6 +167,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::request_body::guard,
+        ))
         .layer(middleware::from_fn(request_context))
         .with_state(state)
 }

@@ -81,6 +81,19 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "INVOKD_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Connections open at once; one more is answered 503 (closed, under TLS).
+    #[arg(long, env = "INVOKD_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// How long a request's head (and a TLS handshake) may take to arrive, in seconds; an idle
+    /// keep-alive connection is closed after it too.
+    #[arg(long, env = "INVOKD_HEADER_TIMEOUT_SECONDS", default_value_t = 20)]
+    header_timeout_seconds: u64,
+    /// How long a request body may send nothing, in seconds (then 408).
+    #[arg(long, env = "INVOKD_BODY_IDLE_TIMEOUT_SECONDS", default_value_t = 30)]
+    body_idle_timeout_seconds: u64,
+    /// How long a request body may take in all, in seconds (then 408).
+    #[arg(long, env = "INVOKD_BODY_TIMEOUT_SECONDS", default_value_t = 300)]
+    body_timeout_seconds: u64,
     /// How long signed file URLs stay valid, in seconds.
     #[arg(long, env = "INVOKD_FILE_URL_TTL_SECONDS", default_value_t = 24 * 3600)]
     file_url_ttl_seconds: u64,
@@ -330,6 +343,12 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     config.public_url = a.public_url.clone();
     config.catalog_dir = a.catalog_dir.clone();
     config.max_body_bytes = a.max_body_bytes;
+    config.http = invokd_server::config::HttpLimits {
+        max_connections: a.max_connections,
+        header_timeout: Duration::from_secs(a.header_timeout_seconds),
+        body_idle_timeout: Duration::from_secs(a.body_idle_timeout_seconds),
+        body_timeout: Duration::from_secs(a.body_timeout_seconds),
+    };
     config.file_url_ttl = Duration::from_secs(a.file_url_ttl_seconds);
     config.tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => Some(invokd_server::tls::TlsFiles {

@@ -164,6 +164,14 @@ impl TestServer {
         }
     }
 
+    /// The file descriptors the server's process holds open.
+    pub fn open_fds(&self) -> usize {
+        let pid = self.child.id().unwrap();
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    }
+
     /// Kills the server with SIGKILL, as a crash would.
     pub async fn kill(mut self) {
         self.child.kill().await.unwrap();
