@@ -67,7 +67,8 @@ impl FromRequestParts<AppState> for Auth {
             })
             .unwrap_or_default();
         let caller = state.service.authenticate(secret).await?;
-        let rate = state.rate_limiter.check(caller.key_id);
+        let limit = crate::router::rate_limit_of(&parts.method, parts.extensions.get());
+        let rate = state.rate_limiter.check(caller.key_id, limit);
         if let Some(slot) = parts.extensions.get::<crate::request_context::KeySlot>() {
             let _ = slot.0.set((caller.key_id, rate));
         }
@@ -75,7 +76,8 @@ impl FromRequestParts<AppState> for Auth {
             return Err(ApiError::new(
                 ErrorCode::TooManyRequests,
                 format!(
-                    "rate limit exceeded for this key; retry in {} s",
+                    "rate limit exceeded for this key ({} limit); retry in {} s",
+                    limit.name(),
                     wait.as_secs().max(1)
                 ),
             ));

@@ -1,6 +1,6 @@
 //! Request bodies, before any handler reads one: a declared `Content-Length` over the route's
-//! limit is refused with 413 at once (nothing read, and no `100 Continue` sent to a client that
-//! expects one), and a body that stalls (nothing for the idle timeout) or drags on (not whole
+//! limit is refused with 413 at once (no `100 Continue` sent to a client that expects one;
+//! what a client sends regardless is read and dropped for a moment, so that it sees the 413), and a body that stalls (nothing for the idle timeout) or drags on (not whole
 //! within the total timeout) is cut off and answered 408. Bodies sent without a length are held
 //! to the limit as they are read, by the router's `DefaultBodyLimit`.
 
@@ -51,6 +51,14 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
+        let expects_continue = req
+            .headers()
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        // A client that did not wait for a `100 Continue` is sending the body already.
+        if !expects_continue {
+            tokio::spawn(linger(req.into_body()));
+        }
         return closing(ApiError::new(
             ErrorCode::PayloadTooLarge,
             format!("the request body is larger than this route accepts ({limit} bytes at most)"),
@@ -76,6 +84,26 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         ));
     }
     res
+}
+
+/// Reads and drops what a refused client is still sending, for a moment and up to a bound, so
+/// that it can read the answer: a connection closed with unread bytes is reset, and a client
+/// still writing would see a broken pipe instead of the 413. Dropping the body then closes it.
+async fn linger(body: Body) {
+    use futures::StreamExt as _;
+    const FOR: Duration = Duration::from_secs(2);
+    const UP_TO: usize = 16 * 1024 * 1024;
+    let mut data = body.into_data_stream();
+    let _ = tokio::time::timeout(FOR, async {
+        let mut read = 0;
+        while let Some(Ok(chunk)) = data.next().await {
+            read += chunk.len();
+            if read > UP_TO {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// An error after which the connection is closed: the rest of its body is never read.

@@ -86,6 +86,15 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         ] {
             h.insert(name, HeaderValue::from(value));
         }
+        let policy = format!(
+            "{};w={};name=\"{}\"",
+            rate.limit,
+            rate.window,
+            rate.policy.name()
+        );
+        if let Ok(v) = HeaderValue::from_str(&policy) {
+            h.insert("ratelimit-policy", v);
+        }
         if let Some(wait) = rate.retry_after {
             h.insert(
                 header::RETRY_AFTER,

@@ -19,7 +19,8 @@ use invokd_api::ErrorCode;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    error::ApiError, fal_path, fal_proxy, request_context::request_context, routes, state::AppState,
+    error::ApiError, fal_path, fal_proxy, rate_limit::Limit, request_context::request_context,
+    routes, state::AppState,
 };
 
 /// Which surface a request is on, which decides the shape of its errors.
@@ -53,6 +54,28 @@ pub const FAL_WEBHOOK_PATH: &str = "/v1/upstream/fal/webhook";
 /// The routes that take uploads, up to `max_upload_bytes`; every other body is held to
 /// `max_body_bytes`.
 pub const UPLOAD_ROUTES: [&str; 2] = ["/files/upload", "/files/upload/{*key}"];
+
+/// The routes (matched patterns) whose POST creates a job or a file: they draw on a key's
+/// create limit, every other request with a key on its read limit.
+pub const CREATE_ROUTES: [&str; 6] = [
+    "/v1/async-invoke",
+    "/{owner}/{app}",
+    "/{owner}/{app}/{*path}",
+    "/{owner}/{app}/stream",
+    "/files/upload",
+    "/storage/upload/initiate",
+];
+
+/// The rate limit a request draws on.
+pub fn rate_limit_of(method: &axum::http::Method, route: Option<&MatchedPath>) -> Limit {
+    if method == axum::http::Method::POST
+        && route.is_some_and(|r| CREATE_ROUTES.contains(&r.as_str()))
+    {
+        Limit::Create
+    } else {
+        Limit::Read
+    }
+}
 
 async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such route")

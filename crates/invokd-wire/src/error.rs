@@ -120,6 +120,7 @@ impl From<ServiceError> for ApiError {
                 "cursor is invalid: pass the next_cursor of the previous page unchanged",
             ),
             ServiceError::QueueFull(why) => Self::new(ErrorCode::TooManyRequests, why),
+            ServiceError::InvalidTags(why) => Self::new(ErrorCode::UnprocessableEntity, why),
             ServiceError::Store(e) => e.into(),
             _ => Self::new(ErrorCode::ServerError, "internal error"),
         }

@@ -124,12 +124,33 @@ pub struct ServeArgs {
         hide = true
     )]
     retention_interval_ms: u64,
-    /// Requests per second each access key may make (0: no limit).
-    #[arg(long, env = "INVOKD_RATE_LIMIT_PER_SECOND", default_value_t = 50.0)]
-    rate_limit_per_second: f64,
-    /// Requests a key may make at once above its rate.
-    #[arg(long, env = "INVOKD_RATE_LIMIT_BURST", default_value_t = 200)]
-    rate_limit_burst: u32,
+    /// Requests per second that create jobs or files, per access key (0: no limit).
+    #[arg(
+        long,
+        alias = "rate-limit-per-second",
+        env = "INVOKD_CREATE_RATE_LIMIT_PER_SECOND",
+        default_value_t = 50.0
+    )]
+    create_rate_limit_per_second: f64,
+    /// Creates a key may make at once above its rate.
+    #[arg(
+        long,
+        alias = "rate-limit-burst",
+        env = "INVOKD_CREATE_RATE_LIMIT_BURST",
+        default_value_t = 200
+    )]
+    create_rate_limit_burst: u32,
+    /// Every other request (reads, polls, lists, cancels) per second, per access key (0: no
+    /// limit).
+    #[arg(
+        long,
+        env = "INVOKD_READ_RATE_LIMIT_PER_SECOND",
+        default_value_t = 1000.0
+    )]
+    read_rate_limit_per_second: f64,
+    /// Other requests a key may make at once above its rate.
+    #[arg(long, env = "INVOKD_READ_RATE_LIMIT_BURST", default_value_t = 2000)]
+    read_rate_limit_burst: u32,
     /// Queued jobs one key may have (0: no cap).
     #[arg(long, env = "INVOKD_MAX_QUEUED_PER_KEY", default_value_t = 10_000)]
     max_queued_per_key: u64,
@@ -359,8 +380,14 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     };
     config.fetch.allow_private = a.allow_private_urls;
     config.rate_limit = invokd_server::rate_limit::RateLimitConfig {
-        rate: a.rate_limit_per_second,
-        burst: a.rate_limit_burst,
+        create: invokd_server::rate_limit::Rate {
+            rate: a.create_rate_limit_per_second,
+            burst: a.create_rate_limit_burst,
+        },
+        read: invokd_server::rate_limit::Rate {
+            rate: a.read_rate_limit_per_second,
+            burst: a.read_rate_limit_burst,
+        },
     };
     config.max_queued_per_key = a.max_queued_per_key;
     config.max_queue_length = a.max_queue_length;

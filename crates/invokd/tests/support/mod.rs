@@ -35,7 +35,9 @@ impl Default for Options {
             args: vec![
                 "--emulator-latency-ms".into(),
                 "0".into(),
-                "--rate-limit-per-second".into(),
+                "--create-rate-limit-per-second".into(),
+                "0".into(),
+                "--read-rate-limit-per-second".into(),
                 "0".into(),
             ],
             env: Vec::new(),
