@@ -227,3 +227,28 @@ async fn listing_pages_are_bounded_in_bytes_as_well_as_in_rows() {
     assert_eq!(second["invocations"].as_array().unwrap().len(), 1);
     assert!(second["next_cursor"].is_null(), "{}", second["next_cursor"]);
 }
+
+#[tokio::test]
+async fn a_signed_upload_url_is_used_once() {
+    let server = TestServer::start().await;
+    let started = server.initiate_upload().await;
+    let put = |bytes: &'static str| {
+        server
+            .http
+            .put(started["upload_url"].as_str().unwrap())
+            .body(bytes)
+            .send()
+    };
+    assert_eq!(put("first").await.unwrap().status(), 200);
+    let again = put("second").await.unwrap();
+    assert_eq!(again.status(), 409);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["id"], "conflict", "{body}");
+    let file = server
+        .http
+        .get(started["file_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(file.text().await.unwrap(), "first", "the file was replaced");
+}

@@ -240,18 +240,8 @@ fn body_routes(server: &TestServer, upload_url: &str) -> Vec<String> {
 }
 
 async fn upload_path(server: &TestServer) -> String {
-    let res: serde_json::Value = server
-        .http
-        .post(server.at("/storage/upload/initiate"))
-        .header("authorization", format!("Key {}", server.key))
-        .json(&serde_json::json!({"content_type": "image/png", "file_name": "a.png"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let url = res["upload_url"].as_str().unwrap();
+    let started = server.initiate_upload().await;
+    let url = started["upload_url"].as_str().unwrap();
     url[url.find("/files/").unwrap()..].to_owned()
 }
 

@@ -166,6 +166,20 @@ impl TestServer {
         }
     }
 
+    /// Starts a JS-style upload of a PNG: `{upload_url, file_url}`.
+    pub async fn initiate_upload(&self) -> Value {
+        self.http
+            .post(self.at("/storage/upload/initiate"))
+            .header("authorization", format!("Key {}", self.key))
+            .json(&serde_json::json!({"content_type": "image/png", "file_name": "a.png"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// The file descriptors the server's process holds open.
     pub fn open_fds(&self) -> usize {
         let pid = self.child.id().unwrap();
