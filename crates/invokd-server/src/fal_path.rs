@@ -8,6 +8,8 @@
 //! The split is the one fal's clients rely on: the first `requests` segment after the app starts
 //! a request's path (trailing slashes there are dropped); a POST whose last segment is `stream`
 //! is fal's streaming endpoint. Paths of invokd's own surfaces (`RESERVED_OWNERS`) are left.
+//! Under `RUN_PREFIX` (fal's *run* host, `fal.run`, on invokd's port) the same split applies to
+//! the rest of the path.
 
 use axum::http::{Method, Request, Uri, uri::PathAndQuery};
 
@@ -16,8 +18,17 @@ use crate::router::RESERVED_OWNERS;
 /// How a slash inside one path segment is written.
 const SLASH: &str = "%2F";
 
+/// Where fal's *run* host is served on invokd's one port: `POST /run/{model}` runs the model and
+/// answers with its output, `POST /run/{model}/stream` streams it, where `POST /{model}` queues.
+/// fal's Python client names it in `FAL_RUN_HOST` (`127.0.0.1:8080/run`); requests through fal's
+/// proxy to `fal.run` are routed here (`fal_proxy`).
+pub const RUN_PREFIX: &str = "/run";
+
 /// The path with a model's sub-path folded into its app segment, if it needs folding.
 fn folded(method: &Method, path: &str) -> Option<String> {
+    if let Some(rest) = path.strip_prefix(RUN_PREFIX).filter(|r| r.starts_with('/')) {
+        return folded(method, rest).map(|p| format!("{RUN_PREFIX}{p}"));
+    }
     let mut parts = path.strip_prefix('/')?.splitn(3, '/');
     let (owner, app, rest) = (parts.next()?, parts.next()?, parts.next()?);
     if owner.is_empty() || app.is_empty() || RESERVED_OWNERS.contains(&owner) {
@@ -140,6 +151,22 @@ mod tests {
         assert_eq!(
             post("/fal-ai/flux/schnell/requests/abc/status").as_deref(),
             Some("/fal-ai/flux%2Fschnell/requests/abc/status")
+        );
+    }
+
+    #[test]
+    fn paths_under_the_run_prefix_fold_as_the_queue_s_do() {
+        let post = |p| folded(&Method::POST, p);
+        assert_eq!(
+            post("/run/fal-ai/flux/schnell/stream").as_deref(),
+            Some("/run/fal-ai/flux%2Fschnell/stream")
+        );
+        assert_eq!(post("/run/fal-ai/hidream-i1-fast/stream"), None);
+        assert_eq!(post("/run/fal-ai/flux/schnell"), None);
+        assert_eq!(post("/run/fal-ai/flux/dev/image-to-image"), None);
+        assert_eq!(
+            post("/running/x/y/stream").as_deref(),
+            Some("/running/x%2Fy/stream")
         );
     }
 

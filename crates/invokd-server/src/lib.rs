@@ -17,6 +17,7 @@ pub mod rate_limit;
 mod request_context;
 mod router;
 mod routes;
+mod run_stream;
 mod server;
 mod state;
 mod store_notices;

@@ -1,6 +1,6 @@
 //! The server-sent events of both surfaces, made in one place so that what is encoded is what
-//! the fuzz target checks: DigitalOcean's `status` and `log` events, and fal's unnamed status
-//! events.
+//! the fuzz target checks: DigitalOcean's `status` and `log` events, fal's unnamed status
+//! events, and the events of fal's streaming endpoint (an output each, or the failure).
 
 use axum::response::sse::Event;
 use invokd_api::{async_invoke::Invocation, fal_queue::LogEntry};
@@ -19,4 +19,16 @@ pub fn status(inv: &Invocation) -> Option<Event> {
 /// fal's status stream: each event's data is the status body as one JSON line.
 pub fn fal_status(body: &Value) -> Event {
     Event::default().data(body.to_string())
+}
+
+/// fal's streaming endpoint: each event's data is one output, partial or final, as one JSON line.
+pub fn fal_output(output: &serde_json::Map<String, Value>) -> Event {
+    // A map of JSON values always serializes.
+    Event::default().data(serde_json::to_string(output).unwrap_or_default())
+}
+
+/// fal's streaming endpoint when the run failed after the stream began: `event: error` with
+/// fal's error body (`{"detail", "error_type"}`).
+pub fn fal_stream_error(body: &Value) -> Event {
+    Event::default().event("error").data(body.to_string())
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod async_invoke;
 pub mod fal_queue;
+pub mod fal_run;
 pub mod fal_webhook;
 pub mod files;
 pub mod health;

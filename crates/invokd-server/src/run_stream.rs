@@ -1,0 +1,201 @@
+//! A streaming run as its reader sees it (fal's streaming endpoint): every partial output of
+//! the job's run, in order, as the run sends it (`RunUpdates`), then the job once it has ended.
+//!
+//! Partial outputs reach readers in the process that runs the job; a reader elsewhere (another
+//! replica) gets the ended job alone. A run that goes back to the queue and runs again sends its
+//! partials again, from its first.
+
+use std::{collections::VecDeque, sync::Arc, time::Duration};
+
+use futures::Stream;
+use invokd_core::{
+    Job, JobId,
+    run_updates::{RunUpdate, RunUpdates},
+};
+use serde_json::{Map, Value};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use crate::state::AppState;
+
+/// How often the reader reads its job without news of it: news is a hint, and the run may be
+/// in another process.
+const LOOK: Duration = Duration::from_secs(1);
+
+/// What the reader gets next.
+pub enum Step {
+    /// A partial output, in the model's output shape, files as `blob:` references.
+    Partial(Arc<Map<String, Value>>),
+    /// The job has ended (completed, failed or cancelled): the last step.
+    Ended(Box<Job>),
+}
+
+/// The steps of `job` from now on, until it has ended or the reader goes away (the stream is
+/// dropped; the job runs on).
+pub fn follow(state: AppState, job: &Job) -> impl Stream<Item = Step> + Send + use<> {
+    let signals = state.service.signals();
+    let updates = signals.updates.clone();
+    let mut follow = Follow {
+        // Both subscribed before the first look, so no news and no run's opening is missed.
+        opens: updates.opens(),
+        news: signals.events.subscribe(),
+        updates,
+        id: job.id,
+        project: job.project.clone(),
+        state,
+        run: None,
+        pending: VecDeque::new(),
+        ended: false,
+        look: tokio::time::interval(LOOK),
+    };
+    follow
+        .look
+        .set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    futures::stream::unfold(follow, |mut f| async move {
+        let step = f.next().await?;
+        Some((step, f))
+    })
+}
+
+/// The run this reader follows, and how far it has read.
+struct Reading {
+    run: u64,
+    /// How many of the run's partials were read.
+    read: u64,
+    updates: broadcast::Receiver<RunUpdate>,
+}
+
+struct Follow {
+    state: AppState,
+    updates: RunUpdates,
+    id: JobId,
+    project: String,
+    opens: broadcast::Receiver<JobId>,
+    news: broadcast::Receiver<JobId>,
+    run: Option<Reading>,
+    pending: VecDeque<Step>,
+    ended: bool,
+    look: tokio::time::Interval,
+}
+
+/// What woke the reader.
+enum Woken {
+    /// Look at the job in the store.
+    Look,
+    /// Look for the run again (it opened, or updates came).
+    Again,
+}
+
+impl Follow {
+    async fn next(&mut self) -> Option<Step> {
+        loop {
+            if let Some(step) = self.pending.pop_front() {
+                return Some(step);
+            }
+            if self.ended {
+                return None;
+            }
+            if self.run.is_none() {
+                self.attach();
+                if !self.pending.is_empty() {
+                    continue;
+                }
+            }
+            match self.wait().await? {
+                Woken::Again => continue,
+                Woken::Look => self.look_at_job().await?,
+            }
+        }
+    }
+
+    /// Follows the job's run if it is open in this process, with the partials it sent so far.
+    fn attach(&mut self) {
+        let Some(sub) = self.updates.subscribe(self.id) else {
+            return;
+        };
+        let read = sub.partials_before + sub.partials.len() as u64;
+        self.pending
+            .extend(sub.partials.into_iter().map(Step::Partial));
+        self.run = Some(Reading {
+            run: sub.run,
+            read,
+            updates: sub.updates,
+        });
+    }
+
+    /// Until a partial comes (queued as a step), the run opens or ends, or the job may have
+    /// changed. `None` when the process is shutting down its channels.
+    async fn wait(&mut self) -> Option<Woken> {
+        let attached = self.run.is_some();
+        let updates = async {
+            match self.run.as_mut() {
+                Some(r) => r.updates.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            got = updates => match got {
+                Ok(RunUpdate::Partial(p)) => {
+                    if let Some(r) = self.run.as_mut() {
+                        r.read += 1;
+                    }
+                    self.pending.push_back(Step::Partial(p));
+                    Some(Woken::Again)
+                }
+                Ok(RunUpdate::Progress(_)) => Some(Woken::Again),
+                Err(RecvError::Lagged(_)) => {
+                    self.catch_up();
+                    Some(Woken::Again)
+                }
+                // The run ended here: the job has ended, or went back to the queue.
+                Err(RecvError::Closed) => {
+                    self.run = None;
+                    Some(Woken::Look)
+                }
+            },
+            got = self.opens.recv(), if !attached => match got {
+                Ok(id) if id != self.id => Some(Woken::Again),
+                Ok(_) | Err(RecvError::Lagged(_)) => Some(Woken::Again),
+                Err(RecvError::Closed) => None,
+            },
+            got = self.news.recv() => match got {
+                Ok(id) if id != self.id => Some(Woken::Again),
+                Ok(_) | Err(RecvError::Lagged(_)) => Some(Woken::Look),
+                Err(RecvError::Closed) => None,
+            },
+            _ = self.look.tick() => Some(Woken::Look),
+        }
+    }
+
+    /// The partials of the followed run not read yet, from those the run keeps.
+    fn catch_up(&mut self) {
+        let Some(r) = self.run.as_mut() else {
+            return;
+        };
+        match self.updates.partials_from(self.id, r.run, r.read) {
+            Some(rest) => {
+                r.read += rest.len() as u64;
+                self.pending.extend(rest.into_iter().map(Step::Partial));
+            }
+            None => self.run = None,
+        }
+    }
+
+    /// Reads the job; once it has ended, the partials its run sent last, then the job, are the
+    /// last steps. `None` when the job can no longer be read.
+    async fn look_at_job(&mut self) -> Option<()> {
+        let job = self
+            .state
+            .service
+            .reread(self.id, &self.project)
+            .await
+            .ok()
+            .flatten()?;
+        if job.status.is_terminal() {
+            self.catch_up();
+            self.pending.push_back(Step::Ended(Box::new(job)));
+            self.ended = true;
+        }
+        Some(())
+    }
+}
