@@ -2,14 +2,15 @@
 //! the job's run, in order, as the run sends it (`RunUpdates`), then the job once it has ended.
 //!
 //! Partial outputs reach readers in the process that runs the job; a reader elsewhere (another
-//! replica) gets the ended job alone. A run that goes back to the queue and runs again sends its
+//! replica) gets the ended job alone. A job whose last partial was its output (fal's own
+//! stream, relayed) ends without sending it twice. A run that goes back to the queue and runs again sends its
 //! partials again, from its first.
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use futures::Stream;
 use invokd_core::{
-    Job, JobId,
+    Job, JobId, JobStatus,
     run_updates::{RunUpdate, RunUpdates},
 };
 use serde_json::{Map, Value};
@@ -25,7 +26,8 @@ const LOOK: Duration = Duration::from_secs(1);
 pub enum Step {
     /// A partial output, in the model's output shape, files as `blob:` references.
     Partial(Arc<Map<String, Value>>),
-    /// The job has ended (completed, failed or cancelled): the last step.
+    /// The job has ended (completed, failed or cancelled): the last step, unless its output was
+    /// the last partial.
     Ended(Box<Job>),
 }
 
@@ -44,6 +46,7 @@ pub fn follow(state: AppState, job: &Job) -> impl Stream<Item = Step> + Send + u
         state,
         run: None,
         pending: VecDeque::new(),
+        last_partial: None,
         ended: false,
         look: tokio::time::interval(LOOK),
     };
@@ -73,6 +76,8 @@ struct Follow {
     news: broadcast::Receiver<JobId>,
     run: Option<Reading>,
     pending: VecDeque<Step>,
+    /// The last partial queued, to tell whether the ended job's output was sent already.
+    last_partial: Option<Arc<Map<String, Value>>>,
     ended: bool,
     look: tokio::time::Interval,
 }
@@ -113,8 +118,7 @@ impl Follow {
             return;
         };
         let read = sub.partials_before + sub.partials.len() as u64;
-        self.pending
-            .extend(sub.partials.into_iter().map(Step::Partial));
+        sub.partials.into_iter().for_each(|p| self.push_partial(p));
         self.run = Some(Reading {
             run: sub.run,
             read,
@@ -139,7 +143,7 @@ impl Follow {
                     if let Some(r) = self.run.as_mut() {
                         r.read += 1;
                     }
-                    self.pending.push_back(Step::Partial(p));
+                    self.push_partial(p);
                     Some(Woken::Again)
                 }
                 Ok(RunUpdate::Progress(_)) => Some(Woken::Again),
@@ -175,10 +179,15 @@ impl Follow {
         match self.updates.partials_from(self.id, r.run, r.read) {
             Some(rest) => {
                 r.read += rest.len() as u64;
-                self.pending.extend(rest.into_iter().map(Step::Partial));
+                rest.into_iter().for_each(|p| self.push_partial(p));
             }
             None => self.run = None,
         }
+    }
+
+    fn push_partial(&mut self, partial: Arc<Map<String, Value>>) {
+        self.last_partial = Some(partial.clone());
+        self.pending.push_back(Step::Partial(partial));
     }
 
     /// Reads the job; once it has ended, the partials its run sent last, then the job, are the
@@ -193,7 +202,12 @@ impl Follow {
             .flatten()?;
         if job.status.is_terminal() {
             self.catch_up();
-            self.pending.push_back(Step::Ended(Box::new(job)));
+            let sent = job.status == JobStatus::Completed
+                && job.output.is_some()
+                && job.output.as_deref() == self.last_partial.as_deref();
+            if !sent {
+                self.pending.push_back(Step::Ended(Box::new(job)));
+            }
             self.ended = true;
         }
         Some(())
