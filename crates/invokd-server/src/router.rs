@@ -130,9 +130,9 @@ fn fal_routes() -> OpenApiRouter<AppState> {
         .route("/{owner}/{app}", get(not_found))
         .route("/{owner}/{app}/{*path}", post(fal::submit))
         // fal's streaming endpoint, never a submit to a model named `.../stream`.
-        .route("/{owner}/{app}/stream", post(fal_run::stream))
+        .routes(routes!(fal_run::stream))
         // fal's run host (`fal.run`), under its prefix: a run answers with the output.
-        .route("/run/{owner}/{app}", post(fal_run::run))
+        .routes(routes!(fal_run::run))
         .route("/run/{owner}/{app}/{*path}", post(fal_run::run))
         .route("/run/{owner}/{app}/stream", post(fal_run::stream))
         .routes(routes!(fal::status))

@@ -19,6 +19,7 @@ use invokd_core::{Job, JobStatus};
 use super::fal_queue::{ModelCall, ended, submit_job, with_request_id};
 use crate::{
     error::ApiError,
+    openapi::{FalError, SseEvent},
     present::{UrlRenderer, fal_queue::failure_body, sse},
     run_stream::{self, Step},
     state::AppState,
@@ -27,8 +28,30 @@ use crate::{
 /// How long one wait for the job lasts before it is read again.
 const WAIT: Duration = Duration::from_secs(60);
 
-/// `POST /run/{owner}/{app}[/{*path}]`: runs the model and answers as fal's result does once
-/// the job has ended.
+// `POST /run/{owner}/{app}` (and, undocumented, `POST /run/{owner}/{app}/{*path}` for a model
+// with a sub-path): runs the model and answers as fal's result does once the job has ended.
+#[utoipa::path(post, path = "/run/{owner}/{app}", operation_id = "fal_run", tag = "fal-queue",
+    params(("owner" = String, Path), ("app" = String, Path),
+           ("fal_webhook" = Option<String>, Query),
+           ("X-Fal-Queue-Priority" = Option<String>, Header, description = "normal or low"),
+           ("X-Fal-Request-Timeout" = Option<String>, Header, description = "seconds to start before the job fails"),
+           ("Idempotency-Key" = Option<String>, Header)),
+    request_body(content = Object, description = "the model's input"),
+    responses(
+        (status = 200, description = "the model's output, once the job has ended", body = Object),
+        (status = 400, description = "malformed JSON or header, or the job failed with bad input", body = FalError),
+        (status = 401, description = "missing or invalid key", body = FalError),
+        (status = 404, description = "unknown model", body = FalError),
+        (status = 413, description = "body too large", body = FalError),
+        (status = 415, description = "not JSON", body = FalError),
+        (status = 422, description = "invalid input or header", body = FalError),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = FalError),
+        (status = 499, description = "cancelled", body = FalError),
+        (status = 500, description = "the job failed", body = FalError),
+        (status = 503, description = "the job's runner failed", body = FalError),
+        (status = 504, description = "the job did not start in time", body = FalError),
+    ),
+    security(("fal_key" = [])))]
 pub async fn run(State(state): State<AppState>, mut call: ModelCall) -> Result<Response, ApiError> {
     let mut job = submit_job(&state, &mut call).await?;
     while !job.status.is_terminal() {
@@ -40,10 +63,28 @@ pub async fn run(State(state): State<AppState>, mut call: ModelCall) -> Result<R
     Ok(with_request_id(ended(&state, &call.base, &job), &job))
 }
 
-/// `POST /{owner}/{app}/stream` (also under `/run`): fal's streaming endpoint, for models whose
-/// catalog file says they stream. Each event's data is an output in the model's shape: the
-/// run's partial outputs as they come, then the final output, after which the stream ends. A
-/// run that fails ends the stream with `event: error` and fal's error body.
+// `POST /{owner}/{app}/stream` (also under `/run`): fal's streaming endpoint, for models whose
+// catalog file says they stream. Each event's data is an output in the model's shape: the run's
+// partial outputs as they come, then the final output, after which the stream ends. A run that
+// fails ends the stream with `event: error` and fal's error body.
+#[utoipa::path(post, path = "/{owner}/{app}/stream", operation_id = "fal_stream_run", tag = "fal-queue",
+    params(("owner" = String, Path), ("app" = String, Path),
+           ("fal_webhook" = Option<String>, Query),
+           ("X-Fal-Queue-Priority" = Option<String>, Header, description = "normal or low"),
+           ("X-Fal-Request-Timeout" = Option<String>, Header, description = "seconds to start before the job fails"),
+           ("Idempotency-Key" = Option<String>, Header)),
+    request_body(content = Object, description = "the model's input"),
+    responses(
+        (status = 200, description = "SSE: each partial output, then the output; `event: error` if the run fails", content_type = "text/event-stream", body = SseEvent),
+        (status = 400, description = "malformed JSON or header", body = FalError),
+        (status = 401, description = "missing or invalid key", body = FalError),
+        (status = 404, description = "unknown model, or one that does not stream", body = FalError),
+        (status = 413, description = "body too large", body = FalError),
+        (status = 415, description = "not JSON", body = FalError),
+        (status = 422, description = "invalid input or header", body = FalError),
+        (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = FalError),
+    ),
+    security(("fal_key" = [])))]
 pub async fn stream(
     State(state): State<AppState>,
     mut call: ModelCall,
