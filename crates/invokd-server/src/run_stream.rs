@@ -8,7 +8,7 @@
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use invokd_core::{
     Job, JobId, JobStatus,
     run_updates::{RunUpdate, RunUpdates},
@@ -34,25 +34,25 @@ pub enum Step {
 /// The steps of `job` from now on, until it has ended or the reader goes away (the stream is
 /// dropped; the job runs on).
 pub fn follow(state: AppState, job: &Job) -> impl Stream<Item = Step> + Send + use<> {
-    let signals = state.service.signals();
-    let updates = signals.updates.clone();
-    let mut follow = Follow {
-        // Both subscribed before the first look, so no news and no run's opening is missed.
-        opens: updates.opens(),
-        news: signals.events.subscribe(),
-        updates,
-        id: job.id,
-        project: job.project.clone(),
-        state,
-        run: None,
-        pending: VecDeque::new(),
-        last_partial: None,
-        ended: false,
-        look: tokio::time::interval(LOOK),
-    };
-    follow
-        .look
-        .set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    steps(Follow::new(state, job, true))
+}
+
+/// The partial outputs of `job`'s runs in this process, as they come, for a reader that follows
+/// the job's state by other means (the status streams): it never reads the store, and never
+/// ends by itself.
+pub fn partials(
+    state: AppState,
+    job: &Job,
+) -> impl Stream<Item = Arc<Map<String, Value>>> + Send + use<> {
+    steps(Follow::new(state, job, false)).filter_map(|step| async move {
+        match step {
+            Step::Partial(p) => Some(p),
+            Step::Ended(_) => None,
+        }
+    })
+}
+
+fn steps(follow: Follow) -> impl Stream<Item = Step> + Send {
     futures::stream::unfold(follow, |mut f| async move {
         let step = f.next().await?;
         Some((step, f))
@@ -72,6 +72,8 @@ struct Follow {
     updates: RunUpdates,
     id: JobId,
     project: String,
+    /// Whether it reads the job to learn that it ended (else only its runs' partials).
+    reads_job: bool,
     opens: broadcast::Receiver<JobId>,
     news: broadcast::Receiver<JobId>,
     run: Option<Reading>,
@@ -86,11 +88,37 @@ struct Follow {
 enum Woken {
     /// Look at the job in the store.
     Look,
-    /// Look for the run again (it opened, or updates came).
-    Again,
+    /// The job's run may have opened here: follow it.
+    Attach,
+    /// Nothing to look at (a partial was queued, or news of another job).
+    Nothing,
 }
 
 impl Follow {
+    fn new(state: AppState, job: &Job, reads_job: bool) -> Self {
+        let signals = state.service.signals();
+        let updates = signals.updates.clone();
+        let mut look = tokio::time::interval(LOOK);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut follow = Self {
+            // Both subscribed before the first look, so no news and no run's opening is missed.
+            opens: updates.opens(),
+            news: signals.events.subscribe(),
+            updates,
+            id: job.id,
+            project: job.project.clone(),
+            reads_job,
+            state,
+            run: None,
+            pending: VecDeque::new(),
+            last_partial: None,
+            ended: false,
+            look,
+        };
+        follow.attach();
+        follow
+    }
+
     async fn next(&mut self) -> Option<Step> {
         loop {
             if let Some(step) = self.pending.pop_front() {
@@ -99,21 +127,23 @@ impl Follow {
             if self.ended {
                 return None;
             }
-            if self.run.is_none() {
-                self.attach();
-                if !self.pending.is_empty() {
-                    continue;
-                }
-            }
             match self.wait().await? {
-                Woken::Again => continue,
-                Woken::Look => self.look_at_job().await?,
+                Woken::Nothing => {}
+                Woken::Attach => self.attach(),
+                Woken::Look => {
+                    self.look_at_job().await?;
+                    // A run that ended here may have been followed by another.
+                    self.attach();
+                }
             }
         }
     }
 
     /// Follows the job's run if it is open in this process, with the partials it sent so far.
     fn attach(&mut self) {
+        if self.run.is_some() {
+            return;
+        }
         let Some(sub) = self.updates.subscribe(self.id) else {
             return;
         };
@@ -130,6 +160,7 @@ impl Follow {
     /// changed. `None` when the process is shutting down its channels.
     async fn wait(&mut self) -> Option<Woken> {
         let attached = self.run.is_some();
+        let reads_job = self.reads_job;
         let updates = async {
             match self.run.as_mut() {
                 Some(r) => r.updates.recv().await,
@@ -144,12 +175,12 @@ impl Follow {
                         r.read += 1;
                     }
                     self.push_partial(p);
-                    Some(Woken::Again)
+                    Some(Woken::Nothing)
                 }
-                Ok(RunUpdate::Progress(_)) => Some(Woken::Again),
+                Ok(RunUpdate::Progress(_)) => Some(Woken::Nothing),
                 Err(RecvError::Lagged(_)) => {
                     self.catch_up();
-                    Some(Woken::Again)
+                    Some(Woken::Nothing)
                 }
                 // The run ended here: the job has ended, or went back to the queue.
                 Err(RecvError::Closed) => {
@@ -158,16 +189,16 @@ impl Follow {
                 }
             },
             got = self.opens.recv(), if !attached => match got {
-                Ok(id) if id != self.id => Some(Woken::Again),
-                Ok(_) | Err(RecvError::Lagged(_)) => Some(Woken::Again),
+                Ok(id) if id != self.id => Some(Woken::Nothing),
+                Ok(_) | Err(RecvError::Lagged(_)) => Some(Woken::Attach),
                 Err(RecvError::Closed) => None,
             },
-            got = self.news.recv() => match got {
-                Ok(id) if id != self.id => Some(Woken::Again),
+            got = self.news.recv(), if reads_job => match got {
+                Ok(id) if id != self.id => Some(Woken::Nothing),
                 Ok(_) | Err(RecvError::Lagged(_)) => Some(Woken::Look),
                 Err(RecvError::Closed) => None,
             },
-            _ = self.look.tick() => Some(Woken::Look),
+            _ = self.look.tick(), if reads_job => Some(Woken::Look),
         }
     }
 
@@ -193,6 +224,9 @@ impl Follow {
     /// Reads the job; once it has ended, the partials its run sent last, then the job, are the
     /// last steps. `None` when the job can no longer be read.
     async fn look_at_job(&mut self) -> Option<()> {
+        if !self.reads_job {
+            return Some(());
+        }
         let job = self
             .state
             .service

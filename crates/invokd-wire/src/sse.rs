@@ -1,6 +1,6 @@
 //! The server-sent events of both surfaces, made in one place so that what is encoded is what
-//! the fuzz target checks: DigitalOcean's `status` and `log` events, fal's unnamed status
-//! events, and the events of fal's streaming endpoint (an output each, or the failure).
+//! the fuzz target checks: DigitalOcean's `status`, `log` and `partial` events, fal's unnamed
+//! status events, and the events of fal's streaming endpoint (an output each, or the failure).
 
 use axum::response::sse::Event;
 use invokd_api::{async_invoke::Invocation, fal_queue::LogEntry};
@@ -9,6 +9,11 @@ use serde_json::Value;
 /// `event: log` with one log line.
 pub fn log(entry: &LogEntry) -> Option<Event> {
     Event::default().event("log").json_data(entry).ok()
+}
+
+/// `event: partial` with a partial output of the job's run (a preview), in the model's shape.
+pub fn partial(output: &serde_json::Map<String, Value>) -> Option<Event> {
+    Event::default().event("partial").json_data(output).ok()
 }
 
 /// `event: status` with the invocation.

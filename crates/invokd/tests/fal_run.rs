@@ -365,3 +365,41 @@ async fn through_the_proxy_fal_run_runs_and_queue_fal_run_queues() {
     assert_eq!(events.last().unwrap().data["prompt"], "x");
     assert_eq!(server.stored_jobs().await, 3);
 }
+
+/// The same partial outputs reach DigitalOcean's event stream of the job, as `event: partial`,
+/// beside its status and log events.
+#[tokio::test]
+async fn the_status_stream_shows_the_runs_previews() {
+    let server =
+        TestServer::start_with(Options::default().set("--emulator-latency-ms", "800")).await;
+    let job = server
+        .create(&json!({"model_id": "fal-ai/hidream-i1-fast",
+                        "input": {"prompt": "watched", "image_size": {"width": 80, "height": 60}}}))
+        .await;
+    let id = job["request_id"].as_str().unwrap();
+    let resp = server
+        .http
+        .get(server.at(&format!("/v1/async-invoke/{id}/events")))
+        .bearer_auth(&server.key)
+        .send()
+        .await
+        .unwrap();
+    let text = tokio::time::timeout(Duration::from_secs(60), resp.text())
+        .await
+        .expect("the stream ends after the terminal status")
+        .unwrap();
+    let events = events(&text);
+    let partials: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.name.as_deref() == Some("partial"))
+        .collect();
+    assert_eq!(partials.len(), 3, "every preview: {text}");
+    for p in partials {
+        assert_eq!(p.data["prompt"], "watched");
+        let img = decoded(&server, p.data["images"][0]["url"].as_str().unwrap()).await;
+        assert_eq!(img.dimensions(), (80, 60));
+    }
+    let last = events.last().unwrap();
+    assert_eq!(last.name.as_deref(), Some("status"));
+    assert_eq!(last.data["status"], "COMPLETED");
+}
