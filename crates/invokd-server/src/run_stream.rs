@@ -3,8 +3,8 @@
 //!
 //! Partial outputs reach readers in the process that runs the job; a reader elsewhere (another
 //! replica) gets the ended job alone. A job whose last partial was its output (fal's own
-//! stream, relayed) ends without sending it twice. A run that goes back to the queue and runs again sends its
-//! partials again, from its first.
+//! stream, relayed) ends without sending it twice. A run that goes back to the queue and runs
+//! again sends its partials again, from its first.
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
