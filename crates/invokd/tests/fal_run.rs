@@ -336,6 +336,26 @@ async fn a_stream_of_a_model_that_does_not_stream_is_refused_and_stores_nothing(
         );
     }
     assert_input_refused(&server, "/fal-ai/hidream-i1-fast/stream").await;
+    // The catalog says which models stream.
+    let models = answer(
+        server
+            .http
+            .get(server.at("/v1/models"))
+            .bearer_auth(&server.key),
+    )
+    .await
+    .2;
+    let streams = |id: &str| {
+        let m = models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id);
+        m.unwrap()["streaming"].as_bool()
+    };
+    assert_eq!(streams("fal-ai/hidream-i1-fast"), Some(true));
+    assert_eq!(streams("fal-ai/hidream-i1-full"), Some(true));
+    assert_eq!(streams("fal-ai/flux/schnell"), Some(false));
     assert_eq!(
         without_key(&server, "/fal-ai/hidream-i1-fast/stream").await,
         401
