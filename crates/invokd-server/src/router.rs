@@ -168,18 +168,22 @@ fn routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         )
 }
 
-/// fal's queue. A model's path after its owner is one `{app}` segment wherever an action
+/// fal's queue and its run host. A model's path after its owner is one `{app}` segment wherever an action
 /// follows it (`fal_path::fold`), so each action has one route; the sub-path of a plain submit
 /// is the only capture of many segments.
 fn fal_routes() -> OpenApiRouter<AppState> {
-    use routes::fal_queue as fal;
+    use routes::{fal_queue as fal, fal_run};
     OpenApiRouter::new()
         // Nothing but submits lives at an app's root; a read there is a wrong address.
         .routes(routes!(fal::submit))
         .route("/{owner}/{app}", get(not_found))
-        .route("/{owner}/{app}/{*path}", post(fal::submit_sub))
-        // fal's streaming endpoint: refused until it is served, never a submit to `.../stream`.
-        .route("/{owner}/{app}/stream", post(fal::stream_run))
+        .route("/{owner}/{app}/{*path}", post(fal::submit))
+        // fal's streaming endpoint, never a submit to a model named `.../stream`.
+        .routes(routes!(fal_run::stream))
+        // fal's run host (`fal.run`), under its prefix: a run answers with the output.
+        .routes(routes!(fal_run::run))
+        .route("/run/{owner}/{app}/{*path}", post(fal_run::run))
+        .route("/run/{owner}/{app}/stream", post(fal_run::stream))
         .routes(routes!(fal::status))
         .routes(routes!(fal::status_stream))
         .routes(routes!(fal::result))

@@ -109,6 +109,9 @@ struct ModelFile {
     /// How long one run may take, unless the job says otherwise.
     #[serde(default)]
     run_timeout_seconds: Option<u64>,
+    /// Whether the model serves fal's streaming endpoint (`POST {model}/stream`).
+    #[serde(default)]
+    streaming: bool,
 }
 
 /// A model: what it accepts and what it returns.
@@ -122,6 +125,9 @@ pub struct Model {
     pub output: OutputSpec,
     /// The model's own run limit, if its file sets one.
     pub run_timeout: Option<std::time::Duration>,
+    /// Whether it streams: `POST {model}/stream` answers its partial outputs as they come,
+    /// then the final output (fal's streaming endpoint); other models refuse it.
+    pub streaming: bool,
     pub(super) validator: jsonschema::Validator,
 }
 
@@ -173,6 +179,7 @@ impl Model {
             input_schema: f.input,
             output: f.output,
             run_timeout: f.run_timeout_seconds.map(std::time::Duration::from_secs),
+            streaming: f.streaming,
             validator,
         })
     }

@@ -202,6 +202,9 @@ struct FalArgs {
         default_value = "https://queue.fal.run"
     )]
     fal_queue_url: String,
+    /// fal's run host: the streaming endpoint of the models that stream.
+    #[arg(long, env = "INVOKD_FAL_RUN_URL", default_value = "https://fal.run")]
+    fal_run_url: String,
     /// fal's webhook signing keys (JWKS).
     #[arg(
         long,
@@ -250,6 +253,7 @@ impl FalArgs {
         let ms = Duration::from_millis;
         Some(invokd_server::FalConfig {
             queue_url: self.fal_queue_url.clone(),
+            run_url: self.fal_run_url.clone(),
             jwks_url: self.fal_jwks_url.clone(),
             webhook_url: None,
             rehost: self.fal_rehost,
