@@ -35,6 +35,8 @@ struct Fake {
     ends: Vec<(String, String, Value)>,
     cancel: Vec<String>,
     reject_complete: bool,
+    /// Calls to end a job answered 503 before one goes through.
+    unavailable: u32,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -89,6 +91,13 @@ async fn end(
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
     let mut f = s.lock().unwrap();
+    if f.unavailable > 0 {
+        f.unavailable -= 1;
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"id": "unavailable", "message": "try again"})),
+        );
+    }
     f.ends.push((action.clone(), id, body));
     if action == "complete" && f.reject_complete {
         return (
@@ -287,4 +296,25 @@ async fn a_shutdown_hands_back_what_outlasts_the_grace_period() {
     assert_eq!(f.ends.len(), 1);
     assert_eq!(f.ends[0].0, "release");
     assert_eq!(f.ends[0].2["lease"], job.lease.as_str());
+}
+
+#[tokio::test]
+async fn calls_are_tried_again_on_5xx() {
+    let s = gateway().await;
+    let base = s.lock().unwrap().base.clone();
+    let job = speech_job(&base);
+    {
+        let mut f = s.lock().unwrap();
+        f.unavailable = 2;
+        f.queue.push_back(job.clone());
+    }
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(agent(&base, 0, 1, Duration::from_secs(5)).run(stop.clone()));
+    until(&s, |f| !f.ends.is_empty()).await;
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    let f = s.lock().unwrap();
+    assert_eq!(f.unavailable, 0);
+    assert_eq!(f.ends.len(), 1);
+    assert_eq!(f.ends[0].0, "complete");
 }
