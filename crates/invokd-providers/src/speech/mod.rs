@@ -260,7 +260,6 @@ impl Provider for LocalSpeech {
             };
             output.insert(field.clone(), value);
         }
-        output.insert("engine".into(), json!(PROGRAM));
         Ok(RunOutput { output })
     }
 }

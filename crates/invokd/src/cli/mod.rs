@@ -78,7 +78,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => serve::run(*a).await,
         Command::Tls(a) => tls::run(a),
         Command::Migrate(a) => migrate::run(a).await,
-        Command::Worker(a) => worker::run(*a).await,
+        Command::Worker(a) => {
+            let global = cli.global;
+            worker::run(*a, global.api_url.as_deref(), global.config.as_deref()).await
+        }
         Command::AsyncInvoke(a) => async_invoke::run(&global::Session::load(cli.global)?, a).await,
         Command::Models(a) => models::run(&global::Session::load(cli.global)?, a).await,
         Command::Keys(a) => keys::run(&global::Session::load(cli.global)?, a).await,

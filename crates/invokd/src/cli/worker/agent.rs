@@ -25,7 +25,7 @@ use invokd_core::{
     provider::{InputSource, Provider, RunContext},
     run::{RunLimits, RunStops, run_job},
 };
-use serde_json::json;
+use serde_json::{Map, Value, json};
 use tokio::{task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -226,7 +226,7 @@ impl Agent {
         tracing::info!(job_id = %job.id, model = %job.model, attempt = job.attempt, "running a job");
         let end = run_job(
             &as_job(&job, job_id),
-            model,
+            model.clone(),
             self.provider.as_ref(),
             self.inputs.as_ref(),
             ctx,
@@ -242,21 +242,29 @@ impl Agent {
             .map(wire_line)
             .collect();
         self.held.remove(&job.id);
-        self.end(&job, &sink, end, logs).await;
+        self.end(&job, &model, &sink, end, logs).await;
     }
 
     /// Tells the gateway how the run ended, as the lifecycle's one rule says; a shutdown hands
     /// the job back without using its attempt.
-    async fn end(&self, job: &TakenJob, sink: &WorkerSink, end: RunEnd, logs: Vec<WorkerLogLine>) {
+    async fn end(
+        &self,
+        job: &TakenJob,
+        model: &Model,
+        sink: &WorkerSink,
+        end: RunEnd,
+        mut logs: Vec<WorkerLogLine>,
+    ) {
         if matches!(end, RunEnd::Interrupted) {
             self.release(job).await;
             return;
         }
         match action_for(&end, false) {
             Action::Finish(Outcome::Completed(output)) => {
+                let output = fit_output(sink.rewrite(output), model, &mut logs);
                 let req = CompleteRequest {
                     lease: job.lease.clone(),
-                    output: sink.rewrite(output),
+                    output,
                     logs: logs.clone(),
                 };
                 match self.api.complete(&job.id, &req).await {
@@ -369,6 +377,29 @@ impl Agent {
             }
         }
     }
+}
+
+/// `output` with only the model's output fields, which is all the gateway takes: any other
+/// (the emulator's notice that it is the emulator, a program's extra fields) goes into the
+/// job's log instead, so nothing it said is lost.
+fn fit_output(
+    mut output: Map<String, Value>,
+    model: &Model,
+    logs: &mut Vec<WorkerLogLine>,
+) -> Map<String, Value> {
+    let fields = &model.output.fields;
+    output.retain(|name, value| {
+        let keep = fields.contains(name);
+        if !keep {
+            logs.push(WorkerLogLine {
+                message: format!("output field {name} (not one of the model's): {value}"),
+                level: Some("INFO".into()),
+                timestamp: Some(Utc::now()),
+            });
+        }
+        keep
+    });
+    output
 }
 
 /// A taken job as `run_job` reads it: its id, attempt and input; the rest is the gateway's

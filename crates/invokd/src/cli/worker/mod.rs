@@ -7,7 +7,7 @@ mod client;
 mod held;
 mod sink;
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use invokd_api::worker::WorkerInfo;
@@ -29,12 +29,10 @@ enum Backend {
     Emulator,
 }
 
-/// `invokd worker`.
+/// `invokd worker`. The gateway's URL is the global `--api-url` (`-u`, `INVOKD_API_URL`), and
+/// the command backend's file the global `--config` (`-c`): the worker reads no CLI config.
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
-    /// The gateway's URL.
-    #[arg(long, env = "INVOKD_API_URL")]
-    api_url: Url,
     /// A worker token (`invokd workers token create`).
     #[arg(long, env = "INVOKD_WORKER_TOKEN", hide_env_values = true)]
     token: String,
@@ -58,9 +56,6 @@ pub struct WorkerArgs {
     /// back to the queue.
     #[arg(long, default_value_t = 30)]
     grace: u64,
-    /// The command backend's config file (TOML, or JSON by its `.json` name).
-    #[arg(long)]
-    config: Option<PathBuf>,
     /// The longest a take waits for a job, in milliseconds (a shutdown waits for it too).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     take_wait_ms: u64,
@@ -89,12 +84,13 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 }
 
 /// The backend's provider and the patterns it serves unless `--models` says.
-fn backend(a: &WorkerArgs) -> anyhow::Result<(Arc<dyn Provider>, Vec<String>)> {
+fn backend(
+    a: &WorkerArgs,
+    config: Option<&Path>,
+) -> anyhow::Result<(Arc<dyn Provider>, Vec<String>)> {
     Ok(match a.backend {
         Backend::Command => {
-            let path = a
-                .config
-                .as_deref()
+            let path = config
                 .context("--backend command needs --config FILE (models mapped to commands)")?;
             let config = CommandConfig::load(path)?;
             let patterns = config.patterns();
@@ -116,18 +112,27 @@ fn backend(a: &WorkerArgs) -> anyhow::Result<(Arc<dyn Provider>, Vec<String>)> {
     })
 }
 
-pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
+/// Runs the worker for the gateway at `api_url`; `config` is the command backend's file.
+pub async fn run(
+    a: WorkerArgs,
+    api_url: Option<&str>,
+    config: Option<&Path>,
+) -> anyhow::Result<()> {
     init_logs(&a.log, a.log_format)?;
     // Listening before anything else, so a signal during start-up is not lost.
     let signal = shutdown_signal()?;
-    let (provider, default_models) = backend(&a)?;
+    let api_url: Url = api_url
+        .context("invokd worker needs the gateway's URL: --api-url URL (or INVOKD_API_URL)")?
+        .parse()
+        .context("--api-url is not a URL")?;
+    let (provider, default_models) = backend(&a, config)?;
     let models = if a.models.is_empty() {
         default_models
     } else {
         a.models.clone()
     };
     // A base ending in `/` so that paths join below it (a gateway behind a prefix).
-    let mut base = a.api_url.clone();
+    let mut base = api_url.clone();
     if !base.path().ends_with('/') {
         base.set_path(&format!("{}/", base.path()));
     }
@@ -174,7 +179,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         name = %info.name,
         slots = info.slots,
         models = ?info.models,
-        gateway = %a.api_url,
+        gateway = %api_url,
         "invokd worker started"
     );
     // Said on stdout once running, for scripts and tests that wait for it.
