@@ -12,6 +12,7 @@ mod progress;
 mod serve;
 mod tls;
 mod worker;
+mod workers;
 
 use clap::{Parser, Subcommand};
 
@@ -47,6 +48,8 @@ enum Command {
     Models(models::ModelsArgs),
     /// Access keys, with the admin token.
     Keys(keys::KeysArgs),
+    /// Worker tokens and the workers seen, with the admin token.
+    Workers(workers::WorkersArgs),
     /// Named contexts: a server's URL and an access key.
     Auth(auth::AuthArgs),
     /// Certificates for local https.
@@ -85,6 +88,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::AsyncInvoke(a) => async_invoke::run(&global::Session::load(cli.global)?, a).await,
         Command::Models(a) => models::run(&global::Session::load(cli.global)?, a).await,
         Command::Keys(a) => keys::run(&global::Session::load(cli.global)?, a).await,
+        Command::Workers(a) => workers::run(&global::Session::load(cli.global)?, a).await,
         Command::Auth(a) => auth::run(&mut global::Session::load(cli.global)?, a).await,
     }
 }
