@@ -9,6 +9,7 @@ mod pgdb;
 mod process;
 mod queue;
 mod scale;
+mod workers;
 
 use std::{
     path::{Path, PathBuf},
@@ -42,6 +43,9 @@ struct Args {
     /// The invokd binary (default: the one next to this program).
     #[arg(long)]
     invokd: Option<PathBuf>,
+    /// `invokd worker` processes in the workers scenario.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
     /// Event streams held open for the memory figure.
     #[arg(long, default_value_t = 10_000)]
     streams: usize,
@@ -75,6 +79,9 @@ enum Scenario {
     EndToEnd,
     /// Start-up and RSS with a long stored history.
     History,
+    /// End to end through remote workers (`invokd worker --backend emulator`) beside the
+    /// in-process dispatcher.
+    Workers,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +172,9 @@ async fn main() -> anyhow::Result<()> {
             }
         };
         rates.extend(end_to_end_runs(&mut run, &post).await?);
+    }
+    if wants(Scenario::Workers) {
+        rates.extend(workers::compare(&mut run, args.workers).await?);
     }
     let base_rss = base.rss_mb();
     drop(base);
@@ -466,19 +476,7 @@ async fn streams(run: &mut Run, want: usize) -> anyhow::Result<Vec<Row>> {
 
 /// The whole path, on an invokd running every job at once on the emulator with no latency.
 async fn end_to_end_runs(run: &mut Run, post: &Stats) -> anyhow::Result<Vec<Row>> {
-    let running = run
-        .start_invokd(
-            "running",
-            &[
-                "--emulator-latency-ms",
-                "0",
-                "--max-concurrency",
-                "64",
-                "--per-model-concurrency",
-                "64",
-            ],
-        )
-        .await?;
+    let running = run.start_invokd("running", RUN_AT_ONCE).await?;
     let levels: &[usize] = if run.quick { &[16] } else { &[16, 64] };
     let mut rows = Vec::new();
     for follow in [Follow::Poll, Follow::Wait] {
@@ -536,6 +534,16 @@ async fn history(run: &Run, n: u64) -> anyhow::Result<(Option<f64>, Option<f64>,
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok((big.rss_mb(), Some(startup_ms), list_ms))
 }
+
+/// Server flags that run every job at once on the emulator with no latency.
+const RUN_AT_ONCE: &[&str] = &[
+    "--emulator-latency-ms",
+    "0",
+    "--max-concurrency",
+    "64",
+    "--per-model-concurrency",
+    "64",
+];
 
 /// Server flags that keep created jobs queued: a one-hour emulator run holds the one slot.
 const HOLD_JOBS: &[&str] = &["--emulator-latency-ms", "3600000", "--max-concurrency", "1"];

@@ -1,7 +1,8 @@
 //! Fetching the files an input names, before a run: invokd's own signed file URLs are read from
 //! the blob store, `data:` URIs are decoded, other http(s) URLs are downloaded with limits on
 //! size and time, and never from loopback, private, link-local or metadata addresses unless the
-//! operator allows it.
+//! operator allows it. A remote worker fetches the same way, minus the blob store: its
+//! gateway's URLs are downloaded like any other, and trusted wherever the gateway runs.
 
 use std::{sync::Arc, time::Duration};
 
@@ -38,8 +39,10 @@ impl Default for FetchConfig {
 #[derive(Clone)]
 pub struct InputFetcher {
     http: reqwest::Client,
-    blobs: Arc<dyn BlobStore>,
-    signer: UrlSigner,
+    /// This server's own files, read without a network trip; none on a remote worker.
+    own: Option<(Arc<dyn BlobStore>, UrlSigner)>,
+    /// Downloads from here pass whatever its address (a worker's gateway).
+    trusted: Option<reqwest::Url>,
     config: FetchConfig,
 }
 
@@ -49,7 +52,23 @@ impl InputFetcher {
         signer: UrlSigner,
         config: FetchConfig,
     ) -> anyhow::Result<Self> {
-        let http = crate::outbound::client(config.allow_private)
+        Self::build(Some((blobs, signer)), None, config)
+    }
+
+    /// A remote worker's: every file is downloaded; those of `gateway` (its origin) even from a
+    /// private address.
+    pub fn remote(gateway: reqwest::Url, config: FetchConfig) -> anyhow::Result<Self> {
+        Self::build(None, Some(gateway), config)
+    }
+
+    fn build(
+        own: Option<(Arc<dyn BlobStore>, UrlSigner)>,
+        trusted: Option<reqwest::Url>,
+        config: FetchConfig,
+    ) -> anyhow::Result<Self> {
+        // A worker's fetcher reaches its gateway wherever it runs (often this host); the other
+        // URLs are still checked before they are fetched.
+        let http = crate::outbound::client(config.allow_private || trusted.is_some())
             .timeout(config.timeout)
             .connect_timeout(Duration::from_secs(10))
             // A redirect could lead to an internal address; the caller should give the final URL.
@@ -57,8 +76,8 @@ impl InputFetcher {
             .build()?;
         Ok(Self {
             http,
-            blobs,
-            signer,
+            own,
+            trusted,
             config,
         })
     }
@@ -99,7 +118,11 @@ impl InputFetcher {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!("cannot fetch {} URLs", url.scheme()));
         }
-        if !self.config.allow_private {
+        let trusted = self
+            .trusted
+            .as_ref()
+            .is_some_and(|t| t.origin() == url.origin());
+        if !self.config.allow_private && !trusted {
             crate::outbound::check_public(&url).await?;
         }
         let mut resp = self
@@ -140,21 +163,19 @@ impl InputFetcher {
 
     /// A signed `/files/` URL of this server, read from the blob store without a network trip.
     async fn own_file(&self, url: &reqwest::Url) -> Option<Result<(String, Bytes), String>> {
+        let (blobs, signer) = self.own.as_ref()?;
         // Blob keys use only characters that need no percent-encoding.
         let key = url.path().strip_prefix("/files/")?.to_owned();
         let query: std::collections::HashMap<_, _> = url.query_pairs().collect();
         let expires = query.get("expires")?.parse::<i64>().ok()?;
         let sig = query.get("sig")?;
-        if !self
-            .signer
-            .verify(&key, expires, sig, Utc::now().timestamp())
-        {
+        if !signer.verify(&key, expires, sig, Utc::now().timestamp()) {
             return None;
         }
         if validate_key(&key).is_err() {
             return Some(Err("invalid file URL".into()));
         }
-        Some(match self.blobs.get(&key).await {
+        Some(match blobs.get(&key).await {
             Ok(Some(bytes)) => Ok((content_type_for(&key).to_owned(), bytes)),
             Ok(None) => Err(format!("{url} no longer exists")),
             Err(e) => Err(format!("reading {url}: {e}")),

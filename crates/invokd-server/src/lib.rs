@@ -30,7 +30,7 @@ mod webhooks;
 use invokd_wire::error;
 
 pub use config::ServerConfig;
-pub use input_fetch::FetchConfig;
+pub use input_fetch::{FetchConfig, InputFetcher};
 pub use invokd_providers::FalConfig;
 pub use server::{Extras, Server};
 pub use webhooks::WebhookConfig;

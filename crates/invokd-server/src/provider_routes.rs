@@ -63,10 +63,7 @@ impl Route {
     /// How well it matches `model`: `None` if not at all; exact ids beat any pattern, longer
     /// prefixes beat shorter ones.
     fn specificity(&self, model: &str) -> Option<usize> {
-        match self.pattern.strip_suffix('*') {
-            Some(prefix) => model.starts_with(prefix).then_some(prefix.len()),
-            None => (self.pattern == model).then_some(usize::MAX),
-        }
+        invokd_core::catalog::pattern_specificity(&self.pattern, model)
     }
 }
 

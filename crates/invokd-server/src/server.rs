@@ -16,7 +16,7 @@ use invokd_core::{
     signing::UrlSigner,
     store::{Stale, Store},
 };
-use invokd_providers::{Emulator, EmulatorConfig, FalProvider};
+use invokd_providers::{Emulator, EmulatorConfig, FalProvider, LocalSpeech};
 use invokd_store::{LocalBlobStore, PostgresStore, S3BlobStore, SqliteStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -172,8 +172,9 @@ impl Core {
     }
 }
 
-/// The configured providers and the routing table: the emulator always, fal with a key, and
-/// the extras; with no routes given, `fal-ai/*` goes to fal when it is configured.
+/// The configured providers and the routing table: the emulator and local speech always, fal
+/// with a key, and the extras; with no routes given, `fal-ai/*` goes to fal when it is
+/// configured.
 fn providers(
     config: &ServerConfig,
     extras: Extras,
@@ -203,6 +204,7 @@ fn providers(
             Some(fal)
         }
     };
+    by_name.insert(invokd_providers::speech::NAME.into(), local_speech(config)?);
     by_name.extend(extras.providers);
     let routes = if config.routes.is_empty() && fal.is_some() {
         vec![Route {
@@ -214,6 +216,21 @@ fn providers(
     };
     let providers = Providers::new(routes, by_name).context("invalid model routes")?;
     Ok((Arc::new(providers), fal))
+}
+
+/// The local speech provider: espeak-ng is looked for only when a route names it, and its
+/// absence then stops the start with how to install it.
+fn local_speech(config: &ServerConfig) -> anyhow::Result<Arc<dyn Provider>> {
+    let speech = LocalSpeech::default();
+    if config
+        .routes
+        .iter()
+        .any(|r| r.provider == invokd_providers::speech::NAME)
+    {
+        let version = speech.check()?;
+        tracing::info!(%version, "local-speech: speech models routed to it run on espeak-ng");
+    }
+    Ok(Arc::new(speech))
 }
 
 /// The job service every API surface calls.

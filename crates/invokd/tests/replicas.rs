@@ -10,14 +10,12 @@ mod support;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use axum::{Router, body::Bytes, extract::State, routing::post};
 use serde_json::{Value, json};
 use sqlx::Connection;
-use support::{Options, TestServer};
+use support::{Options, TestServer, hook_receiver};
 
 fn env_or_panic(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -99,26 +97,6 @@ impl Shared {
         .await
         .unwrap();
     }
-}
-
-/// Webhook bodies received, by request id.
-type Hooks = Arc<Mutex<HashMap<String, Vec<Value>>>>;
-
-async fn hook_receiver() -> (String, Hooks) {
-    let hooks: Hooks = Arc::default();
-    async fn handle(State(hooks): State<Hooks>, body: Bytes) -> &'static str {
-        let v: Value = serde_json::from_slice(&body).unwrap();
-        let id = v["request_id"].as_str().unwrap().to_owned();
-        hooks.lock().unwrap().entry(id).or_default().push(v);
-        "ok"
-    }
-    let app = Router::new()
-        .route("/hook", post(handle))
-        .with_state(hooks.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, hooks)
 }
 
 fn job(n: usize, webhook: &str) -> Value {

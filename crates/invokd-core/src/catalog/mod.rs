@@ -87,6 +87,16 @@ impl Catalog {
     }
 }
 
+/// How well a model pattern (an exact id, or a prefix ending in `*`) matches `model`: `None` if
+/// not at all; an exact id beats any prefix, a longer prefix a shorter one. One rule for the
+/// gateway's routes, worker tokens and a worker's own tables.
+pub fn pattern_specificity(pattern: &str, model: &str) -> Option<usize> {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => model.starts_with(prefix).then_some(prefix.len()),
+        None => (pattern == model).then_some(usize::MAX),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

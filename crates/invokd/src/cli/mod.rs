@@ -11,6 +11,7 @@ mod output;
 mod progress;
 mod serve;
 mod tls;
+mod worker;
 mod workers;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +56,8 @@ enum Command {
     Tls(tls::TlsArgs),
     /// Bring the store's schema up to date (the server also does it at start-up).
     Migrate(migrate::MigrateArgs),
+    /// Run jobs for a gateway: pull the jobs of its models and run them on a backend.
+    Worker(Box<worker::WorkerArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,6 +81,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => serve::run(*a).await,
         Command::Tls(a) => tls::run(a),
         Command::Migrate(a) => migrate::run(a).await,
+        Command::Worker(a) => {
+            let global = cli.global;
+            worker::run(*a, global.api_url.as_deref(), global.config.as_deref()).await
+        }
         Command::AsyncInvoke(a) => async_invoke::run(&global::Session::load(cli.global)?, a).await,
         Command::Models(a) => models::run(&global::Session::load(cli.global)?, a).await,
         Command::Keys(a) => keys::run(&global::Session::load(cli.global)?, a).await,

@@ -326,7 +326,7 @@ fn s3_config(a: &ServeArgs) -> anyhow::Result<Option<S3Config>> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
+pub(super) enum LogFormat {
     Auto,
     Json,
     Text,
@@ -340,9 +340,10 @@ fn parse_model_latency(s: &str) -> Result<(String, u64), String> {
     Ok((model.to_owned(), ms))
 }
 
-pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&a.log).context("invalid --log filter")?;
-    let json = match a.log_format {
+/// Logs to stderr, as text on a terminal and JSON elsewhere unless `format` says.
+pub(super) fn init_logs(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(filter).context("invalid --log filter")?;
+    let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
@@ -358,6 +359,11 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     } else {
         logs.init();
     }
+    Ok(())
+}
+
+pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
+    init_logs(&a.log, a.log_format)?;
 
     let mut config = ServerConfig::new(a.listen, a.data_dir.clone());
     config.store = store_location(a.database_url.as_deref())?;
@@ -497,7 +503,7 @@ fn announce_first_key(key: &str, admin: Option<&str>, url: &str, path: Option<Pa
 /// as soon as it does (a supervisor, a test) stops it cleanly rather than killing it. The
 /// future resolves at the first signal.
 #[cfg(unix)]
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+pub(super) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;

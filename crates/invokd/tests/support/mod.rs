@@ -476,3 +476,25 @@ impl TestServer {
         run_cli(&self.cli_config(), args, &[], Some(stdin)).await
     }
 }
+
+/// Webhook bodies received, by request id.
+pub type Hooks = Arc<Mutex<std::collections::HashMap<String, Vec<Value>>>>;
+
+/// A webhook receiver on a free port: its URL, and what it received.
+pub async fn hook_receiver() -> (String, Hooks) {
+    use axum::{Router, body::Bytes, extract::State, routing::post};
+    let hooks: Hooks = Arc::default();
+    async fn handle(State(hooks): State<Hooks>, body: Bytes) -> &'static str {
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let id = v["request_id"].as_str().unwrap().to_owned();
+        hooks.lock().unwrap().entry(id).or_default().push(v);
+        "ok"
+    }
+    let app = Router::new()
+        .route("/hook", post(handle))
+        .with_state(hooks.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, hooks)
+}
