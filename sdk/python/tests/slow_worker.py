@@ -1,0 +1,19 @@
+"""A worker process for the signal tests: ``quick`` jobs finish at once, others wait for their
+cancel (or the end of the grace period). Configured by the environment."""
+
+import time
+
+from invokd_worker import Job, start
+
+
+def handler(job: Job) -> dict:
+    print(f"started {job.id}", flush=True)
+    if job.input["prompt"] == "quick":
+        time.sleep(0.3)
+        return {"seed": 1}
+    job.cancel_event.wait(60)
+    return {"seed": 2}
+
+
+if __name__ == "__main__":
+    start(handler)
