@@ -171,6 +171,14 @@ class FakeGateway:
 
     def serve(self, method: str, path: str, headers: Any, raw: bytes) -> tuple[int, Any]:
         endpoint = _endpoint(path)
+        if endpoint == "bucket":
+            # The S3 bucket behind a presigned URL: no worker token, the signed headers.
+            if headers.get("Authorization") is not None or headers.get("x-amz-signed") != "yes":
+                raise Refused(403, "forbidden", "not as presigned")
+            _, _, job_id, name = path.split("/", 3)
+            with self.cond:
+                self.jobs[job_id].files[name] = (headers.get("Content-Type") or "", raw)
+            return 200, {}
         if headers.get("Authorization") != f"Bearer {TOKEN}":
             raise Refused(401, "unauthorized", "unknown token")
         with self.cond:
@@ -208,6 +216,16 @@ class FakeGateway:
                     "file_size": len(raw),
                 }
             job = self._held(job_id, body.get("lease"))
+            if endpoint == "presign":
+                if not self.presign:
+                    raise Refused(404, "not_found", "no presigned uploads here")
+                name = path.split("/")[-2]
+                return 200, {
+                    "url": f"blob:{job_id}/{name}",
+                    "put_url": f"{self.url}/bucket/{job_id}/{name}",
+                    "headers": {"x-amz-signed": "yes"},
+                    "expires_at": "2026-12-08T11:00:00Z",
+                }
             if endpoint == "partial":
                 job.partials.append(body["output"])
                 return 202, {}
@@ -345,6 +363,8 @@ class FakeGateway:
 
 
 def _endpoint(path: str) -> str:
+    if path.startswith("/bucket/"):
+        return "bucket"
     if path.endswith("/presign"):
         return "presign"
     if "/files/" in path:

@@ -74,6 +74,42 @@ def test_sync_handler_completes_with_a_file_logs_and_progress(gateway: FakeGatew
     assert running.worker.stats["completed"] == 1
 
 
+def test_files_go_straight_to_the_bucket_where_the_gateway_presigns(gateway: FakeGateway, start_worker, tmp_path) -> None:
+    gateway.presign = True
+    picture = tmp_path / "big picture.png"
+    picture.write_bytes(png(30, 20))
+
+    def handler(job: Job) -> dict[str, Any]:
+        return {"images": [job.save_file(picture)], "audio": job.save_file(b"RIFF\0\0\0\0WAVEfmt ")}
+
+    start_worker(handler)
+    job_id = gateway.submit({"prompt": "p"})
+    job = gateway.wait_status(job_id, "COMPLETED")
+    assert job.output["images"] == [
+        {
+            "url": f"blob:{job_id}/big_picture.png",
+            "file_name": "big_picture.png",
+            "content_type": "image/png",
+            "file_size": picture.stat().st_size,
+            "width": 30,
+            "height": 20,
+        }
+    ]
+    assert job.output["audio"]["file_name"] == "output-2.wav"
+    assert job.output["audio"]["content_type"] == "audio/wav"
+    assert job.files["big_picture.png"] == ("image/png", picture.read_bytes())
+    assert [s for _, s in gateway.calls("bucket")] == [200, 200]
+    assert [s for _, s in gateway.calls("files")] == []
+
+
+def test_a_file_over_the_limit_fails_the_job_before_any_upload(gateway: FakeGateway, start_worker) -> None:
+    gateway.max_bytes = 1000
+    start_worker(lambda job: {"images": [job.save_file(b"x" * 1001, "big.bin")]})
+    job = gateway.wait_status(gateway.submit({"prompt": "p"}), "FAILED")
+    assert job.error["message"] == "file big.bin is 1001 bytes, over the gateway's limit of 1000"
+    assert gateway.calls("files") == []
+
+
 def test_async_handlers_run_as_many_at_once_as_slots(gateway: FakeGateway, start_worker) -> None:
     lock = threading.Lock()
     now = {"running": 0, "most": 0}
