@@ -416,3 +416,27 @@ def test_network_errors_are_retried_until_the_gateway_answers() -> None:
         job = late.wait_status(late.submit({"prompt": "p"}), "COMPLETED")
         assert job.output == {"seed": 3}
         assert running.stop() == 0
+
+
+def test_a_shutdown_lets_a_complete_under_way_answer(gateway: FakeGateway, start_worker) -> None:
+    gateway.fault("complete", 503, 503)
+    running = start_worker(lambda job: {"seed": 9}, backoff_base=0.2, backoff_cap=0.4)
+    job_id = gateway.submit({"prompt": "p"})
+    gateway.wait_for(lambda: len(gateway.calls("complete")) == 1)
+    assert running.stop(now=True) == 0
+    assert gateway.jobs[job_id].status == "COMPLETED"
+    assert gateway.jobs[job_id].ends == ["complete"]
+    assert gateway.calls("release") == []
+
+
+def test_heartbeats_renew_a_job_while_its_complete_is_retried(gateway: FakeGateway, start_worker) -> None:
+    gateway.fault("complete", 503, 503, 503)
+    start_worker(lambda job: {"seed": 9}, backoff_base=0.2, backoff_cap=0.4)
+    job_id = gateway.submit({"prompt": "p"})
+    gateway.wait_for(lambda: len(gateway.calls("complete")) == 1)
+    first = len(gateway.bodies["heartbeat"])
+    gateway.wait_status(job_id, "COMPLETED")
+    renewals = [
+        b for b in gateway.bodies["heartbeat"][first:] if any(j["id"] == job_id for j in b["jobs"])
+    ]
+    assert renewals, "no heartbeat renewed the lease during the retries"

@@ -74,6 +74,7 @@ class Job:
         self._cancel_async = asyncio.Event()
         self._reason: str | None = None  # "cancel" or "lost"
         self._ended = False
+        self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"Job(id={self.id!r}, model={self.model!r}, attempt={self.attempt})"

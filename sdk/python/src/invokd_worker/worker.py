@@ -330,6 +330,7 @@ class Worker:
         assert self._hb_wake is not None
         self._hb_wake.set()
         task = asyncio.create_task(self._run(job), name=f"job {job.id}")
+        job._task = task
         self._runners.add(task)
         task.add_done_callback(self._runners.discard)
 
@@ -439,7 +440,8 @@ class Worker:
             if job._ended:
                 return
             job._ended = True
-            self._held.pop(job.id, None)
+        # Still held (heartbeats renew its lease) until the call is answered, however long
+        # its retries take.
         payload = {"lease": job.lease, **body, "logs": job._take_logs()}
         try:
             resp = await self._gateway.call("POST", f"/v1/worker/jobs/{job.id}/{action}", json=payload)
@@ -450,7 +452,6 @@ class Worker:
                 return
             if raise_4xx and 400 <= e.status < 500:
                 job._ended = False
-                self._held[job.id] = job
                 raise
             log.error("%s: %s failed: %s", job.id, action, e)
             return
@@ -496,12 +497,13 @@ class Worker:
     async def _heartbeat(self) -> None:
         assert self._hb_lock is not None and self._gateway is not None
         async with self._hb_lock:
-            jobs = [j for j in self._held.values() if not j._ended]
             sent = []
-            for j in jobs:
+            for j in list(self._held.values()):
                 entry: dict[str, Any] = {"id": j.id, "lease": j.lease}
-                logs = j._take_logs()
-                progress = j._take_progress()
+                # A job being completed or failed keeps its lease renewed; its last lines go
+                # with that call.
+                logs = [] if j._ended else j._take_logs()
+                progress = None if j._ended else j._take_progress()
                 if logs:
                     entry["logs"] = logs
                 if progress is not None:
@@ -553,9 +555,16 @@ class Worker:
         if left:
             log.info("handing %d job(s) back to the queue", len(left))
         await asyncio.gather(*(self._release(j) for j in left))
-        for task in list(self._runners):
+        for job in left:
+            if job._task is not None:
+                job._task.cancel()
+        # The others are ending their jobs (complete or fail under way): let them answer.
+        finishing = set(self._runners)
+        if finishing:
+            await asyncio.wait(finishing, timeout=self.backoff.cap * 2)
+        for task in finishing:
             task.cancel()
-        await asyncio.gather(*self._runners, return_exceptions=True)
+        await asyncio.gather(*finishing, return_exceptions=True)
 
     async def _release(self, job: Job) -> None:
         assert self._hb_lock is not None and self._gateway is not None
