@@ -160,10 +160,10 @@ def test_503_and_429_are_retried_with_growing_delays(gateway: FakeGateway, start
     takes = gateway.calls("take")
     assert [s for _, s in takes[:4]] == [503, 503, 429, 200]
     gaps = [b[0] - a[0] for a, b in zip(takes, takes[1:4])]
-    # base * 2**n, each drawn from its upper half: 0.025-0.05, 0.05-0.1, 0.1-0.2.
-    assert 0.02 <= gaps[0] < 0.09, gaps
-    assert 0.045 <= gaps[1] < 0.15, gaps
-    assert 0.095 <= gaps[2] < 0.3, gaps
+    # base * 2**n, each drawn from its upper half: 0.025-0.05, 0.05-0.1, 0.1-0.2 (a busy
+    # machine only makes them longer; the exact draws are test_media's backoff test).
+    assert gaps[0] >= 0.025 and gaps[1] >= 0.05 and gaps[2] >= 0.1, gaps
+    assert max(gaps) < 1.0, gaps
     assert [s for _, s in gateway.calls("complete")] == [503, 502, 200]
     assert [s for _, s in gateway.calls("files")] == [500, 201]
     running.stop()
