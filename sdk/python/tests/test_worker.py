@@ -234,8 +234,8 @@ def test_cancel_from_a_heartbeat_stops_the_job_and_ends_it_cancelled(gateway: Fa
     asked = time.monotonic()
     gateway.cancel(job_id)
     job = gateway.wait_status(job_id, "CANCELED")
-    # Within about one heartbeat (100 ms here).
-    assert time.monotonic() - asked < 1.0
+    # Within about one heartbeat (100 ms here; a busy machine may add some).
+    assert time.monotonic() - asked < 2.0
     assert saw_cancel.wait(5)
     assert job.ends == ["fail"] and job.output is None
     assert gateway.calls("complete") == []
@@ -328,7 +328,7 @@ def test_stop_lets_running_jobs_finish_within_the_grace_and_releases_the_rest(ga
     stopped_at = time.monotonic()
     assert running.stop() == 0
     took = time.monotonic() - stopped_at
-    assert 0.9 <= took < 3, took
+    assert 0.9 <= took < 5, took
     assert gateway.jobs[quick].status == "COMPLETED"
     slow_job = gateway.jobs[slow]
     assert slow_job.status == "QUEUED" and slow_job.ends == ["release"] and slow_job.attempt == 1
