@@ -26,7 +26,7 @@ class Backoff:
         self.rng = rng or random.Random()
 
     def delay(self, n: int, retry_after: float | None = None) -> float:
-        ceiling = min(self.cap, self.base * (2**n))
+        ceiling = min(self.cap, self.base * float(2**n))
         drawn = ceiling / 2 + self.rng.uniform(0, ceiling / 2)
         if retry_after is not None:
             # The gateway's own word, within the cap.

@@ -195,13 +195,13 @@ class Job:
         """``save_file`` for async handlers."""
         self.raise_if_cancelled()
         path: Path | None = None
+        blob: bytes | None = None
         if isinstance(data, (bytes, bytearray, memoryview)):
-            blob: bytes | None = bytes(data)
+            blob = bytes(data)
             size = len(blob)
             head = blob[: 64 * 1024]
         else:
             path = Path(data)
-            blob = None
             size = path.stat().st_size
             with path.open("rb") as f:
                 head = f.read(64 * 1024)
@@ -218,11 +218,11 @@ class Job:
         file_name = _media.safe_name(name or f"output-{n}", ctype)
 
         if ctype.startswith("image/") and (width is None or height is None):
-            if blob is None and path is not None:
-                # Headers of a JPEG may sit past the first bytes (EXIF); read the whole file.
-                dims = _media.image_size(head) or _media.image_size(path.read_bytes())
-            else:
-                dims = _media.image_size(head) or (blob and _media.image_size(blob))
+            # A JPEG's frame header may sit past the first bytes (EXIF): then read it all.
+            dims = _media.image_size(head)
+            if dims is None and size > len(head):
+                whole = blob if blob is not None else path.read_bytes() if path else b""
+                dims = _media.image_size(whole)
             if dims:
                 width = width if width is not None else dims[0]
                 height = height if height is not None else dims[1]

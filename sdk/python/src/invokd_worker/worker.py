@@ -257,7 +257,7 @@ class Worker:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             return []
         assert self._loop is not None
-        installed = []
+        installed: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
@@ -544,11 +544,13 @@ class Worker:
             deadline = time.monotonic() + self.grace_seconds
             now = asyncio.ensure_future(self._now.wait())
             while self._runners and not now.done():
-                left = deadline - time.monotonic()
-                if left <= 0:
+                grace_left = deadline - time.monotonic()
+                if grace_left <= 0:
                     break
                 await asyncio.wait(
-                    set(self._runners) | {now}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                    set(self._runners) | {now},
+                    timeout=grace_left,
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
             now.cancel()
         left = [j for j in list(self._held.values()) if not j._ended]
