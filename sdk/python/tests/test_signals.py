@@ -80,3 +80,36 @@ def test_a_second_signal_releases_at_once(gateway: FakeGateway) -> None:
     finally:
         proc.kill()
     assert gateway.jobs[slow].ends == ["release"]
+
+
+def test_the_command_line_runs_a_handler_from_a_file(gateway: FakeGateway) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "invokd_worker",
+            f"{HERE / 'slow_worker.py'}:handler",
+            "--api-url",
+            gateway.url,
+            "--token",
+            TOKEN,
+            "--models",
+            "acme/*",
+            "--slots",
+            "3",
+            "--label",
+            "gpu=none",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        job = gateway.wait_status(gateway.submit({"prompt": "quick"}), "COMPLETED")
+        assert job.output == {"seed": 1}
+        (info,) = gateway.workers.values()
+        assert (info["slots"], info["models"], info["labels"]) == (3, ["acme/*"], {"gpu": "none"})
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        proc.kill()
