@@ -32,6 +32,17 @@ BODY_FIELDS = {
 }
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A worker that hung up on a long poll (it was stopping) is no error of the fake's.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class Refused(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -70,10 +81,11 @@ class FakeGateway:
         self.faults: dict[str, list[int]] = defaultdict(list)
         self.output_check: Callable[[FakeJob, dict[str, Any]], str | None] | None = None
         self.presign = False
+        #: Jobs whose heartbeat the gateway refuses (403), with the whole heartbeat that names them.
+        self.refuse_beats: set[str] = set()
         self.max_bytes = 10 * 1024 * 1024
         self.cond = threading.Condition()
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", port), self._handler_class())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
@@ -318,7 +330,7 @@ class FakeGateway:
                 if held.keys() - {"id", "lease", "logs", "progress"}:
                     raise Refused(422, "invalid_body", "bad held job")
                 job = self.jobs.get(held["id"])
-                if job is None:
+                if job is None or job.id in self.refuse_beats:
                     raise Refused(403, "forbidden", "not this token's job")
                 if job.lease != held["lease"] or job.status != "IN_PROGRESS":
                     lost.append(job.id)

@@ -440,3 +440,35 @@ def test_heartbeats_renew_a_job_while_its_complete_is_retried(gateway: FakeGatew
         b for b in gateway.bodies["heartbeat"][first:] if any(j["id"] == job_id for j in b["jobs"])
     ]
     assert renewals, "no heartbeat renewed the lease during the retries"
+
+
+def test_a_job_whose_heartbeat_is_refused_is_dropped_and_the_others_keep_their_leases(
+    gateway: FakeGateway, start_worker
+) -> None:
+    started = threading.Semaphore(0)
+    go = threading.Event()
+
+    def handler(job: Job) -> dict[str, Any]:
+        started.release()
+        if job.input["prompt"] == "refused":
+            assert job.cancel_event.wait(10)
+            return {"seed": 0}
+        go.wait(10)
+        job.log("still here")
+        return {"seed": 1}
+
+    running = start_worker(handler, slots=2)
+    refused = gateway.submit({"prompt": "refused"})
+    fine = gateway.submit({"prompt": "fine"})
+    assert started.acquire(timeout=5) and started.acquire(timeout=5)
+    gateway.refuse_beats.add(refused)
+    n = len(gateway.bodies["heartbeat"])
+    gateway.wait_for(lambda: len(gateway.bodies["heartbeat"]) > n + 4)
+    go.set()
+    job = gateway.wait_status(fine, "COMPLETED")
+    assert [l["message"] for l in job.logs] == ["still here"]
+    assert gateway.jobs[refused].ends == []  # dropped, never ended by this worker
+    assert running.worker.stats["lost"] == 1
+    # After it was found, the heartbeats name only the jobs the gateway renews.
+    last = gateway.bodies["heartbeat"][-1]
+    assert refused not in [j["id"] for j in last["jobs"]]

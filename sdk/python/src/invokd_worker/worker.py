@@ -495,7 +495,7 @@ class Worker:
             await self._heartbeat()
 
     async def _heartbeat(self) -> None:
-        assert self._hb_lock is not None and self._gateway is not None
+        assert self._hb_lock is not None
         async with self._hb_lock:
             sent = []
             for j in list(self._held.values()):
@@ -509,22 +509,20 @@ class Worker:
                 if progress is not None:
                     entry["progress"] = progress
                 sent.append((j, entry, logs, progress))
-            body = {"worker": self.info(), "jobs": [e for _, e, _, _ in sent]}
             try:
-                # Tried within one interval: a later heartbeat carries the lines anyway.
-                resp = await self._gateway.call(
-                    "POST", "/v1/worker/heartbeat", json=body, max_tries=3
-                )
-            except (GatewayError, GatewayUnreachable) as e:
-                for j, _, logs, progress in sent:
-                    j._give_back(logs, progress)
-                if isinstance(e, GatewayError) and e.status == 401:
-                    log.error("the gateway refused the worker's token: %s", e)
-                    self._fail_worker(e)
+                answer = await self._beat([e for _, e, _, _ in sent])
+            except GatewayError as e:
+                if e.status in (400, 403, 404) and sent:
+                    # One job the gateway will not renew refuses the whole heartbeat: find it
+                    # by beating each job alone, and drop it, so the others keep their leases.
+                    log.warning("heartbeat refused (%s): renewing the jobs one by one", e)
+                    answer = await self._beat_each(sent)
                 else:
-                    log.warning("heartbeat failed: %s", e)
+                    self._beat_failed(e, sent)
+                    return
+            except GatewayUnreachable as e:
+                self._beat_failed(e, sent)
                 return
-            answer = resp.json()
         for job_id in answer.get("cancel") or []:
             job = self._held.get(job_id)
             if job is not None and not job._ended:
@@ -535,6 +533,48 @@ class Worker:
             if job is not None and not job._ended:
                 log.warning("%s: lease lost", job_id)
                 self._lost(job)
+
+    async def _beat(self, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+        assert self._gateway is not None
+        # Tried within one interval: a later heartbeat carries the lines anyway.
+        resp = await self._gateway.call(
+            "POST",
+            "/v1/worker/heartbeat",
+            json={"worker": self.info(), "jobs": jobs},
+            max_tries=3,
+        )
+        answer = resp.json()
+        return answer if isinstance(answer, dict) else {}
+
+    async def _beat_each(self, sent: list[tuple[Job, dict[str, Any], Any, Any]]) -> dict[str, Any]:
+        merged: dict[str, list[str]] = {"cancel": [], "lost": []}
+        for job, entry, logs, progress in sent:
+            try:
+                answer = await self._beat([entry])
+            except GatewayError as e:
+                if e.status in (400, 403, 404):
+                    log.warning("%s: the gateway refuses its heartbeat (%s); dropped", job.id, e)
+                    merged["lost"].append(job.id)
+                else:
+                    self._beat_failed(e, [(job, entry, logs, progress)])
+                continue
+            except GatewayUnreachable as e:
+                self._beat_failed(e, [(job, entry, logs, progress)])
+                continue
+            merged["cancel"] += answer.get("cancel") or []
+            merged["lost"] += answer.get("lost") or []
+        return merged
+
+    def _beat_failed(
+        self, error: Exception, sent: list[tuple[Job, dict[str, Any], Any, Any]]
+    ) -> None:
+        for j, _, logs, progress in sent:
+            j._give_back(logs, progress)
+        if isinstance(error, GatewayError) and error.status == 401:
+            log.error("the gateway refused the worker's token: %s", error)
+            self._fail_worker(error)
+        else:
+            log.warning("heartbeat failed: %s", error)
 
     # --- shutdown -----------------------------------------------------------------------
 
