@@ -32,6 +32,8 @@ T = TypeVar("T")
 MAX_TAKE_WAIT_MS = 60_000
 #: The most jobs one take may ask for.
 MAX_TAKE_JOBS = 64
+#: The most slots a worker may announce.
+MAX_SLOTS = 1024
 
 
 def _env_list(name: str) -> list[str] | None:
@@ -131,8 +133,8 @@ class Worker:
             raise ConfigError("no worker token: pass token or set INVOKD_WORKER_TOKEN")
         if not self.models:
             raise ConfigError("no models: pass models or set INVOKD_WORKER_MODELS")
-        if not 1 <= self.slots <= MAX_TAKE_JOBS:
-            raise ConfigError(f"slots must be 1 to {MAX_TAKE_JOBS}, not {self.slots}")
+        if not 1 <= self.slots <= MAX_SLOTS:
+            raise ConfigError(f"slots must be 1 to {MAX_SLOTS}, not {self.slots}")
 
         #: Set once setup() has run and the worker takes jobs.
         self.ready = threading.Event()
@@ -293,7 +295,7 @@ class Worker:
         assert self._slot_free is not None and self._gateway is not None
         failures = 0
         while True:
-            free = self.slots - self._busy
+            free = min(self.slots - self._busy, MAX_TAKE_JOBS)
             if free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
