@@ -25,6 +25,27 @@ def example() -> Any:
     return module
 
 
+FLUX_FIELDS = {"images", "timings", "seed", "has_nsfw_concepts", "prompt"}
+
+
+def flux_output_check(job: Any, output: dict[str, Any]) -> str | None:
+    """What the gateway checks of an image model's output (its output_check): only the model's
+    fields, as many images as asked, each a file of this job with its true size."""
+    if set(output) - FLUX_FIELDS:
+        return f"{sorted(set(output) - FLUX_FIELDS)} are not fields of the output"
+    images = output.get("images")
+    if not isinstance(images, list) or len(images) != job.input.get("num_images", 1):
+        return "images: not as many as asked"
+    for image in images:
+        name = image["url"].removeprefix(f"blob:{job.id}/")
+        if name not in job.files:
+            return f"{image['url']} is not a file of this job"
+        real = Image.open(io.BytesIO(job.files[name][1])).size
+        if (image.get("width"), image.get("height")) != real:
+            return f"width and height must be the image's, {real}"
+    return None
+
+
 @pytest.mark.parametrize(
     ("input", "size", "fmt", "count"),
     [
@@ -38,6 +59,7 @@ def example() -> Any:
 def test_the_example_makes_images_of_the_requested_size(
     gateway: FakeGateway, start_worker, example: Any, input: dict, size: tuple, fmt: str, count: int
 ) -> None:
+    gateway.output_check = flux_output_check
     start_worker(example.handler, setup=example.setup)
     job_id = gateway.submit({"prompt": "A futuristic city at sunset", **input}, model="acme/flux")
     job = gateway.wait_status(job_id, "COMPLETED")
