@@ -17,3 +17,15 @@ def handler(job: Job) -> dict:
 
 if __name__ == "__main__":
     start(handler)
+
+
+class Predictor:
+    """The same, in the manner of a Cog predictor: setup() once, predict(job) per job."""
+
+    def setup(self) -> None:
+        self.ready = True
+        print("setup done", flush=True)
+
+    def predict(self, job: Job) -> dict:
+        assert self.ready
+        return handler(job)

@@ -82,13 +82,14 @@ def test_a_second_signal_releases_at_once(gateway: FakeGateway) -> None:
     assert gateway.jobs[slow].ends == ["release"]
 
 
-def test_the_command_line_runs_a_handler_from_a_file(gateway: FakeGateway) -> None:
+@pytest.mark.parametrize("target", ["handler", "Predictor"])
+def test_the_command_line_runs_a_handler_from_a_file(gateway: FakeGateway, target: str) -> None:
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "invokd_worker",
-            f"{HERE / 'slow_worker.py'}:handler",
+            f"{HERE / 'slow_worker.py'}:{target}",
             "--api-url",
             gateway.url,
             "--token",
@@ -113,3 +114,5 @@ def test_the_command_line_runs_a_handler_from_a_file(gateway: FakeGateway) -> No
         assert proc.wait(10) == 0
     finally:
         proc.kill()
+    out = proc.stdout.read() if proc.stdout else ""
+    assert ("setup done" in out) == (target == "Predictor"), out
