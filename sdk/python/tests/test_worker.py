@@ -472,3 +472,36 @@ def test_a_job_whose_heartbeat_is_refused_is_dropped_and_the_others_keep_their_l
     # After it was found, the heartbeats name only the jobs the gateway renews.
     last = gateway.bodies["heartbeat"][-1]
     assert refused not in [j["id"] for j in last["jobs"]]
+
+
+def test_a_stop_during_a_long_setup_exits_without_taking(gateway: FakeGateway) -> None:
+    loading = threading.Event()
+
+    def setup() -> None:
+        loading.set()
+        time.sleep(30)  # weights that take long to load
+
+    worker = Worker(
+        lambda job: {}, setup=setup, api_url=gateway.url, token=TOKEN, models=["m"], handle_signals=False
+    )
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(worker.run()), daemon=True)
+    thread.start()
+    assert loading.wait(5)
+    worker.stop()
+    thread.join(5)
+    assert codes == [0] and not worker.ready.is_set()
+    assert gateway.calls("take") == []
+
+
+def test_an_async_setup_runs_before_the_first_take(gateway: FakeGateway, start_worker) -> None:
+    order: list[str] = []
+
+    async def setup() -> None:
+        await asyncio.sleep(0.05)
+        order.append(f"setup after {len(gateway.calls('take'))} takes")
+
+    running = start_worker(lambda job: {"seed": 0}, setup=setup)
+    gateway.wait_status(gateway.submit({"prompt": "p"}), "COMPLETED")
+    assert order == ["setup after 0 takes"]
+    running.stop()

@@ -200,14 +200,8 @@ class Worker:
             transport=self._transport,
         )
         try:
-            if self.setup is not None:
-                try:
-                    result = self.setup()
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    log.exception("setup failed; the worker takes no job")
-                    return 1
+            if self.setup is not None and not await self._run_setup(self.setup):
+                return 0 if self._fatal is None else 1
             log.info(
                 "worker %s (%s) serving %s with %d slot(s) at %s",
                 self.name,
@@ -234,6 +228,29 @@ class Worker:
             return 1
         log.info("worker stopped: %s", self.stats)
         return 0
+
+    async def _run_setup(self, setup: Callable[[], Any]) -> bool:
+        """Runs setup (on a thread of its own when it is sync, so a signal still stops the
+        worker while weights load); whether the worker goes on to take jobs."""
+        assert self._stopping is not None
+        done: asyncio.Future[Any]
+        if _is_async(setup):
+            done = asyncio.ensure_future(setup())
+        else:
+            done = _in_thread(lambda: setup(), "invokd-setup")
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({done, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not done.done():
+            log.info("stopped during setup")
+            done.cancel()
+            return False
+        error = done.exception()
+        if error is not None:
+            log.error("setup failed; the worker takes no job", exc_info=error)
+            self._fatal = error
+            return False
+        return not self._stopping.is_set()
 
     def stop(self, *, now: bool = False) -> None:
         """Begins the graceful shutdown (from any thread or a signal handler): no more takes,
@@ -345,7 +362,8 @@ class Worker:
             if is_async:
                 handler_done = asyncio.ensure_future(self.handler(job))
             else:
-                handler_done = _in_thread(self.handler, job, f"invokd-job-{job.id}")
+                handler = self.handler
+                handler_done = _in_thread(lambda: handler(job), f"invokd-job-{job.id}")
             stopped = asyncio.ensure_future(job._cancel_async.wait())
             await asyncio.wait({handler_done, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if handler_done.done() and not job.cancelled:
@@ -654,9 +672,9 @@ def _is_async(handler: Callable[..., Any]) -> bool:
     )
 
 
-def _in_thread(fn: Callable[[Job], T], job: Job, name: str) -> asyncio.Future[T]:
-    """Runs a sync handler on a daemon thread of its own (one that never returns cannot keep
-    the process from exiting after its job was handed back)."""
+def _in_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
+    """Runs a sync handler (or setup) on a daemon thread of its own: one that never returns
+    cannot keep the process from exiting after its job was handed back."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[T] = loop.create_future()
 
@@ -670,7 +688,7 @@ def _in_thread(fn: Callable[[Job], T], job: Job, name: str) -> asyncio.Future[T]
 
     def body() -> None:
         try:
-            result = fn(job)
+            result = fn()
         except BaseException as e:  # noqa: BLE001 - every failure ends the job
             try:
                 loop.call_soon_threadsafe(settle, False, e)
