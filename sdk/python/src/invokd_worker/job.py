@@ -59,7 +59,8 @@ class Job:
         self.output_spec: dict[str, Any] = taken.get("output") or {}
         self.lease: str = taken["lease"]
         self.lease_expires_at: str | None = taken.get("lease_expires_at")
-        self.heartbeat_every_ms: int = int(taken.get("heartbeat_every_ms") or 10_000)
+        # The gateway's own rhythm, a third of the lease (never below 50 ms here).
+        self.heartbeat_every_ms: int = max(50, int(taken.get("heartbeat_every_ms") or 10_000))
         files = taken.get("files") or {}
         self._upload_url: str = files.get("upload_url") or f"/v1/worker/jobs/{self.id}/files"
         self._presign: bool = bool(files.get("presign"))
