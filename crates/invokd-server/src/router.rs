@@ -95,6 +95,20 @@ fn routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(routes::models::list))
         .routes(routes!(routes::admin::create, routes::admin::list))
         .routes(routes!(routes::admin::revoke))
+        .routes(routes!(
+            routes::admin_workers::create_token,
+            routes::admin_workers::list_tokens
+        ))
+        .routes(routes!(routes::admin_workers::revoke_token))
+        .routes(routes!(routes::admin_workers::list_workers))
+        .routes(routes!(routes::worker::take))
+        .routes(routes!(routes::worker::heartbeat))
+        .routes(routes!(routes::worker::put_file))
+        .routes(routes!(routes::worker::presign))
+        .routes(routes!(routes::worker::partial))
+        .routes(routes!(routes::worker::complete))
+        .routes(routes!(routes::worker::fail))
+        .routes(routes!(routes::worker::release))
         .merge(fal_routes())
         .routes(routes!(routes::health::healthz))
         .routes(routes!(routes::health::readyz))
@@ -106,6 +120,10 @@ fn routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .route(FAL_WEBHOOK_PATH, post(routes::fal_webhook::receive))
         .route(fal_proxy::PROXY_PATHS[0], any(fal_proxy::refuse))
         .route(fal_proxy::PROXY_PATHS[1], any(fal_proxy::refuse))
+        .route(
+            "/v1/worker/jobs/{id}/files",
+            put(routes::worker::unnamed_file),
+        )
         .route("/files/{*key}", get(routes::files::get))
         .route("/storage/auth/token", post(routes::storage::token))
         .route("/storage/upload/initiate", post(routes::storage::initiate))

@@ -2,6 +2,7 @@
 //! the result to a view.
 
 pub mod admin;
+pub mod admin_workers;
 pub mod async_invoke;
 pub mod fal_queue;
 pub mod fal_webhook;
@@ -9,3 +10,4 @@ pub mod files;
 pub mod health;
 pub mod models;
 pub mod storage;
+pub mod worker;
