@@ -11,6 +11,8 @@ def handler(job: Job) -> dict:
     if job.input["prompt"] == "quick":
         time.sleep(0.3)
         return {"seed": 1}
+    job.log("waiting for the cancel")
+    job.progress(1, 2, message="waiting")
     job.cancel_event.wait(60)
     return {"seed": 2}
 

@@ -24,6 +24,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "examples" / "pillow-worker" / "worker.py"
 MODEL = "fal-ai/flux/schnell"
+#: Served by tests/slow_worker.py, whose jobs wait for their cancel.
+SLOW_MODEL = "fal-ai/fast-sdxl"
+SLOW_WORKER = Path(__file__).parent / "slow_worker.py"
 
 
 @dataclass
@@ -68,7 +71,10 @@ def gateway() -> Iterator[Gateway]:
                     "--data-dir",
                     str(Path(work) / "data"),
                     "--routes",
-                    f"{MODEL}=workers",
+                    f"{MODEL}=workers,{SLOW_MODEL}=workers",
+                    # Heartbeats every second: a cancel reaches a worker within one.
+                    "--lease-seconds",
+                    "3",
                     "--rate-limit-per-second",
                     "0",
                 ],
@@ -102,17 +108,21 @@ def gateway() -> Iterator[Gateway]:
                 proc.kill()
 
 
-@pytest.fixture(scope="module")
-def worker(gateway: Gateway) -> Iterator[subprocess.Popen[bytes]]:
-    admin = {"Authorization": f"Bearer {gateway.key}"}
+def _worker_token(gateway: Gateway, name: str, model: str) -> str:
     made = httpx.post(
         f"{gateway.url}/v1/admin/worker-tokens",
-        headers=admin,
-        json={"name": "sdk-test", "models": [MODEL]},
+        headers={"Authorization": f"Bearer {gateway.key}"},
+        json={"name": name, "models": [model]},
     )
     assert made.status_code in (200, 201), made.text
     token = made.json()["token"]
     assert token.startswith("invw_")
+    return str(token)
+
+
+@pytest.fixture(scope="module")
+def worker(gateway: Gateway) -> Iterator[subprocess.Popen[bytes]]:
+    token = _worker_token(gateway, "sdk-test", MODEL)
     with tempfile.TemporaryFile() as output:
         proc = subprocess.Popen(
             [sys.executable, str(EXAMPLE)],
@@ -233,3 +243,93 @@ def test_the_worker_is_listed_with_its_presence(gateway: Gateway, worker: Any) -
     assert (w["models"], w["slots"], w["labels"]) == ([MODEL], 2, {"gpu": "none"})
     assert w["version"] == "invokd-worker 0.1.0"
     assert w["completed"] >= 2
+
+
+def _slow_worker(gateway: Gateway, grace: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(SLOW_WORKER)],
+        env={
+            **os.environ,
+            "INVOKD_API_URL": gateway.url,
+            "INVOKD_WORKER_TOKEN": _worker_token(gateway, "slow", SLOW_MODEL),
+            "INVOKD_WORKER_MODELS": SLOW_MODEL,
+            "INVOKD_WORKER_GRACE_SECONDS": grace,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_started(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdout is not None
+    while True:
+        line = proc.stdout.readline()
+        assert line, "the worker exited early"
+        if line.startswith("started "):
+            return
+
+
+def test_a_cancel_reaches_the_running_worker_within_a_heartbeat(gateway: Gateway) -> None:
+    auth = {"Authorization": f"Key {gateway.key}"}
+    proc = _slow_worker(gateway, "5")
+    try:
+        queued = httpx.post(f"{gateway.url}/{SLOW_MODEL}", headers=auth, json={"prompt": "slow"}).json()
+        _wait_started(proc)
+        # The heartbeats carry the job's log line to fal's readers while it runs.
+        deadline = time.monotonic() + 10
+        while True:
+            status = httpx.get(queued["status_url"], headers=auth, params={"logs": 1}).json()
+            messages = [line["message"] for line in status.get("logs") or []]
+            if "waiting for the cancel" in messages:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.1)
+        assert status["status"] == "IN_PROGRESS"
+        asked = time.monotonic()
+        cancel = httpx.put(queued["cancel_url"], headers=auth)
+        assert cancel.status_code == 202, cancel.text
+        while status["status"] != "COMPLETED":
+            assert time.monotonic() - asked < 10, status
+            time.sleep(0.1)
+            status = httpx.get(queued["status_url"], headers=auth).json()
+        # Within a heartbeat (a second here) and the worker's fail.
+        assert time.monotonic() - asked < 4, time.monotonic() - asked
+        result = httpx.get(queued["response_url"], headers=auth)
+        assert result.status_code == 499, result.text
+        assert result.json()["error_type"] == "client_cancelled"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+
+
+def test_sigterm_hands_a_running_job_back_to_the_queue(gateway: Gateway) -> None:
+    auth = {"Authorization": f"Bearer {gateway.key}"}
+    proc = _slow_worker(gateway, "0.5")
+    try:
+        created = httpx.post(
+            f"{gateway.url}/v1/async-invoke",
+            headers=auth,
+            json={"model_id": SLOW_MODEL, "input": {"prompt": "slow"}},
+        )
+        assert created.status_code == 202, created.text
+        request_id = created.json()["request_id"]
+        _wait_started(proc)
+        url = f"{gateway.url}/v1/async-invoke/{request_id}"
+        assert httpx.get(url, headers=auth).json()["status"] == "IN_PROGRESS"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        proc.kill()
+    out = proc.stdout.read() if proc.stdout else ""
+    assert "released (QUEUED)" in out, out
+    # Released, not lapsed: queued again at once.
+    assert httpx.get(url, headers=auth).json()["status"] == "QUEUED", out
+    # A worker started later takes it again, as its first attempt's rerun.
+    proc = _slow_worker(gateway, "0.5")
+    try:
+        _wait_started(proc)
+        assert httpx.get(url, headers=auth).json()["status"] == "IN_PROGRESS"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0

@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.DEBUG if a.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
     )
+    if not a.verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     options: dict[str, Any] = {
         "api_url": a.api_url,
         "token": a.token,

@@ -725,5 +725,7 @@ def start(
         fn = handler
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        # httpx logs every request at INFO: a worker's heartbeats would drown its own lines.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     raise SystemExit(Worker(fn, **options).run())
 
