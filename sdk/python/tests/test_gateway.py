@@ -330,6 +330,40 @@ def test_sigterm_hands_a_running_job_back_to_the_queue(gateway: Gateway) -> None
     try:
         _wait_started(proc)
         assert httpx.get(url, headers=auth).json()["status"] == "IN_PROGRESS"
+        # Cancelled, so that it does not wait for the next test's worker.
+        cancel = httpx.put(f"{gateway.url}/{SLOW_MODEL}/requests/{request_id}/cancel", headers=auth)
+        assert cancel.status_code == 202, cancel.text
+        deadline = time.monotonic() + 10
+        while httpx.get(url, headers=auth).json()["status"] not in ("FAILED", "CANCELED"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
+
+
+def test_an_output_the_gateway_refuses_fails_the_job_with_its_message(gateway: Gateway) -> None:
+    auth = {"Authorization": f"Bearer {gateway.key}"}
+    proc = _slow_worker(gateway, "0.5")
+    try:
+        created = httpx.post(
+            f"{gateway.url}/v1/async-invoke",
+            headers=auth,
+            json={"model_id": SLOW_MODEL, "input": {"prompt": "no images"}},
+        )
+        request_id = created.json()["request_id"]
+        deadline = time.monotonic() + 20
+        while True:
+            job = httpx.get(
+                f"{gateway.url}/v1/async-invoke/{request_id}",
+                headers={**auth, "Prefer": "wait=5"},
+                timeout=30,
+            ).json()
+            if job["status"] in ("COMPLETED", "FAILED"):
+                break
+            assert time.monotonic() < deadline, job
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert job["status"] == "FAILED", job
+    assert job["error"].startswith("invalid output: output.images"), job["error"]
