@@ -49,7 +49,7 @@ impl InputFetcher {
         signer: UrlSigner,
         config: FetchConfig,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let http = crate::outbound::client(config.allow_private)
             .timeout(config.timeout)
             .connect_timeout(Duration::from_secs(10))
             // A redirect could lead to an internal address; the caller should give the final URL.

@@ -6,8 +6,8 @@ mod validate;
 use std::{collections::BTreeMap, path::Path, sync::Arc};
 
 pub use model::{
-    AudioSpec, CountSpec, FormatSpec, ImagesSpec, Kind, Model, OutputSpec, SizeSpec, SpeechSpec,
-    image_size_preset,
+    AudioSpec, CountSpec, FormatSpec, ImagesSpec, Kind, MAX_IMAGE_PIXELS, Model, OutputSpec,
+    SizeSpec, SpeechSpec, image_size_preset,
 };
 pub use validate::{PathItem, Violation, ViolationKind};
 

@@ -23,7 +23,7 @@ pub struct EmulatorConfig {
     /// How long a job takes when its model has no entry in `latency_per_model`.
     pub latency: Duration,
     pub latency_per_model: HashMap<String, Duration>,
-    /// Larger images are refused (a 14142×14142 request would need 600 MB of memory).
+    /// Larger images are refused; the catalog refuses them at submit already.
     pub max_pixels_per_image: u64,
 }
 
@@ -32,7 +32,7 @@ impl Default for EmulatorConfig {
         Self {
             latency: Duration::from_millis(500),
             latency_per_model: HashMap::new(),
-            max_pixels_per_image: 40_000_000,
+            max_pixels_per_image: invokd_core::catalog::MAX_IMAGE_PIXELS,
         }
     }
 }
