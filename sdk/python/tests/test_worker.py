@@ -55,11 +55,9 @@ def test_sync_handler_completes_with_a_file_logs_and_progress(gateway: FakeGatew
     assert Image.open(io.BytesIO(job.files["city.png"][1])).size == (64, 48)
     assert job.partials == [{"images": [image]}]
     assert [(l["message"], l["level"]) for l in job.logs] == [("starting", "INFO"), ("careful", "WARN")]
-    assert job.progress[0] == {"step": 1, "total": 2, "message": "drawing"} or job.progress[-1] == {
-        "step": 2,
-        "total": 2,
-    }
+    # The latest progress at each heartbeat: the last one is the handler's last.
     assert job.progress[-1] == {"step": 2, "total": 2}
+    assert all(p in ({"step": 1, "total": 2, "message": "drawing"}, {"step": 2, "total": 2}) for p in job.progress)
     # Presence: every take and heartbeat names the worker.
     info = gateway.workers[running.worker.id]
     assert info == {
@@ -286,7 +284,7 @@ def test_a_lost_lease_drops_the_job_without_ending_it(gateway: FakeGateway, star
     assert job.output == {"seed": 2}
     assert job.ends == ["complete"]
     assert gateway.calls("fail") == []
-    assert any(job_id in b.get("lost", []) for b in []) or running.worker.stats["lost"] == 1
+    assert running.worker.stats["lost"] == 1
 
 
 def test_409_on_complete_drops_the_job(gateway: FakeGateway, start_worker) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -301,5 +301,3 @@ async def _read_chunks(path: Path) -> AsyncIterator[bytes]:
     finally:
         f.close()
 
-
-Handler = Callable[[Job], Any]
