@@ -92,10 +92,9 @@ def draw(prompt: str, width: int, height: int, seed: int) -> Image.Image:
     for layer in range(3):
         shade = tuple(int(c * (0.5 - 0.12 * layer)) for c in bottom)
         base = height * (0.6 + 0.12 * layer)
-        points = [(0, height)]
+        points: list[tuple[float, float]] = [(0, height)]
         for i in range(9):
-            x = width * i / 8
-            points.append((x, base - rng.uniform(0, height * 0.18)))
+            points.append((width * i / 8, base - rng.uniform(0, height * 0.18)))
         points.append((width, height))
         d.polygon(points, fill=shade)
     if unit >= 64:
@@ -105,11 +104,11 @@ def draw(prompt: str, width: int, height: int, seed: int) -> Image.Image:
         chars = max(8, int(width / (max(10, unit // 20) * 0.55)))
         text = "\n".join(textwrap.wrap(prompt, width=chars)[:6]) or " "
         box = d.multiline_textbbox((0, 0), text, font=font)
-        tw, th = box[2] - box[0], box[3] - box[1]
-        x, y = (width - tw) // 2, height - th - max(8, height // 12)
+        tw, th = int(box[2] - box[0]), int(box[3] - box[1])
+        tx, ty = (width - tw) // 2, height - th - max(8, height // 12)
         pad = max(4, unit // 60)
-        d.rectangle((x - pad, y - pad, x + tw + pad, y + th + pad * 2), fill=(0, 0, 0))
-        d.multiline_text((x, y), text, font=font, fill=(255, 255, 255), align="center")
+        d.rectangle((tx - pad, ty - pad, tx + tw + pad, ty + th + pad * 2), fill=(0, 0, 0))
+        d.multiline_text((tx, ty), text, font=font, fill=(255, 255, 255), align="center")
     return image
 
 
