@@ -84,6 +84,9 @@ class Gateway:
             timeout=httpx.Timeout(timeout),
             transport=transport,
             follow_redirects=False,
+            # Sooner than the gateway closes an idle connection (20 s), so a heartbeat after a
+            # quiet spell never goes out on a connection the gateway is closing.
+            limits=httpx.Limits(keepalive_expiry=10.0),
         )
 
     async def aclose(self) -> None:
