@@ -2,6 +2,7 @@
 
 mod bootstrap;
 pub mod config;
+mod console;
 mod dispatcher;
 mod extract;
 mod fal_path;
