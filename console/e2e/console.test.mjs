@@ -98,6 +98,10 @@ test("the playground makes an image of the requested size, live from queued to c
   const size = await img.evaluate((el) => [el.naturalWidth, el.naturalHeight]);
   assert.deepEqual(size, [640, 360]);
   await shot(`job-image-${id}`);
+  // The full-size view: the image itself, its caption legible.
+  const full = await page.locator("#job-live figcaption a", { hasText: "full size" }).getAttribute("href");
+  await page.goto(full);
+  await shot("image-full-size");
 });
 
 test("the playground makes audio that plays", async () => {

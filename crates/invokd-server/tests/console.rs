@@ -343,6 +343,7 @@ async fn the_playground_makes_a_real_job_whose_page_shows_its_outputs() {
     assert_eq!(input["prompt"], "a lighthouse");
     assert!(input.get("seed").is_none(), "an empty field is left out");
     assert_eq!(page.select(&sel("#job-live[data-live][hx-get]")).count(), 1);
+    assert_eq!(page.select(&sel("#job-live form #cancel")).count(), 1);
     let status = text(&page, "#job-status");
     assert!(
         ["QUEUED", "IN_PROGRESS"].contains(&status.as_str()),
@@ -375,6 +376,7 @@ async fn the_playground_makes_a_real_job_whose_page_shows_its_outputs() {
         0,
         "no polling once ended"
     );
+    assert_eq!(live.select(&sel("#cancel")).count(), 0, "nothing to cancel");
     let img = live
         .select(&sel("figure img"))
         .next()
@@ -661,7 +663,8 @@ async fn the_overview_counts_per_model_and_assets_are_served() {
         "{row:?}"
     );
     assert_eq!((row[4].as_str(), row[5].as_str()), ("1", "0"), "{row:?}");
-    assert_ne!(row[7], "-", "a p50 run time");
+    assert_eq!(row[6], "0", "none canceled");
+    assert_ne!(row[8], "-", "a p50 run time");
     let scripts: Vec<String> = page
         .select(&sel("script"))
         .map(|s| s.value().attr("src").unwrap_or_default().to_owned())

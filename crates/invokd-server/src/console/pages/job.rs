@@ -25,6 +25,8 @@ use crate::{
 /// What changes while a job runs: the part of its page fetched again.
 pub struct Live {
     pub prefix: String,
+    /// For the cancel form, which goes with the status it belongs to.
+    pub csrf: String,
     pub row: JobRow,
     pub queue_position: Option<u64>,
     pub cancel_requested: bool,
@@ -37,7 +39,12 @@ pub struct Live {
     pub delivery: Option<DeliveryView>,
 }
 
-async fn live_of(state: &AppState, job: &Job, base: &str) -> Result<Live, ConsoleError> {
+async fn live_of(
+    state: &AppState,
+    viewer: &Viewer,
+    job: &Job,
+    base: &str,
+) -> Result<Live, ConsoleError> {
     let urls = UrlRenderer::new(state, base);
     let (outputs, output) = view::outputs(job, &urls);
     let links_expire = chrono::DateTime::from_timestamp(urls.expires, 0)
@@ -45,6 +52,7 @@ async fn live_of(state: &AppState, job: &Job, base: &str) -> Result<Live, Consol
         .unwrap_or_default();
     Ok(Live {
         prefix: prefix(state),
+        csrf: viewer.csrf.clone(),
         row: JobRow::of(job),
         queue_position: state.service.queue_position(job).await?,
         cancel_requested: job.cancel_requested,
@@ -108,7 +116,7 @@ pub async fn page(
         pydo: snippets::pydo(&base.0, &job.model_id, input),
         fal: snippets::fal_client(&base.0, &job.model_id, input),
         can_submit: !viewer.is_admin(),
-        live: live_of(&state, &job, &base.0).await?,
+        live: live_of(&state, &viewer, &job, &base.0).await?,
     })
 }
 
@@ -120,7 +128,7 @@ pub async fn live(
 ) -> Result<Response, ConsoleError> {
     let job = viewer.who.get(&state, &id).await?;
     render(&JobLive {
-        live: live_of(&state, &job, &base.0).await?,
+        live: live_of(&state, &viewer, &job, &base.0).await?,
     })
 }
 

@@ -28,6 +28,7 @@ pub struct ModelStats {
     pub running: usize,
     pub completed: usize,
     pub failed: usize,
+    pub canceled: usize,
     pub oldest_queued: String,
     pub p50: String,
     pub p95: String,
@@ -131,6 +132,7 @@ async fn stats(state: &AppState, viewer: &Viewer) -> Result<Stats, ConsoleError>
                 }
             }
             JobStatus::Failed => m.failed += 1,
+            JobStatus::Canceled => m.canceled += 1,
             _ => {}
         }
     }
