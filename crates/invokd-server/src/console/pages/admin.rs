@@ -1,4 +1,5 @@
-//! The admin's pages: access keys and their projects (a new key's secret shown once, revoke).
+//! The admin's pages: access keys and the projects they belong to (a new key's secret shown
+//! once, revoke).
 //! To a key's session they do not exist.
 
 use askama::Template;
@@ -38,12 +39,40 @@ impl From<&KeyRecord> for KeyRow {
     }
 }
 
+/// A project: the keys that see its jobs.
+pub struct ProjectRow {
+    pub name: String,
+    pub active: usize,
+    pub revoked: usize,
+}
+
+/// Every project that has a key, by name.
+fn projects(records: &[KeyRecord]) -> Vec<ProjectRow> {
+    let mut by_name: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for k in records {
+        let counts = by_name.entry(k.project.as_str()).or_default();
+        if k.revoked_at.is_some() {
+            counts.1 += 1;
+        } else {
+            counts.0 += 1;
+        }
+    }
+    by_name
+        .into_iter()
+        .map(|(name, (active, revoked))| ProjectRow {
+            name: name.to_owned(),
+            active,
+            revoked,
+        })
+        .collect()
+}
+
 #[derive(Template)]
 #[template(path = "console/admin_keys.html")]
 struct Keys {
     chrome: Chrome,
     keys: Vec<KeyRow>,
-    projects: Vec<String>,
+    projects: Vec<ProjectRow>,
     /// A key just made: its name and its secret, shown this once.
     created: Option<(String, String)>,
     error: String,
@@ -56,13 +85,10 @@ async fn keys_page(
     error: String,
 ) -> Result<Response, ConsoleError> {
     let records = state.service.list_keys().await?;
-    let mut projects: Vec<String> = records.iter().map(|k| k.project.clone()).collect();
-    projects.sort();
-    projects.dedup();
     render(&Keys {
         chrome: Chrome::new(state, viewer, "admin"),
         keys: records.iter().map(KeyRow::from).collect(),
-        projects,
+        projects: projects(&records),
         created,
         error,
     })
