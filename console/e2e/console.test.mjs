@@ -50,6 +50,7 @@ async function signIn(secret) {
 async function submit(model, fill) {
   await page.goto(`${url}/console/playground`);
   await page.getByLabel("Model").selectOption(model);
+  await page.getByRole("button", { name: "Choose" }).click();
   await page.waitForURL((u) => u.searchParams.get("model") === model);
   await page.getByLabel("prompt (required)").fill(`e2e ${model}`);
   await fill?.();

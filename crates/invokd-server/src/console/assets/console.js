@@ -1,5 +1,5 @@
 // The console's own behaviour, loaded as a same-origin script (no inline script is allowed):
-// pausing live updates, copy buttons, the model picker, the custom image size.
+// pausing live updates, copy buttons, selecting every job, the custom image size.
 "use strict";
 
 // Live parts ([data-live]) are fetched again by htmx on a timer; skip a fetch while updates are
@@ -27,7 +27,9 @@ document.addEventListener("click", (e) => {
 
 document.addEventListener("change", (e) => {
   const t = e.target;
-  if (t.matches("select[data-autosubmit]")) t.form.submit();
+  if (t.matches("input[data-select-all]")) {
+    document.querySelectorAll("#selection input[name=id]").forEach((box) => { box.checked = t.checked; });
+  }
   if (t.matches("select[data-size-select]")) showSize(t);
 });
 
