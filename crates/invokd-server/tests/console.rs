@@ -37,12 +37,23 @@ impl<'a> Browser<'a> {
     }
 
     async fn signed_in(app: &'a TestApp, key: &str) -> Self {
+        Self::signed_in_at(app, key, "/console").await
+    }
+
+    /// Signed in to the console served at `prefix`.
+    async fn signed_in_at(app: &'a TestApp, key: &str, prefix: &str) -> Self {
         let mut b = Self::new(app);
-        let r = b.post_raw("/console/sign-in", &[("key", key)]).await;
+        let r = b
+            .post_raw(&format!("{prefix}/sign-in"), &[("key", key)])
+            .await;
         assert_eq!(r.status(), StatusCode::SEE_OTHER);
-        assert_eq!(r.headers()[header::LOCATION], "/console/overview");
+        assert_eq!(
+            r.headers()[header::LOCATION],
+            format!("{prefix}/overview").as_str()
+        );
         let set = r.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
-        for attr in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        let path = format!("Path={prefix};");
+        for attr in ["HttpOnly", "SameSite=Strict", &path] {
             assert!(set.contains(attr), "{set}");
         }
         b.cookie = Some(set.split(';').next().unwrap().to_owned());
@@ -692,5 +703,41 @@ async fn the_overview_counts_per_model_and_assets_are_served() {
             .status(),
         404
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_console_can_be_served_at_a_path_of_its_own_or_not_at_all() {
+    let app = TestApp::start(|c| c.console_path = Some("/ops/invokd".into())).await;
+    let b = Browser::signed_in_at(&app, KEY, "/ops/invokd").await;
+    let page = b.page("/ops/invokd/jobs").await;
+    let links: Vec<&str> = page
+        .select(&sel("nav a"))
+        .filter_map(|a| a.value().attr("href"))
+        .collect();
+    assert_eq!(
+        links,
+        [
+            "/ops/invokd/overview",
+            "/ops/invokd/jobs",
+            "/ops/invokd/playground",
+            "/ops/invokd/gallery"
+        ]
+    );
+    let live = page.select(&sel("#jobs")).next().unwrap();
+    assert!(
+        live.value()
+            .attr("hx-get")
+            .unwrap()
+            .starts_with("/ops/invokd/jobs/live")
+    );
+    assert_eq!(b.get("/console/jobs").await.status(), StatusCode::NOT_FOUND);
+    let r = Browser::new(&app).get("/ops/invokd/jobs").await;
+    assert_eq!(location(&r), "/ops/invokd/sign-in");
+    app.stop().await;
+
+    let app = TestApp::start(|c| c.console_path = None).await;
+    let r = Browser::new(&app).get("/console/sign-in").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     app.stop().await;
 }
