@@ -133,6 +133,24 @@ test("the jobs list filters by model, in the URL", async () => {
   await shot("jobs-filtered");
 });
 
+test("live updates of the list pause and resume", async () => {
+  await page.goto(`${url}/console/jobs`);
+  const polls = () => requests.filter((r) => r.includes("/console/jobs/live")).length;
+  await page.waitForTimeout(2500);
+  assert.ok(polls() >= 1, "the list refreshes itself");
+  await page.getByLabel("Live updates").uncheck();
+  const paused = polls();
+  await page.waitForTimeout(4500);
+  assert.equal(polls(), paused, "no refresh while paused");
+  await page.getByLabel("Live updates").check();
+  const deadline = Date.now() + 10_000;
+  while (polls() === paused) {
+    assert.ok(Date.now() < deadline, "refreshes again once resumed");
+    await page.waitForTimeout(200);
+  }
+  await shot("jobs-live");
+});
+
 test("a slow job is canceled from its page", async () => {
   await submit(slow);
   await page.getByRole("button", { name: "Cancel" }).click();
