@@ -66,7 +66,7 @@ pub fn fal_client(base: &str, model: &str, input: &Map<String, Value>) -> String
         .unwrap_or(base)
         .trim_end_matches('/');
     format!(
-        "# FAL_KEY=<your invokd key> FAL_QUEUE_RUN_HOST={host} python this.py\nimport fal_client\n\nresult = fal_client.subscribe(\n    {},\n    arguments={},\n)\nprint(result)",
+        "# FAL_KEY=<your invokd key> FAL_QUEUE_RUN_HOST={host} python this.py\n# (fal-client speaks https: serve invokd with --tls-cert and --tls-key)\nimport fal_client\n\nresult = fal_client.subscribe(\n    {},\n    arguments={},\n)\nprint(result)",
         python(&Value::String(model.to_owned()), 0),
         python(&Value::Object(input.clone()), 1),
     )
