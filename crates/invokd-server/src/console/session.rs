@@ -105,11 +105,12 @@ fn verify(signer: &UrlSigner, cookie: &str) -> Option<(char, KeyHash)> {
 /// The `Set-Cookie` header of a session (`value`), or of its removal (`None`).
 pub fn set_cookie(state: &AppState, value: Option<&str>) -> HeaderValue {
     let path = state.config.console_path.as_deref().unwrap_or("/");
-    let secure = if state.config.tls.is_some() {
-        "; Secure"
-    } else {
-        ""
-    };
+    cookie_header(path, state.config.tls.is_some(), value)
+}
+
+/// The cookie for the console at `path`: `Secure` when served over TLS.
+fn cookie_header(path: &str, tls: bool, value: Option<&str>) -> HeaderValue {
+    let secure = if tls { "; Secure" } else { "" };
     let text = match value {
         Some(v) => format!(
             "{COOKIE}={v}; Path={path}; Max-Age={LIFETIME_SECS}; HttpOnly; SameSite=Strict{secure}"
@@ -192,6 +193,20 @@ mod tests {
         let later = (Utc::now().timestamp() + 10 * LIFETIME_SECS).to_string();
         parts[2] = &later;
         assert_eq!(verify(&s, &parts.join(".")), None, "the expiry is signed");
+    }
+
+    #[test]
+    fn the_cookie_is_http_only_strict_and_secure_under_tls() {
+        let c = cookie_header("/console", true, Some("v"));
+        assert_eq!(
+            c,
+            "invokd_console=v; Path=/console; Max-Age=43200; HttpOnly; SameSite=Strict; Secure"
+        );
+        let plain = cookie_header("/ops/x", false, None);
+        assert_eq!(
+            plain,
+            "invokd_console=; Path=/ops/x; Max-Age=0; HttpOnly; SameSite=Strict"
+        );
     }
 
     #[test]
