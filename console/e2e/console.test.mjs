@@ -159,6 +159,33 @@ test("a slow job is canceled from its page", async () => {
   await shot("job-canceled");
 });
 
+test("a selection of jobs is canceled from the list", async () => {
+  const ids = [];
+  for (let i = 0; i < 2; i++) {
+    const r = await fetch(`${url}/v1/async-invoke`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model_id: slow, input: { prompt: `selected ${i}` } }),
+    });
+    assert.equal(r.status, 202);
+    ids.push((await r.json()).request_id);
+  }
+  await page.goto(`${url}/console/jobs?text=selected`);
+  await page.getByLabel("Select every job that can be canceled").check();
+  for (const id of ids) assert.ok(await page.getByLabel(`Select job ${id}`).isChecked());
+  await page.getByRole("button", { name: "Cancel selected" }).click();
+  await page.getByText("Asked to cancel 2 job(s).").waitFor();
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const statuses = await page.locator("table.jobs tbody tr").evaluateAll(
+      (rows) => rows.map((r) => r.dataset.status));
+    if (statuses.length === 2 && statuses.every((s) => s === "CANCELED")) break;
+    assert.ok(Date.now() < deadline, `not canceled after 30 s: ${statuses}`);
+    await page.waitForTimeout(250);
+  }
+  await shot("jobs-selection-canceled");
+});
+
 test("the admin creates a key, sees it once, and revokes it", async () => {
   await page.getByRole("button", { name: "Sign out" }).click();
   await page.waitForURL(/\/console\/sign-in$/);
