@@ -301,7 +301,12 @@ impl JobService {
         if secret.is_empty() {
             return Err(ServiceError::Unauthorized);
         }
-        let hash = KeyHash::of(secret);
+        self.authenticate_hash(KeyHash::of(secret)).await
+    }
+
+    /// The caller whose key has this hash (a console session keeps the hash, never the key);
+    /// revoked and unknown keys are refused.
+    pub async fn authenticate_hash(&self, hash: KeyHash) -> Result<Caller, ServiceError> {
         if let Some(caller) = self.keys.get(&hash) {
             return Ok(caller);
         }
@@ -435,6 +440,20 @@ impl JobService {
         cursor: Option<&str>,
     ) -> Result<Page, ServiceError> {
         q.project = Some(caller.project.to_string());
+        self.list_in(q, cursor).await
+    }
+
+    /// A page of every project's jobs, newest first: for the admin only.
+    pub async fn list_all(
+        &self,
+        mut q: ListQuery,
+        cursor: Option<&str>,
+    ) -> Result<Page, ServiceError> {
+        q.project = None;
+        self.list_in(q, cursor).await
+    }
+
+    async fn list_in(&self, mut q: ListQuery, cursor: Option<&str>) -> Result<Page, ServiceError> {
         q.limit = q.limit.clamp(1, MAX_PAGE);
         q.after = cursor.map(decode_cursor).transpose()?;
         let limit = q.limit as usize;
@@ -495,10 +514,19 @@ impl JobService {
 
     /// The caller's job with this id. Another caller's job is "not found", so ids leak nothing.
     pub async fn get(&self, caller: &Caller, id: &str) -> Result<Job, ServiceError> {
+        self.get_in(Some(&caller.project), id).await
+    }
+
+    /// The job with this id, in whichever project: for the admin only.
+    pub async fn get_any(&self, id: &str) -> Result<Job, ServiceError> {
+        self.get_in(None, id).await
+    }
+
+    async fn get_in(&self, project: Option<&str>, id: &str) -> Result<Job, ServiceError> {
         let not_found = || ServiceError::NotFound(id.to_owned());
         let job_id: JobId = id.parse().map_err(|_| not_found())?;
         self.store
-            .get_job(job_id, Some(&caller.project))
+            .get_job(job_id, project)
             .await?
             .ok_or_else(not_found)
     }
@@ -540,13 +568,23 @@ impl JobService {
 
     /// Cancels the caller's job: a queued one never runs; a running one is told to stop.
     pub async fn cancel(&self, caller: &Caller, id: &str) -> Result<CancelOutcome, ServiceError> {
+        self.cancel_in(Some(&caller.project), id).await
+    }
+
+    /// Cancels a job of whichever project: for the admin only.
+    pub async fn cancel_any(&self, id: &str) -> Result<CancelOutcome, ServiceError> {
+        self.cancel_in(None, id).await
+    }
+
+    async fn cancel_in(
+        &self,
+        project: Option<&str>,
+        id: &str,
+    ) -> Result<CancelOutcome, ServiceError> {
         let Ok(job_id) = id.parse::<JobId>() else {
             return Ok(CancelOutcome::NotFound);
         };
-        let outcome = self
-            .store
-            .cancel(job_id, Some(&caller.project), Utc::now())
-            .await?;
+        let outcome = self.store.cancel(job_id, project, Utc::now()).await?;
         if outcome == CancelOutcome::Requested {
             self.signals.running.cancel(job_id);
         }

@@ -68,6 +68,8 @@ pub struct ListQuery {
     pub status: Option<crate::JobStatus>,
     pub model_id: Option<String>,
     pub tag: Option<(String, String)>,
+    /// Only jobs whose input's `prompt` holds this text, in any case (ASCII case on SQLite).
+    pub prompt_contains: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
     /// Start after this job (exclusive), in the newest-first order: the previous page's last.

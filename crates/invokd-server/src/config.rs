@@ -15,6 +15,8 @@ pub struct ServerConfig {
     pub file_urls: FileUrls,
     /// The URL clients reach the server at, used in file URLs; by default the request's `Host`.
     pub public_url: Option<String>,
+    /// Where the web console is served (`/console` by default); `None` serves none.
+    pub console_path: Option<String>,
     /// An operator's catalog directory, added to (and overriding) the embedded models.
     pub catalog_dir: Option<PathBuf>,
     /// Largest accepted request body.
@@ -195,6 +197,7 @@ impl ServerConfig {
             file_urls: FileUrls::Gateway,
             public_url: None,
             catalog_dir: None,
+            console_path: Some(DEFAULT_CONSOLE_PATH.to_owned()),
             max_body_bytes: 4 * 1024 * 1024,
             max_upload_bytes: 100 * 1024 * 1024,
             file_url_ttl: Duration::from_secs(24 * 3600),
@@ -218,6 +221,35 @@ impl ServerConfig {
     }
 }
 
+/// Where the web console is served unless configured otherwise.
+pub const DEFAULT_CONSOLE_PATH: &str = "/console";
+
+/// Whether `path` can hold the console: `/` and segments of letters, digits, `-`, `_` and `.`,
+/// none of them empty or dots alone, and a first segment that is none of the other surfaces'.
+fn check_console_path(path: &str) -> anyhow::Result<()> {
+    let bad = |why: &str| anyhow::anyhow!("console path {path:?}: {why}");
+    let rest = path
+        .strip_prefix('/')
+        .ok_or_else(|| bad("must start with /"))?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    for s in &segments {
+        if s.is_empty() || *s == "." || *s == ".." {
+            return Err(bad("has an empty or dot segment (no trailing /)"));
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(bad("may hold only letters, digits, -, _ and ."));
+        }
+    }
+    let first = segments.first().copied().unwrap_or_default();
+    if first != "console" && crate::router::is_taken(first) {
+        return Err(bad("its first segment is another route's"));
+    }
+    Ok(())
+}
+
 /// The largest attempt count both stores' columns hold.
 pub const MAX_ATTEMPTS_LIMIT: u32 = i32::MAX as u32;
 
@@ -233,6 +265,9 @@ impl ServerConfig {
             anyhow::bail!("max attempts must be at most {MAX_ATTEMPTS_LIMIT}");
         }
         self.max_attempts = self.max_attempts.max(1);
+        if let Some(path) = &self.console_path {
+            check_console_path(path)?;
+        }
         let d = &mut self.dispatch;
         d.per_model_concurrency = d.per_model_concurrency.max(1);
         d.max_concurrency = d.max_concurrency.max(1);
@@ -307,6 +342,29 @@ mod tests {
         c.file_urls = FileUrls::Presigned;
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("S3"), "{e}");
+    }
+
+    #[test]
+    fn console_paths_are_checked() {
+        for ok in ["/console", "/ops/invokd", "/a.b-c_d"] {
+            let mut c = config();
+            c.console_path = Some(ok.into());
+            assert!(c.validate().is_ok(), "{ok}");
+        }
+        for bad in [
+            "console",
+            "/",
+            "/console/",
+            "/a//b",
+            "/../x",
+            "/v1/console",
+            "/files",
+            "/a b",
+        ] {
+            let mut c = config();
+            c.console_path = Some(bad.into());
+            assert!(c.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

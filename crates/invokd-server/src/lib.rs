@@ -3,6 +3,7 @@
 mod bootstrap;
 pub mod config;
 mod connections;
+mod console;
 mod dispatcher;
 mod extract;
 mod fal_path;

@@ -125,14 +125,15 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
 /// over the limit), as plain text: made an `ApiError` of the one mapping, so that it is
 /// rendered in the surface's shape like every other error. Its text becomes the message.
 async fn framework_rejection(res: Response) -> Response {
-    let is_json = res
+    // JSON and HTML (the console's pages) are answers a handler made on purpose.
+    let rendered = res
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("json"));
+        .is_some_and(|v| v.contains("json") || v.starts_with("text/html"));
     if res.extensions().get::<ApiError>().is_some()
         || !(res.status().is_client_error() || res.status().is_server_error())
-        || is_json
+        || rendered
     {
         return res;
     }

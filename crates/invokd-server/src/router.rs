@@ -35,6 +35,15 @@ pub enum Surface {
 pub const RESERVED_OWNERS: [&str; 6] =
     ["v1", "files", "healthz", "readyz", ".well-known", "console"];
 
+/// First segments of invokd's other own routes: a console path may not start with one of these
+/// or a reserved one (a console path of its own shadows a fal app of the same path).
+const OWN_FIRST_SEGMENTS: [&str; 6] = ["metrics", "openapi.json", "docs", "storage", "fal", "api"];
+
+/// Whether `first` is the first segment of one of invokd's own routes.
+pub fn is_taken(first: &str) -> bool {
+    RESERVED_OWNERS.contains(&first) || OWN_FIRST_SEGMENTS.contains(&first)
+}
+
 pub fn surface_of(path: &str) -> Surface {
     let first = path
         .trim_start_matches('/')
@@ -211,7 +220,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
-    let (router, _) = routes(state.config.max_upload_bytes).split_for_parts();
+    let (mut router, _) = routes(state.config.max_upload_bytes).split_for_parts();
+    if let Some(path) = &state.config.console_path {
+        router = crate::console::mount(router, path, &state);
+    }
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1027,6 +1027,62 @@ async fn concurrent_creates_with_one_idempotency_key_make_one_job(s: S) {
     assert_eq!(s.queued_count(Some(key)).await.unwrap(), 1);
 }
 
+/// The text filter finds the prompt's text anywhere in it, in any (ASCII) case, its `%` and `_`
+/// taken as themselves; inputs without a prompt never match.
+async fn listing_finds_text_in_the_prompt(s: S) {
+    let key = KeyId::generate();
+    let mut ids = Vec::new();
+    for prompt in [
+        json!("A Lighthouse in a storm"),
+        json!("100% cotton_shirt"),
+        json!("a cat"),
+        json!(42),
+    ] {
+        let mut job = new_job("m", 0, key);
+        job.input = json!({ "prompt": prompt })
+            .as_object()
+            .unwrap()
+            .clone()
+            .into();
+        ids.push(s.insert_job(job).await.unwrap().id);
+    }
+    let mut no_prompt = new_job("m", 0, key);
+    no_prompt.input = json!({"text": "lighthouse"})
+        .as_object()
+        .unwrap()
+        .clone()
+        .into();
+    s.insert_job(no_prompt).await.unwrap();
+    let found = |text: &str| {
+        let s = s.clone();
+        let q = ListQuery {
+            prompt_contains: Some(text.into()),
+            limit: 100,
+            ..ListQuery::default()
+        };
+        async move {
+            let mut found: Vec<_> = s
+                .list_jobs(&q)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|j| j.id)
+                .collect();
+            found.sort();
+            found
+        }
+    };
+    assert_eq!(found("lighthouse").await, vec![ids[0]]);
+    assert_eq!(found("STORM").await, vec![ids[0]]);
+    assert_eq!(found("0% c").await, vec![ids[1]]);
+    assert_eq!(found("n_s").await, vec![ids[1]], "_ is itself");
+    assert_eq!(found("%").await, vec![ids[1]], "% is itself");
+    assert!(found("dog").await.is_empty());
+    let mut with_a = vec![ids[0], ids[2]];
+    with_a.sort();
+    assert_eq!(found("a").await, with_a);
+}
+
 async fn listing_filters_and_pages_newest_first(s: S) {
     let key = KeyId::generate();
     let t0 = common::now() - Duration::hours(1);
@@ -2002,6 +2058,7 @@ conformance!(
     an_idempotency_key_replays_its_job_and_refuses_another_body,
     concurrent_creates_with_one_idempotency_key_make_one_job,
     listing_filters_and_pages_newest_first,
+    listing_finds_text_in_the_prompt,
     a_store_counts_its_queue_per_model_and_per_key,
     deadlines_fail_only_queued_jobs_whose_time_has_passed,
     deliveries_are_leased_retried_and_given_up,

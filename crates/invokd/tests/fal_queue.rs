@@ -738,13 +738,11 @@ async fn request_actions_route_after_any_model_path() {
     assert_eq!(server.stored_jobs().await, 1);
 }
 
-/// `/console` is invokd's own, never a fal app: 404 in DigitalOcean's shape, nothing stored.
+/// `/console` is invokd's own, never a fal app: the web console's, or with the console turned
+/// off, 404 in DigitalOcean's shape; no fal action under it stores anything.
 #[tokio::test]
 async fn console_is_reserved() {
-    let server = TestServer::start().await;
-    for (method, path) in [
-        (reqwest::Method::GET, "/console"),
-        (reqwest::Method::GET, "/console/jobs"),
+    let paths = [
         (reqwest::Method::POST, "/console/flux"),
         (reqwest::Method::POST, "/console/flux/schnell"),
         (
@@ -756,18 +754,35 @@ async fn console_is_reserved() {
             "/console/flux/requests/0196b7a4-0000-7000-8000-000000000000/cancel",
         ),
         (reqwest::Method::DELETE, "/console/flux/schnell"),
-    ] {
-        let resp = server
-            .http
-            .request(method.clone(), server.at(path))
-            .header("authorization", format!("Key {}", server.key))
-            .json(&json!({"prompt": "x"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 404, "{method} {path}");
-        let body: Value = resp.json().await.unwrap();
-        assert_eq!(body["id"], "not_found", "{method} {path}: {body}");
+    ];
+    let off = TestServer::start_with(Options::default().arg("--console-path").arg("off")).await;
+    let on = TestServer::start().await;
+    for server in [&off, &on] {
+        for (method, path) in &paths {
+            let resp = server
+                .http
+                .request(method.clone(), server.at(path))
+                .header("authorization", format!("Key {}", server.key))
+                .json(&json!({"prompt": "x"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 404, "{method} {path}");
+        }
+        assert_eq!(server.stored_jobs().await, 0);
     }
-    assert_eq!(server.stored_jobs().await, 0);
+    for path in ["/console", "/console/jobs"] {
+        let resp = off.http.get(off.at(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["id"], "not_found", "{path}: {body}");
+        // With the console, its pages send the browser to sign in.
+        let resp = on.http.get(on.at(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert!(
+            resp.url().path().ends_with("/console/sign-in"),
+            "{}",
+            resp.url()
+        );
+    }
 }

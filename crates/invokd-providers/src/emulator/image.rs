@@ -113,7 +113,8 @@ pub(super) fn render(
         .unwrap_or_default();
     let mut files = Vec::with_capacity(n as usize);
     for i in 0..n {
-        let img = draw(w, h, &palette(seed.wrapping_add(u64::from(i)), prompt));
+        let mut img = draw(w, h, &palette(seed.wrapping_add(u64::from(i)), prompt));
+        super::label::caption(&mut img, prompt, &model.id);
         let mut bytes = Cursor::new(Vec::new());
         img.write_to(&mut bytes, fmt).map_err(|e| {
             ProviderError::transient("internal_error", format!("encoding failed: {e}"))

@@ -2,6 +2,7 @@
 
 mod audio;
 mod image;
+mod label;
 mod preview;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};

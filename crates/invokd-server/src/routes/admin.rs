@@ -31,6 +31,28 @@ fn info(k: &KeyRecord) -> KeyInfo {
     }
 }
 
+/// A new key's name and project, trimmed and checked: the one rule for the API and the console.
+pub fn key_fields<'a>(
+    name: &'a str,
+    project: Option<&'a str>,
+) -> Result<(&'a str, Option<&'a str>), ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::new(
+            ErrorCode::UnprocessableEntity,
+            "name: must be 1 to 200 characters",
+        ));
+    }
+    let project = project.map(str::trim);
+    if project.is_some_and(|p| p.is_empty() || p.len() > 200) {
+        return Err(ApiError::new(
+            ErrorCode::UnprocessableEntity,
+            "project: must be 1 to 200 characters",
+        ));
+    }
+    Ok((name, project))
+}
+
 // `POST /v1/admin/keys`: 201 with the new key, shown this once.
 #[utoipa::path(post, path = "/v1/admin/keys", operation_id = "create_key", tag = "admin", request_body = CreateKey,
     responses(
@@ -48,20 +70,7 @@ pub async fn create(
     _: AdminAuth,
     JsonBody(body): JsonBody<CreateKey>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::new(
-            ErrorCode::UnprocessableEntity,
-            "name: must be 1 to 200 characters",
-        ));
-    }
-    let project = body.project.as_deref().map(str::trim);
-    if project.is_some_and(|p| p.is_empty() || p.len() > 200) {
-        return Err(ApiError::new(
-            ErrorCode::UnprocessableEntity,
-            "project: must be 1 to 200 characters",
-        ));
-    }
+    let (name, project) = key_fields(&body.name, body.project.as_deref())?;
     let (record, key) = state.service.create_key(name, project).await?;
     Ok((
         StatusCode::CREATED,

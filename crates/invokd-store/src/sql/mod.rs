@@ -73,6 +73,16 @@ where
     if let Some((name, value)) = &q.tag {
         push_tag(&mut b, name, value)?;
     }
+    if let Some(text) = &q.prompt_contains {
+        // LIKE with its wildcards escaped, both sides lowered: the text anywhere, in any case.
+        let escaped = text
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        b.push(format!(" AND lower({}) LIKE lower(", DB::PROMPT))
+            .push_bind(DB::prose(format!("%{escaped}%")))
+            .push(") ESCAPE '\\'");
+    }
     if let Some(t) = q.created_after {
         b.push(" AND created_at > ").push_bind(micros(t));
     }

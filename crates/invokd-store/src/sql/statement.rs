@@ -81,6 +81,8 @@ pub(crate) trait Db: Database {
     /// What ends a claim's choice of rows: on PostgreSQL, concurrent claimers pass over each
     /// other's rows instead of waiting or taking them; SQLite has one writer.
     const SKIP_LOCKED: &'static str;
+    /// The text of a job's input `prompt`, in a listing's filter.
+    const PROMPT: &'static str;
 
     fn id(id: Uuid) -> Self::Id;
     fn uuid(id: Self::Id) -> Uuid;
@@ -96,6 +98,7 @@ impl Db for Sqlite {
     type Id = Hyphenated;
     const JSON: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
+    const PROMPT: &'static str = "json_extract(input, '$.prompt')";
 
     fn id(id: Uuid) -> Self::Id {
         id.hyphenated()
@@ -121,6 +124,7 @@ impl Db for Postgres {
     type Id = Uuid;
     const JSON: &'static str = "::json";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const PROMPT: &'static str = "(input->>'prompt')";
 
     fn id(id: Uuid) -> Self::Id {
         id

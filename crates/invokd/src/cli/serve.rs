@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// URL clients reach this server at, used in file URLs (default: from the request's Host).
     #[arg(long, env = "INVOKD_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Where the web console is served: `/console`, or a path of its own (behind a reverse
+    /// proxy that forwards it unchanged); `off` serves no console.
+    #[arg(long, env = "INVOKD_CONSOLE_PATH", default_value = invokd_server::config::DEFAULT_CONSOLE_PATH)]
+    console_path: String,
     /// Extra catalog directory: its model files add to or replace the built-in ones.
     #[arg(long, env = "INVOKD_CATALOG_DIR")]
     catalog_dir: Option<PathBuf>,
@@ -376,6 +380,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     };
     config.public_url = a.public_url.clone();
     config.catalog_dir = a.catalog_dir.clone();
+    config.console_path = (a.console_path != "off").then(|| a.console_path.clone());
     config.max_body_bytes = a.max_body_bytes;
     config.http = invokd_server::config::HttpLimits {
         max_connections: a.max_connections,
