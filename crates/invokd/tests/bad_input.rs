@@ -228,6 +228,20 @@ async fn listing_pages_are_bounded_in_bytes_as_well_as_in_rows() {
     assert!(second["next_cursor"].is_null(), "{}", second["next_cursor"]);
 }
 
+/// The bytes behind an initiated upload's file URL.
+async fn file_of(server: &TestServer, started: &Value) -> String {
+    let url = started["file_url"].as_str().unwrap();
+    server
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_signed_upload_url_is_used_once() {
     let server = TestServer::start().await;
@@ -244,11 +258,31 @@ async fn a_signed_upload_url_is_used_once() {
     assert_eq!(again.status(), 409);
     let body: Value = again.json().await.unwrap();
     assert_eq!(body["id"], "conflict", "{body}");
-    let file = server
-        .http
-        .get(started["file_url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(file.text().await.unwrap(), "first", "the file was replaced");
+    assert_eq!(
+        file_of(&server, &started).await,
+        "first",
+        "the file was replaced"
+    );
+    // Uses racing each other: one lands, the others are refused.
+    let started = server.initiate_upload().await;
+    let url = started["upload_url"].as_str().unwrap();
+    let puts = (0..8).map(|i| {
+        let http = server.http.clone();
+        let url = url.to_owned();
+        async move {
+            let status = http.put(url).body(format!("body {i}")).send().await;
+            (i, status.unwrap().status().as_u16())
+        }
+    });
+    let answers = futures::future::join_all(puts).await;
+    let landed: Vec<_> = answers.iter().filter(|(_, s)| *s == 200).collect();
+    assert_eq!(landed.len(), 1, "{answers:?}");
+    assert!(
+        answers.iter().all(|(_, s)| [200, 409].contains(s)),
+        "{answers:?}"
+    );
+    assert_eq!(
+        file_of(&server, &started).await,
+        format!("body {}", landed[0].0)
+    );
 }
