@@ -391,6 +391,27 @@ async fn connections_over_the_cap_are_told_503_and_the_count_returns() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     nothing_left(&server, baseline).await;
+    // Operators see the refusals, and the connections open now (the scrape's own at least).
+    let metrics = server
+        .http
+        .get(server.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("invokd_http_connections_refused_total 30"),
+        "{metrics}"
+    );
+    let open: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("invokd_http_connections_open "))
+        .expect("the open connections' gauge")
+        .parse()
+        .unwrap();
+    assert!((1.0..=3.0).contains(&open), "{open} connections open");
 }
 
 /// Opens `n` connections to `addr` that send nothing.
