@@ -14,6 +14,8 @@ pub enum ErrorCode {
     BadRequest,
     /// No key, or a key that is unknown or revoked.
     Unauthorized,
+    /// The key is valid but may not do this (a worker token and another model's job).
+    Forbidden,
     /// The route, model, request id or file does not exist (or is not the caller's).
     NotFound,
     /// The method is not served on this route.
@@ -22,6 +24,8 @@ pub enum ErrorCode {
     RequestTimeout,
     /// The request conflicts with the resource's state (e.g. cancelling a finished job).
     Conflict,
+    /// A worker's lease is no longer the job's: it was taken back, cancelled or ended.
+    LeaseLost,
     /// The body is larger than the configured limit.
     PayloadTooLarge,
     /// The body is not `application/json`.
@@ -58,10 +62,12 @@ impl ErrorCode {
         match self {
             Self::BadRequest => "bad_request",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RequestTimeout => "request_timeout",
             Self::Conflict => "conflict",
+            Self::LeaseLost => "lease_lost",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::UnprocessableEntity => "unprocessable_entity",

@@ -1,6 +1,10 @@
-//! The admin API (`/v1/admin/keys`) with the admin token: create, list and revoke access keys.
+//! The admin API with the admin token: create, list and revoke access keys
+//! (`/v1/admin/keys`) and worker tokens (`/v1/admin/worker-tokens`), list workers.
 
-use invokd_api::admin::{CreateKey, KeyCreated, KeyInfo, KeyList};
+use invokd_api::{
+    admin::{CreateKey, KeyCreated, KeyInfo, KeyList},
+    worker::{CreateWorkerToken, WorkerList, WorkerTokenList, WorkerTokenView},
+};
 use reqwest::Method;
 
 use crate::{Client, ClientError, client::Call, retry::Retry};
@@ -49,5 +53,37 @@ impl AdminClient {
     pub async fn revoke_key(&self, id: &str) -> Result<KeyInfo, ClientError> {
         let url = self.client.endpoint(&["v1", "admin", "keys", id], &[]);
         self.client.json(&Call::new(Method::DELETE, url)).await
+    }
+
+    /// `POST /v1/admin/worker-tokens`: a new worker token, its secret shown this once. Retried
+    /// only when the server surely made nothing.
+    pub async fn create_worker_token(
+        &self,
+        body: &CreateWorkerToken,
+    ) -> Result<WorkerTokenView, ClientError> {
+        let url = self.client.endpoint(&["v1", "admin", "worker-tokens"], &[]);
+        let mut call = Call::new(Method::POST, url).json(body);
+        call.retry = Retry::Unsafe;
+        self.client.json(&call).await
+    }
+
+    /// `GET /v1/admin/worker-tokens`: every worker token, newest first, without secrets.
+    pub async fn list_worker_tokens(&self) -> Result<WorkerTokenList, ClientError> {
+        let url = self.client.endpoint(&["v1", "admin", "worker-tokens"], &[]);
+        self.client.json(&Call::new(Method::GET, url)).await
+    }
+
+    /// `DELETE /v1/admin/worker-tokens/{id}`: revokes the token (again is fine).
+    pub async fn revoke_worker_token(&self, id: &str) -> Result<(), ClientError> {
+        let url = self
+            .client
+            .endpoint(&["v1", "admin", "worker-tokens", id], &[]);
+        self.client.empty(&Call::new(Method::DELETE, url)).await
+    }
+
+    /// `GET /v1/admin/workers`: the workers seen in the last day.
+    pub async fn list_workers(&self) -> Result<WorkerList, ClientError> {
+        let url = self.client.endpoint(&["v1", "admin", "workers"], &[]);
+        self.client.json(&Call::new(Method::GET, url)).await
     }
 }

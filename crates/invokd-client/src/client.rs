@@ -397,6 +397,16 @@ impl Client {
             ),
         })
     }
+
+    /// Sends `call` and expects a 2xx answer with nothing to read in it.
+    pub(crate) async fn empty(&self, call: &Call) -> Result<(), ClientError> {
+        let a = self.fetch(call).await?;
+        if a.status.is_success() {
+            Ok(())
+        } else {
+            Err(error_of(a.status, &a.bytes))
+        }
+    }
 }
 
 /// The error of a non-2xx answer: DigitalOcean's body, fal's `{"detail"}`, or the raw text.

@@ -42,6 +42,12 @@ pub trait BlobStore: Send + Sync + 'static {
     fn presigned_url(&self, _key: &str, _ttl: std::time::Duration) -> Option<String> {
         None
     }
+
+    /// A URL a worker PUTs a file to for `ttl`, straight into the storage, when the storage can
+    /// make one; `None` means files are uploaded through the gateway.
+    fn presigned_put_url(&self, _key: &str, _ttl: std::time::Duration) -> Option<String> {
+        None
+    }
 }
 
 /// Checks that a key is a plain relative path: no `..`, no absolute path, no empty segment,

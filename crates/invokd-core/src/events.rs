@@ -89,6 +89,17 @@ pub struct Signals {
     pub events: JobEvents,
     /// Progress and partial outputs of the runs of this process.
     pub updates: crate::run_updates::RunUpdates,
+    /// Notified (every waiter) when jobs entered the queue: workers' takes waiting here.
+    pub queued: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Signals {
+    /// Jobs entered the queue (new, or back from a run): wake the dispatcher and every take
+    /// waiting for work.
+    pub fn job_queued(&self) {
+        self.wake.notify_one();
+        self.queued.notify_waiters();
+    }
 }
 
 #[cfg(test)]

@@ -52,6 +52,10 @@ uuid_id!(
     /// The id of an access key (never the key itself).
     KeyId
 );
+uuid_id!(
+    /// The id of a worker token (never the token itself).
+    WorkerTokenId
+);
 
 #[cfg(test)]
 mod tests {

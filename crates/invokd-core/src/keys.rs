@@ -57,11 +57,16 @@ impl KeyRecord {
 
 /// A new random key: the prefix and 32 random bytes, base64url.
 pub fn generate_secret() -> String {
+    random_secret(KEY_PREFIX)
+}
+
+/// `prefix` and 32 random bytes, base64url: a secret of any kind invokd hands out.
+pub(crate) fn random_secret(prefix: &str) -> String {
     use base64::Engine as _;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     format!(
-        "{KEY_PREFIX}{}",
+        "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     )
 }

@@ -18,6 +18,7 @@ pub mod running;
 pub mod service;
 pub mod signing;
 pub mod store;
+pub mod workers;
 
 pub use ids::{JobId, KeyId};
 pub use job::{CancelOutcome, Job, JobError, JobStatus, Lease, NewJob, Outcome, UpstreamRef};

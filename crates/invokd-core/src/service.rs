@@ -374,7 +374,7 @@ impl JobService {
             _ => self.store.insert_job(new).await?,
         };
         self.queued.added(caller.key_id);
-        self.signals.wake.notify_one();
+        self.signals.job_queued();
         self.signals.events.notify(job.id);
         tracing::info!(job_id = %job.id, model = %job.model_id, "job queued");
         Ok(Submitted {

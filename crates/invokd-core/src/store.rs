@@ -7,10 +7,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    ids::{JobId, KeyId},
+    ids::{JobId, KeyId, WorkerTokenId},
     job::{CancelOutcome, Job, JobError, Lease, NewJob, Outcome, UpstreamRef},
     keys::{KeyHash, KeyRecord},
     provider::LogLine,
+    workers::{WorkerPresence, WorkerRecord, WorkerToken},
 };
 
 /// A store failure. Only the store knows SQL; everyone else sees this.
@@ -362,6 +363,29 @@ pub trait KeyRepo: Send + Sync {
     async fn revoke_key(&self, id: KeyId, now: DateTime<Utc>) -> Result<bool, StoreError>;
 }
 
+/// Worker tokens, stored hashed, and workers' presence.
+#[async_trait]
+pub trait WorkerRepo: Send + Sync {
+    async fn insert_worker_token(&self, token: WorkerToken) -> Result<(), StoreError>;
+    /// The token with this hash, revoked or not.
+    async fn find_worker_token(&self, hash: &KeyHash) -> Result<Option<WorkerToken>, StoreError>;
+    /// Every token, newest first.
+    async fn list_worker_tokens(&self) -> Result<Vec<WorkerToken>, StoreError>;
+    /// Revokes a token; `false` if there is no such token. Revoking twice keeps the first time.
+    async fn revoke_worker_token(
+        &self,
+        id: WorkerTokenId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Records that the worker was seen `now`, saying this of itself.
+    async fn record_worker(&self, w: &WorkerPresence, now: DateTime<Utc>)
+    -> Result<(), StoreError>;
+    /// Counts one job of the worker as ended, completed or not.
+    async fn count_worker_job(&self, worker_id: &str, completed: bool) -> Result<(), StoreError>;
+    /// The workers seen since `since`, by name, with the jobs each holds now.
+    async fn list_workers(&self, since: DateTime<Utc>) -> Result<Vec<WorkerRecord>, StoreError>;
+}
+
 /// News from the store that something changed, whichever process changed it, so waiters
 /// (dispatchers, SSE streams) wake at once instead of at their next poll.
 ///
@@ -379,7 +403,7 @@ pub enum StoreNotice {
 
 /// Everything the server needs from a store.
 #[async_trait]
-pub trait Store: JobRepo + KeyRepo + DeliveryRepo + 'static {
+pub trait Store: JobRepo + KeyRepo + DeliveryRepo + WorkerRepo + 'static {
     /// Whether the store answers.
     async fn check(&self) -> Result<(), StoreError>;
 

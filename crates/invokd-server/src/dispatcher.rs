@@ -100,12 +100,11 @@ impl Dispatcher {
     /// Claims as many jobs as the capacity allows, and counts them as running.
     async fn claim(&self, capacity: &Capacity) -> Vec<Job> {
         // A provider whose upstream is failing (circuit open) starts nothing: its jobs wait
-        // QUEUED instead of using up their attempts.
-        let paused = self
-            .catalog
-            .iter()
-            .map(|m| m.id.as_str())
-            .filter(|id| self.providers.for_model(id).is_some_and(|p| !p.available()));
+        // QUEUED instead of using up their attempts. Workers' models are never claimed here.
+        let paused = self.catalog.iter().map(|m| m.id.as_str()).filter(|id| {
+            self.providers.is_workers(id)
+                || self.providers.for_model(id).is_some_and(|p| !p.available())
+        });
         let Some(room) = capacity.room(paused) else {
             return Vec::new();
         };

@@ -96,14 +96,7 @@ impl FromRequestParts<AppState> for AdminAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim())
-            .unwrap_or_default();
+        let token = bearer(parts);
         // Compared as hashes: how long the comparison takes says nothing about the token.
         if !token.is_empty() && invokd_core::keys::KeyHash::of(token) == state.admin_token {
             Ok(Self)
@@ -113,6 +106,32 @@ impl FromRequestParts<AppState> for AdminAuth {
                 "admin operations need the admin token: send Authorization: Bearer <admin token>",
             ))
         }
+    }
+}
+
+/// The token of `Authorization: Bearer <token>`, or "".
+fn bearer(parts: &Parts) -> &str {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .unwrap_or_default()
+}
+
+/// A worker's request: `Authorization: Bearer <worker token>`, not revoked.
+pub struct WorkerAuth(pub invokd_core::workers::WorkerToken);
+
+impl FromRequestParts<AppState> for WorkerAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(state.workers.authenticate(bearer(parts)).await?))
     }
 }
 

@@ -11,6 +11,9 @@
 //!
 //! A `%2F` a client sent itself is kept as text (`%252F`), never read as a slash: a model id
 //! has no encoded slashes, so `/fal-ai/flux%2Fschnell` is no route to `fal-ai/flux/schnell`.
+//!
+//! Under `RUN_PREFIX` (fal's *run* host, `fal.run`, on invokd's port) the same split applies to
+//! the rest of the path.
 
 use axum::http::{Method, Request, Uri, uri::PathAndQuery};
 
@@ -19,9 +22,18 @@ use crate::router::RESERVED_OWNERS;
 /// How a slash inside one path segment is written.
 const SLASH: &str = "%2F";
 
+/// Where fal's *run* host is served on invokd's one port: `POST /run/{model}` runs the model and
+/// answers with its output, `POST /run/{model}/stream` streams it, where `POST /{model}` queues.
+/// fal's Python client names it in `FAL_RUN_HOST` (`127.0.0.1:8080/run`); requests through fal's
+/// proxy to `fal.run` are routed here (`fal_proxy`).
+pub const RUN_PREFIX: &str = "/run";
+
 /// The path with a client's own encoded slashes kept as text and a model's sub-path folded into
 /// its app segment, if either changes it.
 fn folded(method: &Method, path: &str) -> Option<String> {
+    if let Some(rest) = path.strip_prefix(RUN_PREFIX).filter(|r| r.starts_with('/')) {
+        return folded(method, rest).map(|p| format!("{RUN_PREFIX}{p}"));
+    }
     let kept = own_slashes_kept(path);
     fold_sub_path(method, kept.as_deref().unwrap_or(path)).or(kept)
 }
@@ -195,6 +207,22 @@ mod tests {
         assert_eq!(
             fold(req).uri().to_string(),
             "/fal-ai/flux%2Fschnell/requests/abc/status?logs=1"
+        );
+    }
+
+    #[test]
+    fn paths_under_the_run_prefix_fold_as_the_queue_s_do() {
+        let post = |p| folded(&Method::POST, p);
+        assert_eq!(
+            post("/run/fal-ai/flux/schnell/stream").as_deref(),
+            Some("/run/fal-ai/flux%2Fschnell/stream")
+        );
+        assert_eq!(post("/run/fal-ai/hidream-i1-fast/stream"), None);
+        assert_eq!(post("/run/fal-ai/flux/schnell"), None);
+        assert_eq!(post("/run/fal-ai/flux/dev/image-to-image"), None);
+        assert_eq!(
+            post("/running/x/y/stream").as_deref(),
+            Some("/running/x%2Fy/stream")
         );
     }
 }

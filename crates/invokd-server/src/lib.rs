@@ -19,6 +19,7 @@ mod request_body;
 mod request_context;
 mod router;
 mod routes;
+mod run_stream;
 mod server;
 mod state;
 mod store_notices;

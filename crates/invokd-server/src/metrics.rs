@@ -206,6 +206,14 @@ pub async fn render(State(state): State<AppState>) -> Result<impl IntoResponse, 
             .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
         metrics::gauge!("invokd_queue_oldest_age_seconds", &label()).set(age);
     }
+    // What an autoscaler of workers needs beside the queue: per model they serve, the workers
+    // heard from lately and their free slots.
+    let capacity = timed("workers", state.workers.capacity_by_model()).await?;
+    for (model, connected, free) in capacity {
+        let label = [("model", model)];
+        metrics::gauge!("invokd_workers_connected", &label).set(connected as f64);
+        metrics::gauge!("invokd_worker_free_slots", &label).set(free as f64);
+    }
     let body = install().map(PrometheusHandle::render).unwrap_or_default();
     Ok((
         [(

@@ -8,6 +8,10 @@ use invokd_core::provider::Provider;
 /// The provider of models no route names.
 pub const DEFAULT_PROVIDER: &str = "emulator";
 
+/// The provider name of models that workers run (docs/workers.md): the gateway's own
+/// dispatcher never claims their jobs.
+pub const WORKERS_PROVIDER: &str = "workers";
+
 /// One line of the table: a model id, or a pattern ending in `*` that matches every id with
 /// that prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,11 +83,16 @@ impl Providers {
         by_name: BTreeMap<String, Arc<dyn Provider>>,
     ) -> Result<Self, RouteError> {
         for r in &routes {
-            if !by_name.contains_key(&r.provider) {
+            if r.provider != WORKERS_PROVIDER && !by_name.contains_key(&r.provider) {
                 return Err(RouteError::UnknownProvider {
                     pattern: r.pattern.clone(),
                     provider: r.provider.clone(),
-                    known: by_name.keys().cloned().collect::<Vec<_>>().join(", "),
+                    known: by_name
+                        .keys()
+                        .map(String::as_str)
+                        .chain([WORKERS_PROVIDER])
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 });
             }
         }
@@ -97,6 +106,11 @@ impl Providers {
             .filter_map(|r| r.specificity(model).map(|s| (s, r)))
             .max_by_key(|(s, _)| *s)
             .map_or(DEFAULT_PROVIDER, |(_, r)| r.provider.as_str())
+    }
+
+    /// Whether workers run `model`.
+    pub fn is_workers(&self, model: &str) -> bool {
+        self.name_for(model) == WORKERS_PROVIDER
     }
 
     /// The provider that runs `model`, if it is configured.

@@ -53,7 +53,11 @@ pub const FAL_WEBHOOK_PATH: &str = "/v1/upstream/fal/webhook";
 
 /// The routes that take uploads, up to `max_upload_bytes`; every other body is held to
 /// `max_body_bytes`.
-pub const UPLOAD_ROUTES: [&str; 2] = ["/files/upload", "/files/upload/{*key}"];
+pub const UPLOAD_ROUTES: [&str; 3] = [
+    "/files/upload",
+    "/files/upload/{*key}",
+    "/v1/worker/jobs/{id}/files/{name}",
+];
 
 /// The routes (matched patterns) whose POST creates a job or a file: they draw on a key's
 /// create limit, every other request with a key on its read limit.
@@ -122,6 +126,20 @@ fn routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(routes::models::list))
         .routes(routes!(routes::admin::create, routes::admin::list))
         .routes(routes!(routes::admin::revoke))
+        .routes(routes!(
+            routes::admin_workers::create_token,
+            routes::admin_workers::list_tokens
+        ))
+        .routes(routes!(routes::admin_workers::revoke_token))
+        .routes(routes!(routes::admin_workers::list_workers))
+        .routes(routes!(routes::worker::take))
+        .routes(routes!(routes::worker::heartbeat))
+        .routes(routes!(routes::worker::put_file))
+        .routes(routes!(routes::worker::presign))
+        .routes(routes!(routes::worker::partial))
+        .routes(routes!(routes::worker::complete))
+        .routes(routes!(routes::worker::fail))
+        .routes(routes!(routes::worker::release))
         .merge(fal_routes())
         .routes(routes!(routes::health::healthz))
         .routes(routes!(routes::health::readyz))
@@ -133,6 +151,10 @@ fn routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .route(FAL_WEBHOOK_PATH, post(routes::fal_webhook::receive))
         .route(fal_proxy::PROXY_PATHS[0], any(fal_proxy::refuse))
         .route(fal_proxy::PROXY_PATHS[1], any(fal_proxy::refuse))
+        .route(
+            "/v1/worker/jobs/{id}/files",
+            put(routes::worker::unnamed_file),
+        )
         .route("/files/{*key}", get(routes::files::get))
         .route("/storage/auth/token", post(routes::storage::token))
         .route("/storage/upload/initiate", post(routes::storage::initiate))
@@ -146,18 +168,22 @@ fn routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         )
 }
 
-/// fal's queue. A model's path after its owner is one `{app}` segment wherever an action
+/// fal's queue and its run host. A model's path after its owner is one `{app}` segment wherever an action
 /// follows it (`fal_path::fold`), so each action has one route; the sub-path of a plain submit
 /// is the only capture of many segments.
 fn fal_routes() -> OpenApiRouter<AppState> {
-    use routes::fal_queue as fal;
+    use routes::{fal_queue as fal, fal_run};
     OpenApiRouter::new()
         // Nothing but submits lives at an app's root; a read there is a wrong address.
         .routes(routes!(fal::submit))
         .route("/{owner}/{app}", get(not_found))
-        .route("/{owner}/{app}/{*path}", post(fal::submit_sub))
-        // fal's streaming endpoint: refused until it is served, never a submit to `.../stream`.
-        .route("/{owner}/{app}/stream", post(fal::stream_run))
+        .route("/{owner}/{app}/{*path}", post(fal::submit))
+        // fal's streaming endpoint, never a submit to a model named `.../stream`.
+        .routes(routes!(fal_run::stream))
+        // fal's run host (`fal.run`), under its prefix: a run answers with the output.
+        .routes(routes!(fal_run::run))
+        .route("/run/{owner}/{app}/{*path}", post(fal_run::run))
+        .route("/run/{owner}/{app}/stream", post(fal_run::stream))
         .routes(routes!(fal::status))
         .routes(routes!(fal::status_stream))
         .routes(routes!(fal::result))

@@ -5,6 +5,7 @@
 use std::{collections::BTreeMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use invokd_core::workers::{WorkerService, WorkerServiceConfig};
 use invokd_core::{
     blob::BlobStore,
     catalog::Catalog,
@@ -235,6 +236,21 @@ fn job_service(core: &Core, config: &ServerConfig) -> JobService {
 }
 
 /// The in-process dispatcher, a driver of the lifecycle.
+/// The worker endpoints' service, over the core's lifecycle; it hands out only the models
+/// routed to workers.
+fn worker_service(core: &Core, config: &ServerConfig, providers: Arc<Providers>) -> WorkerService {
+    WorkerService::new(
+        core.lifecycle.clone(),
+        core.catalog.clone(),
+        core.blobs.clone(),
+        Arc::new(move |model: &str| providers.is_workers(model)),
+        WorkerServiceConfig {
+            max_file_bytes: config.max_upload_bytes as u64,
+            presign_ttl: std::time::Duration::from_secs(3600),
+        },
+    )
+}
+
 fn dispatcher(
     core: &Core,
     config: &ServerConfig,
@@ -349,7 +365,9 @@ impl Server {
         );
         let dispatcher = dispatcher(&core, &config, providers.clone(), inputs);
         let janitor = janitor(&core, &config);
+        let workers = worker_service(&core, &config, providers.clone());
         let app = Arc::new(App {
+            workers,
             webhook_signer,
             admin_token: invokd_core::keys::KeyHash::of(&admin_token),
             rate_limiter: crate::rate_limit::RateLimiter::new(config.rate_limit),

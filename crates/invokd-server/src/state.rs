@@ -10,6 +10,8 @@ pub type AppState = Arc<App>;
 
 pub struct App {
     pub service: JobService,
+    /// What the worker endpoints call.
+    pub workers: invokd_core::workers::WorkerService,
     pub blobs: Arc<dyn BlobStore>,
     pub signer: UrlSigner,
     pub webhook_signer: crate::webhooks::WebhookSigner,

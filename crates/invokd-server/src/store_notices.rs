@@ -26,7 +26,7 @@ pub async fn relay(store: Arc<dyn Store>, signals: Signals, stop: CancellationTo
         };
         match notice {
             // Queued here or elsewhere: a claim may now find it.
-            Ok(StoreNotice::Queued { .. }) => signals.wake.notify_one(),
+            Ok(StoreNotice::Queued { .. }) => signals.job_queued(),
             Ok(StoreNotice::Changed(id)) => {
                 signals.events.notify(id);
                 if signals.running.is_running(id) {
@@ -36,7 +36,7 @@ pub async fn relay(store: Arc<dyn Store>, signals: Signals, stop: CancellationTo
             Ok(StoreNotice::LogLines(id)) => signals.events.notify_logs(id),
             // Fell behind: wake everything that could have missed news; they re-read the store.
             Err(RecvError::Lagged(_)) => {
-                signals.wake.notify_one();
+                signals.job_queued();
                 signals.events.some_changed();
             }
             Err(RecvError::Closed) => return,

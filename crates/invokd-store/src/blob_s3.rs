@@ -265,4 +265,10 @@ impl BlobStore for S3BlobStore {
     fn presigned_url(&self, key: &str, ttl: Duration) -> Option<String> {
         self.presigned_get(key, ttl).ok()
     }
+
+    fn presigned_put_url(&self, key: &str, ttl: Duration) -> Option<String> {
+        let object = self.object_key(key).ok()?;
+        let action = self.bucket.put_object(Some(&self.credentials), &object);
+        Some(action.sign(ttl.min(MAX_PRESIGN_TTL)).to_string())
+    }
 }

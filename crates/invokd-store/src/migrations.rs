@@ -32,6 +32,7 @@ const SQLITE: &[Step] = steps!("sqlite":
     7 "0007_upstream.sql" "upstream",
     8 "0008_settings.sql" "settings",
     9 "0009_indexes_for_what_is_read.sql" "indexes for what is read",
+    10 "0010_workers.sql" "workers",
 );
 
 const POSTGRES: &[Step] = steps!("postgres":
@@ -39,6 +40,7 @@ const POSTGRES: &[Step] = steps!("postgres":
     2 "0002_settings.sql" "settings",
     3 "0003_upstream.sql" "upstream",
     4 "0004_log_notices.sql" "log notices",
+    5 "0005_workers.sql" "workers",
 );
 
 /// Migrations compiled into the binary, as sqlx's migrator takes them.

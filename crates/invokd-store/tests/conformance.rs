@@ -13,12 +13,14 @@ use chrono::Duration;
 use common::{NO_CAPS, PgSchema, TestStore, claim, claim_at, claim_one, new_job};
 use invokd_core::{
     CancelOutcome, JobError, JobId, JobStatus, KeyId, Outcome, UpstreamRef,
+    ids::WorkerTokenId,
     keys::{KeyHash, KeyRecord},
     provider::LogLine,
     store::{
         AfterAttempt, Beat, DeliveryAttempt, DeliveryState, IdempotencyKey, Inserted, JobRepo,
         ListQuery, QueueSlot, Stale, Store, StoreError,
     },
+    workers::{self, ModelPatterns, WorkerPresence, WorkerToken},
 };
 use serde_json::json;
 
@@ -1869,7 +1871,108 @@ async fn text_with_a_nul_character_is_stored(s: S) {
     assert!(same(&found.name, "a\0name"));
 }
 
+async fn worker_tokens_and_presence_are_kept_and_counted(s: S) {
+    let t0 = common::now();
+    let models = ModelPatterns::parse(&["acme/*".to_owned()]).unwrap();
+    let a = WorkerToken::for_secret("invw_a", "gpu-a", models.clone(), t0);
+    let b = WorkerToken::for_secret("invw_b", "gpu-b", models, t0 + Duration::seconds(1));
+    s.insert_worker_token(a.clone()).await.unwrap();
+    s.insert_worker_token(b.clone()).await.unwrap();
+    assert_eq!(
+        s.list_worker_tokens().await.unwrap(),
+        vec![b.clone(), a.clone()]
+    );
+    assert_eq!(
+        s.find_worker_token(&KeyHash::of("invw_a")).await.unwrap(),
+        Some(a.clone())
+    );
+    assert!(
+        s.find_worker_token(&KeyHash::of("invk_a"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The same secret again is a conflict.
+    let again = WorkerToken::for_secret("invw_a", "again", a.models.clone(), t0);
+    assert!(matches!(
+        s.insert_worker_token(again).await,
+        Err(StoreError::Conflict)
+    ));
+    let r1 = t0 + Duration::seconds(5);
+    assert!(s.revoke_worker_token(a.id, r1).await.unwrap());
+    assert!(
+        s.revoke_worker_token(a.id, r1 + Duration::seconds(5))
+            .await
+            .unwrap()
+    );
+    let found = s
+        .find_worker_token(&KeyHash::of("invw_a"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        found.revoked_at,
+        Some(r1),
+        "revoking twice keeps the first time"
+    );
+    assert!(
+        !s.revoke_worker_token(WorkerTokenId::generate(), r1)
+            .await
+            .unwrap()
+    );
+
+    // Presence: recorded, updated in place, its counts and the jobs it holds.
+    let owner = workers::owner_for(b.id, "w-1");
+    let mut hello = WorkerPresence {
+        id: "w-1".into(),
+        token_id: b.id,
+        owner: owner.clone(),
+        name: "box".into(),
+        version: Some("1.0".into()),
+        models: vec!["acme/*".into()],
+        slots: 2,
+        labels: [("gpu".to_owned(), "A100".to_owned())].into(),
+    };
+    s.record_worker(&hello, t0).await.unwrap();
+    hello.slots = 4;
+    s.record_worker(&hello, t0 + Duration::seconds(10))
+        .await
+        .unwrap();
+    // Another token's worker may not take over the row.
+    let mut other = hello.clone();
+    other.token_id = a.id;
+    other.name = "impostor".into();
+    s.record_worker(&other, t0 + Duration::seconds(11))
+        .await
+        .unwrap();
+    let key = KeyId::generate();
+    for _ in 0..2 {
+        s.insert_job(new_job("acme/x", 0, key)).await.unwrap();
+    }
+    let claimed = s.claim_jobs(claim(&owner, 1, &NO_CAPS)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    s.count_worker_job("w-1", true).await.unwrap();
+    s.count_worker_job("w-1", true).await.unwrap();
+    s.count_worker_job("w-1", false).await.unwrap();
+    let listed = s.list_workers(t0).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let w = &listed[0];
+    assert_eq!(w.presence, hello);
+    assert_eq!(
+        (w.first_seen, w.last_seen),
+        (t0, t0 + Duration::seconds(10))
+    );
+    assert_eq!((w.running, w.completed, w.failed), (1, 2, 1));
+    assert!(
+        s.list_workers(t0 + Duration::seconds(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 conformance!(
+    worker_tokens_and_presence_are_kept_and_counted,
     text_with_a_nul_character_is_stored,
     upstream_references_are_fenced_and_keep_a_job_from_failing_when_its_holder_dies,
     a_setting_is_set_once_and_read_by_everyone,

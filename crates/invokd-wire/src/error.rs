@@ -8,7 +8,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use invokd_api::ErrorCode;
-use invokd_core::{blob::BlobError, catalog::Violation, service::ServiceError, store::StoreError};
+use invokd_core::{
+    blob::BlobError, catalog::Violation, service::ServiceError, store::StoreError,
+    workers::WorkerError,
+};
 
 /// An error as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,10 +41,11 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-        ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::Conflict | ErrorCode::LeaseLost => StatusCode::CONFLICT,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::UnprocessableEntity => StatusCode::UNPROCESSABLE_ENTITY,
@@ -124,6 +128,34 @@ impl From<ServiceError> for ApiError {
             ServiceError::Store(e) => e.into(),
             _ => Self::new(ErrorCode::ServerError, "internal error"),
         }
+    }
+}
+
+impl From<WorkerError> for ApiError {
+    fn from(e: WorkerError) -> Self {
+        let code = match &e {
+            WorkerError::Unauthorized => ErrorCode::Unauthorized,
+            WorkerError::Forbidden(_) => ErrorCode::Forbidden,
+            WorkerError::NotFound(_) => ErrorCode::NotFound,
+            WorkerError::LeaseLost(_) => ErrorCode::LeaseLost,
+            WorkerError::BadRequest(_) => ErrorCode::BadRequest,
+            WorkerError::Invalid(_) | WorkerError::Output(_) => ErrorCode::UnprocessableEntity,
+            WorkerError::Store(_) | WorkerError::Blob(_) => {
+                return match e {
+                    WorkerError::Store(e) => e.into(),
+                    WorkerError::Blob(e) => e.into(),
+                    _ => Self::new(ErrorCode::ServerError, "internal error"),
+                };
+            }
+        };
+        let message = match &e {
+            WorkerError::Unauthorized => {
+                "missing, unknown or revoked worker token: send Authorization: Bearer <worker token>"
+                    .to_owned()
+            }
+            other => other.to_string(),
+        };
+        Self::new(code, message)
     }
 }
 

@@ -270,6 +270,8 @@ fn corpus() -> Vec<Bad> {
         for (m, p) in [
             (Method::POST, "/v1/async-invoke"),
             (Method::POST, "/fal-ai/flux/schnell"),
+            (Method::POST, "/run/fal-ai/flux/schnell"),
+            (Method::POST, "/fal-ai/hidream-i1-fast/stream"),
             (Method::POST, "/v1/admin/keys"),
         ] {
             let mut b = bad(m, p, body.clone());
@@ -283,9 +285,11 @@ fn corpus() -> Vec<Bad> {
     for body in do_bodies() {
         c.push(bad(Method::POST, "/v1/async-invoke", body.to_string()));
     }
-    // The same inputs on the fal surface.
+    // The same inputs on the fal surface, queued or run.
     for input in model_inputs() {
-        c.push(bad(Method::POST, "/fal-ai/flux/schnell", input.to_string()));
+        for p in ["/fal-ai/flux/schnell", "/run/fal-ai/flux/schnell"] {
+            c.push(bad(Method::POST, p, input.to_string()));
+        }
     }
     // Content types, sizes, auth, headers.
     let ok = json!({"model_id": "fal-ai/flux/schnell", "input": {"prompt": "x"}}).to_string();
@@ -297,7 +301,12 @@ fn corpus() -> Vec<Bad> {
         "application/jsonx",
         "image/png",
     ] {
-        for p in ["/v1/async-invoke", "/fal-ai/flux/schnell"] {
+        for p in [
+            "/v1/async-invoke",
+            "/fal-ai/flux/schnell",
+            "/run/fal-ai/flux/schnell",
+            "/fal-ai/hidream-i1-fast/stream",
+        ] {
             c.push(Bad {
                 content_type: Some(ct),
                 ..bad(Method::POST, p, ok.clone())
@@ -312,6 +321,8 @@ fn corpus() -> Vec<Bad> {
             (Method::POST, "/v1/async-invoke"),
             (Method::GET, "/v1/async-invoke"),
             (Method::POST, "/fal-ai/flux/schnell"),
+            (Method::POST, "/run/fal-ai/flux/schnell"),
+            (Method::POST, "/fal-ai/hidream-i1-fast/stream"),
             (Method::GET, "/v1/admin/keys"),
             (Method::POST, "/v1/admin/keys"),
             (Method::DELETE, "/v1/admin/keys/x"),
@@ -339,10 +350,12 @@ fn corpus() -> Vec<Bad> {
         ("x-fal-request-timeout", "inf".into()),
         ("x-fal-request-timeout", "1e400".into()),
     ] {
-        c.push(Bad {
-            headers: vec![(name, value.clone())],
-            ..bad(Method::POST, "/fal-ai/flux/schnell", "{\"prompt\":\"x\"}")
-        });
+        for p in ["/fal-ai/flux/schnell", "/run/fal-ai/flux/schnell"] {
+            c.push(Bad {
+                headers: vec![(name, value.clone())],
+                ..bad(Method::POST, p, "{\"prompt\":\"x\"}")
+            });
+        }
     }
     // Path tricks and unknown ids on reads.
     for p in [
@@ -384,6 +397,8 @@ fn corpus() -> Vec<Bad> {
         "/fal-ai/flux/requests/0196b7a4-0000-7000-8000-000000000000/cancel",
         "/fal-ai/flux/requests/x/cancel",
         "/fal-ai/flux/schnell",
+        "/run/fal-ai/flux/schnell",
+        "/fal-ai/hidream-i1-fast/stream",
     ] {
         c.push(bad(Method::PUT, p, ""));
     }

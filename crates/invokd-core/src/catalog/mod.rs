@@ -116,6 +116,24 @@ mod tests {
     }
 
     #[test]
+    fn the_hidream_models_stream_as_their_pages_show_and_the_others_do_not() {
+        let c = Catalog::embedded().unwrap();
+        let streaming: Vec<&str> = c
+            .iter()
+            .filter(|m| m.streaming)
+            .map(|m| m.id.as_str())
+            .collect();
+        assert_eq!(
+            streaming.len(),
+            2,
+            "only the seed's streaming pages: {streaming:?}"
+        );
+        for id in ["fal-ai/hidream-i1-full", "fal-ai/hidream-i1-fast"] {
+            assert!(streaming.contains(&id), "{id} streams");
+        }
+    }
+
+    #[test]
     fn every_model_accepts_its_minimal_input_and_its_defaults_validate() {
         let c = Catalog::embedded().unwrap();
         for m in c.iter() {

@@ -27,7 +27,7 @@ impl Kind {
 }
 
 /// How many images: an input field, or a fixed number.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(untagged)]
 pub enum CountSpec {
     Field(String),
@@ -35,7 +35,7 @@ pub enum CountSpec {
 }
 
 /// Which input field picks the image format, and the format when it is absent.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FormatSpec {
     #[serde(default)]
@@ -44,7 +44,7 @@ pub struct FormatSpec {
 }
 
 /// How the image size follows from the input.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(untagged)]
 pub enum SizeSpec {
     /// An aspect-ratio enum field, with the pixel size of each ratio.
@@ -58,7 +58,7 @@ pub enum SizeSpec {
     Fixed { fixed: [u32; 2] },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImagesSpec {
     pub count: CountSpec,
@@ -66,14 +66,14 @@ pub struct ImagesSpec {
     pub size: SizeSpec,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AudioSpec {
     pub duration_field: String,
     pub format: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpeechSpec {
     pub text_field: String,
@@ -83,7 +83,7 @@ pub struct SpeechSpec {
 }
 
 /// The output's top-level fields and the hints for producing its files.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
     pub fields: Vec<String>,
@@ -109,6 +109,9 @@ struct ModelFile {
     /// How long one run may take, unless the job says otherwise.
     #[serde(default)]
     run_timeout_seconds: Option<u64>,
+    /// Whether the model serves fal's streaming endpoint (`POST {model}/stream`).
+    #[serde(default)]
+    streaming: bool,
 }
 
 /// A model: what it accepts and what it returns.
@@ -122,6 +125,9 @@ pub struct Model {
     pub output: OutputSpec,
     /// The model's own run limit, if its file sets one.
     pub run_timeout: Option<std::time::Duration>,
+    /// Whether it streams: `POST {model}/stream` answers its partial outputs as they come,
+    /// then the final output (fal's streaming endpoint); other models refuse it.
+    pub streaming: bool,
     pub(super) validator: jsonschema::Validator,
 }
 
@@ -173,6 +179,7 @@ impl Model {
             input_schema: f.input,
             output: f.output,
             run_timeout: f.run_timeout_seconds.map(std::time::Duration::from_secs),
+            streaming: f.streaming,
             validator,
         })
     }

@@ -110,6 +110,11 @@ impl Lifecycle {
         &self.signals
     }
 
+    /// How long a claim or a heartbeat holds a job.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
     /// How often a holder should heartbeat: a third of the lease, so two beats may fail
     /// before it lapses.
     pub fn heartbeat_every(&self) -> Duration {
@@ -293,7 +298,7 @@ impl Lifecycle {
     pub async fn release(&self, id: JobId, lease: &Lease, err: JobError) -> Ended {
         let released = self.store.release(id, lease, err, Utc::now()).await;
         if released.as_ref().is_ok_and(|applied| *applied) {
-            self.signals.wake.notify_one();
+            self.signals.job_queued();
         }
         self.returned_to_queue(id, "release", released)
     }
@@ -301,6 +306,9 @@ impl Lifecycle {
     /// Gives the job back to the queue without using an attempt, fenced.
     pub async fn give_back(&self, id: JobId, lease: &Lease) -> Ended {
         let given = self.store.give_back(id, lease, Utc::now()).await;
+        if given.as_ref().is_ok_and(|applied| *applied) {
+            self.signals.job_queued();
+        }
         self.returned_to_queue(id, "giving back", given)
     }
 
@@ -334,7 +342,7 @@ impl Lifecycle {
         let r = self.store.requeue_stale(which, Utc::now()).await?;
         if r.requeued + r.failed > 0 {
             self.signals.events.some_changed();
-            self.signals.wake.notify_one();
+            self.signals.job_queued();
         }
         Ok(r)
     }

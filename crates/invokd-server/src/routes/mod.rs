@@ -2,10 +2,13 @@
 //! the result to a view.
 
 pub mod admin;
+pub mod admin_workers;
 pub mod async_invoke;
 pub mod fal_queue;
+pub mod fal_run;
 pub mod fal_webhook;
 pub mod files;
 pub mod health;
 pub mod models;
 pub mod storage;
+pub mod worker;

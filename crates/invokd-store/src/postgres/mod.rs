@@ -13,14 +13,16 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use invokd_core::{
     CancelOutcome, Job, JobError, JobId, KeyId, Lease, NewJob, Outcome, UpstreamRef,
+    ids::WorkerTokenId,
     job::cancelled_error,
     keys::{KeyHash, KeyRecord},
     provider::LogLine,
     store::{
         AfterAttempt, Beat, ClaimRequest, Delivery, DeliveryAttempt, DeliveryRepo, IdempotencyKey,
         Inserted, JobRepo, KeyRepo, ListQuery, QueueSlot, QueueStats, Requeued, Stale, Store,
-        StoreError, StoreNotice,
+        StoreError, StoreNotice, WorkerRepo,
     },
+    workers::{WorkerPresence, WorkerRecord, WorkerToken},
 };
 use sqlx::{
     Postgres,
@@ -35,7 +37,7 @@ use crate::sql::{
     jobs::{fenced, int},
     keys, micros, outcome_columns, pg_text,
     rows::{self, Columns},
-    to_json, unavailable,
+    to_json, unavailable, workers,
 };
 use inserts::Inserts;
 use notices::{ListenerTask, listen};
@@ -508,6 +510,52 @@ impl KeyRepo for PostgresStore {
 
     async fn revoke_key(&self, id: KeyId, now: DateTime<Utc>) -> Result<bool, StoreError> {
         Ok(self.execute(keys::revoke_key(id, now)).await? == 1)
+    }
+}
+
+#[async_trait]
+impl WorkerRepo for PostgresStore {
+    async fn insert_worker_token(&self, token: WorkerToken) -> Result<(), StoreError> {
+        self.execute(workers::insert_token(token)?).await?;
+        Ok(())
+    }
+
+    async fn find_worker_token(&self, hash: &KeyHash) -> Result<Option<WorkerToken>, StoreError> {
+        let row = self.reads.optional(workers::find_token(hash)).await?;
+        row.as_ref().map(rows::worker_token).transpose()
+    }
+
+    async fn list_worker_tokens(&self) -> Result<Vec<WorkerToken>, StoreError> {
+        let rows = self.reads.all(workers::list_tokens()).await?;
+        rows.iter().map(rows::worker_token).collect()
+    }
+
+    async fn revoke_worker_token(
+        &self,
+        id: WorkerTokenId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.execute(workers::revoke_token(id, now)).await? == 1)
+    }
+
+    async fn record_worker(
+        &self,
+        w: &WorkerPresence,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.execute(workers::record(w, now)?).await?;
+        Ok(())
+    }
+
+    async fn count_worker_job(&self, worker_id: &str, completed: bool) -> Result<(), StoreError> {
+        self.execute(workers::count_job(worker_id, completed))
+            .await?;
+        Ok(())
+    }
+
+    async fn list_workers(&self, since: DateTime<Utc>) -> Result<Vec<WorkerRecord>, StoreError> {
+        let rows = self.reads.all(workers::list(since)).await?;
+        rows.iter().map(rows::worker).collect()
     }
 }
 

@@ -9,6 +9,7 @@ pub(crate) mod keys;
 mod reads;
 pub(crate) mod rows;
 mod statement;
+pub(crate) mod workers;
 
 pub(crate) use reads::Reads;
 pub(crate) use statement::{Arg, Db, Statement, pg_text};

@@ -6,9 +6,11 @@ use std::{str::FromStr, time::Duration};
 
 use invokd_core::{
     Job, JobError, JobId, JobStatus, KeyId, Lease, UpstreamRef,
+    ids::WorkerTokenId,
     keys::{KeyHash, KeyRecord},
     provider::LogLine,
     store::{Delivery, DeliveryAttempt, QueueStats, StoreError},
+    workers::{ModelPatterns, WorkerPresence, WorkerRecord, WorkerToken},
 };
 use serde_json::{Map, Value};
 use sqlx::{ColumnIndex, Decode, Row, Type, types::Json};
@@ -208,4 +210,46 @@ pub(crate) fn queue_stats(row: &impl Columns) -> Result<QueueStats, StoreError> 
 /// The `n` of a `COUNT(*) AS n`.
 pub(crate) fn n(row: &impl Columns) -> Result<u64, StoreError> {
     count(row, "n")
+}
+
+/// A JSON value kept as text (worker tokens' and workers' models and labels).
+fn json_column<T: serde::de::DeserializeOwned>(
+    row: &impl Columns,
+    column: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(&row.text(column)?)
+        .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+pub(crate) fn worker_token(row: &impl Columns) -> Result<WorkerToken, StoreError> {
+    Ok(WorkerToken {
+        id: WorkerTokenId::from(row.id("id")?),
+        hash: KeyHash(row.text("hash")?),
+        prefix: row.text("prefix")?,
+        name: row.text("name")?,
+        models: ModelPatterns::from_stored(json_column(row, "models")?),
+        created_at: from_micros(row.int("created_at")?)?,
+        revoked_at: opt_time(row.opt_int("revoked_at")?)?,
+    })
+}
+
+/// A row of [`super::workers::list`].
+pub(crate) fn worker(row: &impl Columns) -> Result<WorkerRecord, StoreError> {
+    Ok(WorkerRecord {
+        presence: WorkerPresence {
+            id: row.text("id")?,
+            token_id: WorkerTokenId::from(row.id("token_id")?),
+            owner: row.text("owner")?,
+            name: row.text("name")?,
+            version: row.opt_text("version")?,
+            models: json_column(row, "models")?,
+            slots: u32::try_from(row.int32("slots")?).unwrap_or(0),
+            labels: json_column(row, "labels")?,
+        },
+        first_seen: from_micros(row.int("first_seen")?)?,
+        last_seen: from_micros(row.int("last_seen")?)?,
+        running: count(row, "running")?,
+        completed: count(row, "completed")?,
+        failed: count(row, "failed")?,
+    })
 }

@@ -15,14 +15,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use invokd_core::{
     CancelOutcome, Job, JobError, JobId, KeyId, Lease, NewJob, Outcome, UpstreamRef,
+    ids::WorkerTokenId,
     job::cancelled_error,
     keys::{KeyHash, KeyRecord},
     provider::LogLine,
     store::{
         AfterAttempt, Beat, ClaimRequest, Delivery, DeliveryAttempt, DeliveryRepo, IdempotencyKey,
         Inserted, JobRepo, KeyRepo, ListQuery, QueueSlot, QueueStats, Requeued, Stale, Store,
-        StoreError,
+        StoreError, WorkerRepo,
     },
+    workers::{WorkerPresence, WorkerRecord, WorkerToken},
 };
 use sqlx::{
     Sqlite,
@@ -33,7 +35,7 @@ use crate::sql::{
     Arg, Reads, Statement, after_attempt, as_inserted, corrupt, jobs, keys, micros,
     outcome_columns,
     rows::{self, Columns},
-    to_json, unavailable,
+    to_json, unavailable, workers,
 };
 use group_commit::GroupCommit;
 use job_cache::{JobCache, Wrote};
@@ -455,6 +457,61 @@ impl KeyRepo for SqliteStore {
 
     async fn count_keys(&self) -> Result<u64, StoreError> {
         rows::n(&self.reads.one(keys::count_keys()).await?)
+    }
+}
+
+#[async_trait]
+impl WorkerRepo for SqliteStore {
+    async fn insert_worker_token(&self, token: WorkerToken) -> Result<(), StoreError> {
+        self.writer
+            .execute(workers::insert_token(token)?, Wrote::NoJob)
+            .await?;
+        Ok(())
+    }
+
+    async fn find_worker_token(&self, hash: &KeyHash) -> Result<Option<WorkerToken>, StoreError> {
+        let row = self.reads.optional(workers::find_token(hash)).await?;
+        row.as_ref().map(rows::worker_token).transpose()
+    }
+
+    async fn list_worker_tokens(&self) -> Result<Vec<WorkerToken>, StoreError> {
+        let rows = self.reads.all(workers::list_tokens()).await?;
+        rows.iter().map(rows::worker_token).collect()
+    }
+
+    async fn revoke_worker_token(
+        &self,
+        id: WorkerTokenId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .writer
+            .execute(workers::revoke_token(id, now), Wrote::NoJob)
+            .await?
+            == 1)
+    }
+
+    async fn record_worker(
+        &self,
+        w: &WorkerPresence,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .execute(workers::record(w, now)?, Wrote::NoJob)
+            .await?;
+        Ok(())
+    }
+
+    async fn count_worker_job(&self, worker_id: &str, completed: bool) -> Result<(), StoreError> {
+        self.writer
+            .execute(workers::count_job(worker_id, completed), Wrote::NoJob)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_workers(&self, since: DateTime<Utc>) -> Result<Vec<WorkerRecord>, StoreError> {
+        let rows = self.reads.all(workers::list(since)).await?;
+        rows.iter().map(rows::worker).collect()
     }
 }
 

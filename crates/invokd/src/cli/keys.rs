@@ -9,16 +9,23 @@ use super::{
     output::{self, Table, time},
 };
 
+/// The admin token of the commands that need it.
 #[derive(Debug, Args)]
-pub struct KeysArgs {
+pub struct AdminToken {
     /// The admin token (default: the context's; the server's first start saves it in "local").
     #[arg(
-        long,
+        long = "admin-token",
         env = "INVOKD_ADMIN_TOKEN",
         global = true,
         hide_env_values = true
     )]
-    admin_token: Option<String>,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(flatten)]
+    admin_token: AdminToken,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -66,7 +73,7 @@ fn table(keys: &[KeyInfo]) -> Table {
 }
 
 pub async fn run(session: &Session, a: KeysArgs) -> anyhow::Result<()> {
-    let admin = session.admin(a.admin_token.as_deref())?;
+    let admin = session.admin(a.admin_token.token.as_deref())?;
     let json = session.output() == Output::Json;
     match a.command {
         Cmd::Create { name, project } => {

@@ -11,6 +11,7 @@ mod output;
 mod progress;
 mod serve;
 mod tls;
+mod workers;
 
 use clap::{Parser, Subcommand};
 
@@ -46,6 +47,8 @@ enum Command {
     Models(models::ModelsArgs),
     /// Access keys, with the admin token.
     Keys(keys::KeysArgs),
+    /// Worker tokens and the workers seen, with the admin token.
+    Workers(workers::WorkersArgs),
     /// Named contexts: a server's URL and an access key.
     Auth(auth::AuthArgs),
     /// Certificates for local https.
@@ -78,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::AsyncInvoke(a) => async_invoke::run(&global::Session::load(cli.global)?, a).await,
         Command::Models(a) => models::run(&global::Session::load(cli.global)?, a).await,
         Command::Keys(a) => keys::run(&global::Session::load(cli.global)?, a).await,
+        Command::Workers(a) => workers::run(&global::Session::load(cli.global)?, a).await,
         Command::Auth(a) => auth::run(&mut global::Session::load(cli.global)?, a).await,
     }
 }

@@ -112,6 +112,9 @@ pub struct ServeArgs {
     /// Longest run of one job, in seconds, unless the model or the job sets its own.
     #[arg(long, env = "INVOKD_RUN_TIMEOUT_SECONDS", default_value_t = 600)]
     run_timeout_seconds: u64,
+    /// The largest file a client or a worker may upload, in bytes.
+    #[arg(long, env = "INVOKD_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
+    max_upload_bytes: usize,
     /// How long ended jobs keep their output and files, in seconds (default 7 days).
     #[arg(long, env = "INVOKD_RETENTION_SECONDS", default_value_t = 7 * 24 * 3600)]
     retention_seconds: u64,
@@ -199,6 +202,9 @@ struct FalArgs {
         default_value = "https://queue.fal.run"
     )]
     fal_queue_url: String,
+    /// fal's run host: the streaming endpoint of the models that stream.
+    #[arg(long, env = "INVOKD_FAL_RUN_URL", default_value = "https://fal.run")]
+    fal_run_url: String,
     /// fal's webhook signing keys (JWKS).
     #[arg(
         long,
@@ -247,6 +253,7 @@ impl FalArgs {
         let ms = Duration::from_millis;
         Some(invokd_server::FalConfig {
             queue_url: self.fal_queue_url.clone(),
+            run_url: self.fal_run_url.clone(),
             jwks_url: self.fal_jwks_url.clone(),
             webhook_url: None,
             rehost: self.fal_rehost,
@@ -414,6 +421,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     config.dispatch.per_model_concurrency = a.per_model_concurrency;
     config.dispatch.max_concurrency = a.max_concurrency;
     config.dispatch.lease = Duration::from_secs(a.lease_seconds);
+    config.max_upload_bytes = a.max_upload_bytes;
     config.max_attempts = a.max_attempts;
     config.dispatch.shutdown_grace = Duration::from_secs(a.shutdown_grace_seconds);
     config.fal = a.fal.config();

@@ -1,0 +1,146 @@
+//! `invokd workers token create|list|revoke` and `invokd workers list`: worker tokens and the
+//! workers seen, through the admin API with the admin token.
+
+use clap::{Args, Subcommand};
+use invokd_api::worker::{CreateWorkerToken, WorkerTokenView, WorkerView};
+
+use super::{
+    global::{Output, Session},
+    output::{self, Table, time},
+};
+
+#[derive(Debug, Args)]
+pub struct WorkersArgs {
+    #[command(flatten)]
+    admin_token: super::keys::AdminToken,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Worker tokens: what workers authenticate with.
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+    /// The workers seen in the last day: what they run, when last seen, their jobs.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Make a worker token for some models; its secret is shown this once.
+    Create {
+        /// A label, e.g. the machine or pool the token is for.
+        #[arg(long)]
+        name: String,
+        /// A model id or `prefix*` pattern its workers may serve (repeat for more).
+        #[arg(long = "models", required = true, num_args = 1..)]
+        models: Vec<String>,
+    },
+    /// List the worker tokens (never their secrets), newest first.
+    List,
+    /// Revoke a worker token: its workers' next call is refused, their jobs go back to the
+    /// queue when their leases lapse.
+    Revoke {
+        /// The token's id (from `invokd workers token list`).
+        id: String,
+    },
+}
+
+fn token_table(tokens: &[WorkerTokenView]) -> Table {
+    let mut t = Table::new(&["ID", "Name", "Prefix", "Models", "Created At", "Revoked At"]);
+    for k in tokens {
+        t.row(vec![
+            k.id.clone(),
+            k.name.clone(),
+            k.prefix.clone(),
+            k.models.join(","),
+            time(&k.created_at),
+            k.revoked_at.as_ref().map(time).unwrap_or_default(),
+        ]);
+    }
+    t
+}
+
+fn worker_table(workers: &[WorkerView]) -> Table {
+    let mut t = Table::new(&[
+        "Name",
+        "ID",
+        "Version",
+        "Models",
+        "Slots",
+        "Running",
+        "Completed",
+        "Failed",
+        "Labels",
+        "Last Seen",
+    ]);
+    for w in workers {
+        let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        t.row(vec![
+            w.name.clone(),
+            w.id.clone(),
+            w.version.clone().unwrap_or_default(),
+            w.models.join(","),
+            w.slots.to_string(),
+            w.running.to_string(),
+            w.completed.to_string(),
+            w.failed.to_string(),
+            labels.join(","),
+            time(&w.last_seen),
+        ]);
+    }
+    t
+}
+
+pub async fn run(session: &Session, a: WorkersArgs) -> anyhow::Result<()> {
+    let admin = session.admin(a.admin_token.token.as_deref())?;
+    let json = session.output() == Output::Json;
+    match a.command {
+        Cmd::Token {
+            command: TokenCmd::Create { name, models },
+        } => {
+            let made = admin
+                .create_worker_token(&CreateWorkerToken { name, models })
+                .await?;
+            if json {
+                output::json(&made)?;
+            } else {
+                token_table(std::slice::from_ref(&made)).print()?;
+                output::out(&format!(
+                    "\nWorker token (shown this once, keep it safe):\n\n    {}\n\nStart a worker with it: invokd worker --api-url URL --token TOKEN --backend ...",
+                    made.token.as_deref().unwrap_or_default()
+                ))?;
+            }
+        }
+        Cmd::Token {
+            command: TokenCmd::List,
+        } => {
+            let list = admin.list_worker_tokens().await?;
+            if json {
+                output::json(&list)?;
+            } else {
+                token_table(&list.tokens).print()?;
+            }
+        }
+        Cmd::Token {
+            command: TokenCmd::Revoke { id },
+        } => {
+            admin.revoke_worker_token(&id).await?;
+            if !json {
+                output::out(&format!("Worker token {id} revoked."))?;
+            }
+        }
+        Cmd::List => {
+            let list = admin.list_workers().await?;
+            if json {
+                output::json(&list)?;
+            } else {
+                worker_table(&list.workers).print()?;
+            }
+        }
+    }
+    Ok(())
+}
