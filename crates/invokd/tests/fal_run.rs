@@ -185,7 +185,10 @@ async fn a_run_s_errors_are_fal_s_and_bad_input_stores_nothing() {
     assert_eq!(code, 400, "{body}");
     assert_eq!(body["error_type"], "bad_request", "{body}");
     assert!(
-        body["detail"].as_str().unwrap().contains("internal address"),
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("internal address"),
         "{body}"
     );
     assert_eq!(headers["x-fal-error-type"], "bad_request");
@@ -308,7 +311,12 @@ async fn a_failed_stream_ends_with_fal_s_error() {
     let last = events.last().unwrap();
     assert_eq!(last.name.as_deref(), Some("error"));
     assert_eq!(last.data["error_type"], "bad_request", "{}", last.data);
-    assert!(last.data["detail"].as_str().unwrap().contains("internal address"));
+    assert!(
+        last.data["detail"]
+            .as_str()
+            .unwrap()
+            .contains("internal address")
+    );
     assert_eq!(server.get(&id).await["status"], "FAILED");
 }
 
