@@ -78,11 +78,13 @@ where
         let answer = self.answer_when_full;
         Box::pin(async move {
             let Ok(permit) = permit else {
+                crate::metrics::connection_refused();
                 if answer {
                     refuse(stream).await;
                 }
                 return Err(io::Error::other("too many open connections"));
             };
+            crate::metrics::connection_open(1.0);
             inner
                 .accept(
                     Held {
@@ -114,6 +116,12 @@ async fn refuse(mut stream: TcpStream) {
 pub struct Held {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        crate::metrics::connection_open(-1.0);
+    }
 }
 
 impl AsyncRead for Held {

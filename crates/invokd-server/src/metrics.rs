@@ -143,6 +143,16 @@ pub fn webhook_attempt(outcome: &str) {
         .increment(1);
 }
 
+/// A connection opened (`1`) or closed (`-1`) under the cap on connections.
+pub fn connection_open(change: f64) {
+    metrics::gauge!("invokd_http_connections_open").increment(change);
+}
+
+/// A connection refused because every place under the cap was taken.
+pub fn connection_refused() {
+    metrics::counter!("invokd_http_connections_refused_total").increment(1);
+}
+
 pub fn store_operation(op: &'static str, seconds: f64) {
     metrics::histogram!("invokd_store_operation_duration_seconds", "operation" => op)
         .record(seconds);

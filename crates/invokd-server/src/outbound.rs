@@ -7,7 +7,8 @@
 //!
 //! The rule is applied twice: to a URL when it is given (a clear 422), and to every address a
 //! host resolves to when a connection is made ([`client`]'s resolver), so that a name that
-//! resolves elsewhere later (DNS rebinding) reaches nothing internal either.
+//! resolves elsewhere later (DNS rebinding) reaches nothing internal either. The fal provider's
+//! downloads of the output files fal names resolve through the same rule.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -111,6 +112,11 @@ impl reqwest::dns::Resolve for PublicOnly {
             }
         })
     }
+}
+
+/// The resolver that applies the rule when a connection is made.
+pub fn resolver() -> Arc<dyn reqwest::dns::Resolve> {
+    Arc::new(PublicOnly)
 }
 
 /// A client builder for calls to addresses clients name: unless `allow_private`, every name is

@@ -190,6 +190,9 @@ fn providers(
         None => None,
         Some(fal_config) => {
             let mut fal_config = fal_config.clone();
+            if !config.fetch.allow_private {
+                fal_config.file_resolver = Some(crate::outbound::resolver());
+            }
             if fal_config.webhook_url.is_none()
                 && let Some(public) = &config.public_url
             {

@@ -99,6 +99,43 @@ async fn every_bad_create_gets_its_status_and_stores_nothing() {
             413,
             "larger",
         ),
+        case("a second value after the body", flux(json!({"prompt": "x"})) + "{}", 400, "exactly one JSON value"),
+        case("bytes after the body", flux(json!({"prompt": "x"})) + "xyz", 400, "exactly one JSON value"),
+        case("a NUL after the body", flux(json!({"prompt": "x"})) + "\0", 400, "exactly one JSON value"),
+        Case {
+            content_type: None,
+            ..case("no content type", flux(json!({"prompt": "x"})), 415, "Content-Type: application/json")
+        },
+        Case {
+            content_type: Some("application/json; charset=utf-7"),
+            ..case("a charset other than UTF-8", flux(json!({"prompt": "x"})), 415, "UTF-8")
+        },
+        case("an image URL without a host", flux(json!({"prompt": "x", "image_url": "http:///a.png"})), 422, "input.image_url: the URL"),
+        case("an image URL with a bad port", flux(json!({"prompt": "x", "image_url": "http://example.com:99999/a.png"})), 422, "input.image_url"),
+        case("an image URL that is a number", flux(json!({"prompt": "x", "image_urls": [5]})), 422, "input.image_urls[0]: must be a URL string"),
+        case("a data URI with a malformed header", flux(json!({"prompt": "x", "image_url": "data:;;;;base64,AAAA"})), 422, "name=value"),
+        case("a seed beyond 64 bits", flux(json!({"prompt": "x", "seed": 1e30})), 422, "input.seed: must be a whole number that fits in 64 bits"),
+        case("an image over the pixel bound", flux(json!({"prompt": "x", "image_size": {"width": 14142, "height": 14142}})), 422, "at most 40000000 pixels"),
+        case(
+            "too many tags",
+            json!({"model_id": "fal-ai/flux/schnell", "input": {"prompt": "x"},
+                   "tags": (0..51).map(|i| json!({"key": "k", "value": i.to_string()})).collect::<Vec<_>>()})
+            .to_string(),
+            422,
+            "at most 50 tags",
+        ),
+        case(
+            "a tag value too long",
+            json!({"model_id": "fal-ai/flux/schnell", "input": {"prompt": "x"}, "tags": [{"key": "k", "value": "v".repeat(513)}]}).to_string(),
+            422,
+            "tags[0].value",
+        ),
+        case(
+            "a webhook to NAT64 of loopback",
+            json!({"model_id": "fal-ai/flux/schnell", "input": {"prompt": "x"}, "webhook_url": "http://[64:ff9b::7f00:1]/h"}).to_string(),
+            422,
+            "internal address",
+        ),
     ];
 
     let mut failures = Vec::new();
@@ -228,6 +265,20 @@ async fn listing_pages_are_bounded_in_bytes_as_well_as_in_rows() {
     assert!(second["next_cursor"].is_null(), "{}", second["next_cursor"]);
 }
 
+/// The bytes behind an initiated upload's file URL.
+async fn file_of(server: &TestServer, started: &Value) -> String {
+    let url = started["file_url"].as_str().unwrap();
+    server
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_signed_upload_url_is_used_once() {
     let server = TestServer::start().await;
@@ -244,11 +295,64 @@ async fn a_signed_upload_url_is_used_once() {
     assert_eq!(again.status(), 409);
     let body: Value = again.json().await.unwrap();
     assert_eq!(body["id"], "conflict", "{body}");
-    let file = server
+    assert_eq!(
+        file_of(&server, &started).await,
+        "first",
+        "the file was replaced"
+    );
+    // Uses racing each other: one lands, the others are refused.
+    let started = server.initiate_upload().await;
+    let url = started["upload_url"].as_str().unwrap();
+    let puts = (0..8).map(|i| {
+        let http = server.http.clone();
+        let url = url.to_owned();
+        async move {
+            let status = http.put(url).body(format!("body {i}")).send().await;
+            (i, status.unwrap().status().as_u16())
+        }
+    });
+    let answers = futures::future::join_all(puts).await;
+    let landed: Vec<_> = answers.iter().filter(|(_, s)| *s == 200).collect();
+    assert_eq!(landed.len(), 1, "{answers:?}");
+    assert!(
+        answers.iter().all(|(_, s)| [200, 409].contains(s)),
+        "{answers:?}"
+    );
+    assert_eq!(
+        file_of(&server, &started).await,
+        format!("body {}", landed[0].0)
+    );
+}
+
+#[tokio::test]
+async fn the_frameworks_own_refusals_come_in_each_surfaces_shape() {
+    let server = TestServer::start().await;
+    let fal = server
         .http
-        .get(started["file_url"].as_str().unwrap())
+        .post(server.at(
+            "/fal-ai/flux/schnell?fal_webhook=https://a.example/x&fal_webhook=https://b.example/y",
+        ))
+        .header("authorization", format!("Key {}", server.key))
+        .json(&json!({"prompt": "x"}))
         .send()
         .await
         .unwrap();
-    assert_eq!(file.text().await.unwrap(), "first", "the file was replaced");
+    assert_eq!(fal.status(), 400);
+    assert_eq!(fal.headers()["content-type"], "application/json");
+    let body: Value = fal.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("duplicate"),
+        "{body}"
+    );
+    for path in [
+        "/files/a/b.png?sig=00&sig=11&expires=9999999999",
+        "/files/a/b.png?expires=1&expires=2&sig=00",
+    ] {
+        let res = server.http.get(server.at(path)).send().await.unwrap();
+        assert_eq!(res.status(), 400, "{path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["id"], "bad_request", "{body}");
+        assert!(body["request_id"].is_string(), "{body}");
+    }
+    assert_eq!(server.stored_jobs().await, 0);
 }

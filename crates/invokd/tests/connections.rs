@@ -71,24 +71,30 @@ async fn a_request_that_arrives_a_byte_first_is_still_understood() {
     }
 }
 
-#[tokio::test]
-async fn tls_settles_the_protocol_by_alpn() {
-    let dir = tempfile::tempdir().unwrap();
-    let tls = dir.path().join("tls");
+/// A server over TLS with a local CA (in `dir`, which the caller keeps), and the CA.
+async fn tls_server(dir: &std::path::Path, opts: Options) -> (TestServer, reqwest::Certificate) {
+    let tls = dir.join("tls");
     let made = std::process::Command::new(env!("CARGO_BIN_EXE_invokd"))
         .args(["tls", "init", "--dir"])
         .arg(&tls)
         .output()
         .unwrap();
     assert!(made.status.success(), "{made:?}");
-    let opts = Options::default()
+    let opts = opts
         .arg("--tls-cert")
         .arg(tls.join("cert.pem").to_str().unwrap())
         .arg("--tls-key")
         .arg(tls.join("key.pem").to_str().unwrap());
-    let server = TestServer::start_in(dir.path(), opts).await;
+    let server = TestServer::start_in(dir, opts).await;
     assert!(server.url.starts_with("https://"), "{}", server.url);
     let ca = reqwest::Certificate::from_pem(&std::fs::read(tls.join("ca.pem")).unwrap()).unwrap();
+    (server, ca)
+}
+
+#[tokio::test]
+async fn tls_settles_the_protocol_by_alpn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ca) = tls_server(dir.path(), Options::default()).await;
     let both = reqwest::Client::builder()
         .add_root_certificate(ca.clone())
         .build()
@@ -385,4 +391,83 @@ async fn connections_over_the_cap_are_told_503_and_the_count_returns() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     nothing_left(&server, baseline).await;
+    // Operators see the refusals, and the connections open now (the scrape's own at least).
+    let metrics = server
+        .http
+        .get(server.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("invokd_http_connections_refused_total 30"),
+        "{metrics}"
+    );
+    let open: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("invokd_http_connections_open "))
+        .expect("the open connections' gauge")
+        .parse()
+        .unwrap();
+    assert!((1.0..=3.0).contains(&open), "{open} connections open");
+}
+
+/// Opens `n` connections to `addr` that send nothing.
+async fn silent(addr: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    held
+}
+
+#[tokio::test]
+async fn tls_handshakes_that_never_come_are_closed_in_bounded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options::default().set("--header-timeout-seconds", "1");
+    let (server, _) = tls_server(dir.path(), opts).await;
+    let addr = server.url.trim_start_matches("https://").to_owned();
+    let baseline = server.open_fds();
+    let mut held = silent(&addr, 50).await;
+    let started = Instant::now();
+    for tcp in &mut held {
+        let (_, closed) = answer_of(tcp, Duration::from_secs(15)).await;
+        assert!(
+            closed,
+            "a silent TLS connection was open after {:?}",
+            started.elapsed()
+        );
+    }
+    drop(held);
+    nothing_left(&server, baseline).await;
+}
+
+#[tokio::test]
+async fn surplus_tls_connections_are_closed_before_their_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    // The handshake's own limit is far off: only the cap can close the surplus one.
+    let opts = Options::default()
+        .set("--header-timeout-seconds", "60")
+        .set("--max-connections", "10");
+    let (server, ca) = tls_server(dir.path(), opts).await;
+    let addr = server.url.trim_start_matches("https://").to_owned();
+    let baseline = server.open_fds();
+    let held = silent(&addr, 10).await;
+    let mut surplus = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (answer, closed) = answer_of(&mut surplus, Duration::from_secs(20)).await;
+    assert!(
+        closed && answer.is_empty(),
+        "a surplus TLS connection got {answer:?}"
+    );
+    drop(held);
+    nothing_left(&server, baseline).await;
+    // Their places are free again.
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    assert_eq!(healthz_version(&client, &server.url).await, Version::HTTP_2);
 }

@@ -53,23 +53,43 @@ pub enum Resend {
     IfNotTaken,
 }
 
+/// A resolver given as a trait object, as reqwest takes a sized one.
+struct SharedResolver(Arc<dyn reqwest::dns::Resolve>);
+
+impl reqwest::dns::Resolve for SharedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        self.0.resolve(name)
+    }
+}
+
 /// The HTTP side of the fal provider.
 pub struct FalClient {
     http: reqwest::Client,
+    /// Downloads of output files, through `FalConfig::file_resolver`.
+    files: reqwest::Client,
     config: Arc<FalConfig>,
     pub breaker: Breaker,
 }
 
 impl FalClient {
     pub fn new(config: Arc<FalConfig>) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout)
-            .user_agent(concat!("invokd/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(config.request_timeout)
+                .connect_timeout(config.request_timeout)
+                .user_agent(concat!("invokd/", env!("CARGO_PKG_VERSION")))
+        };
+        let http = builder().build()?;
+        let files = match &config.file_resolver {
+            Some(resolver) => builder()
+                .dns_resolver(Arc::new(SharedResolver(resolver.clone())))
+                .build()?,
+            None => http.clone(),
+        };
         let breaker = Breaker::new(config.breaker_threshold, config.breaker_open_for);
         Ok(Self {
             http,
+            files,
             config,
             breaker,
         })
@@ -85,7 +105,7 @@ impl FalClient {
 
     /// A plain GET, without the key (output files on fal's CDN).
     pub fn download(&self, url: &str) -> RequestBuilder {
-        self.http.get(url)
+        self.files.get(url)
     }
 
     /// Sends a request, retrying 408, 429, 5xx and transport failures with backoff, and
@@ -205,6 +225,45 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Resolves nothing, saying so.
+    struct Refuse;
+
+    impl reqwest::dns::Resolve for Refuse {
+        fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+            let why = format!("{} refused by the rule", name.as_str());
+            Box::pin(async move { Err(why.into()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn output_files_are_downloaded_through_the_file_resolver_only() {
+        let config = FalConfig {
+            file_resolver: Some(Arc::new(Refuse)),
+            request_timeout: Duration::from_secs(5),
+            ..FalConfig::new("k:s")
+        };
+        let client = FalClient::new(Arc::new(config)).unwrap();
+        let err = client
+            .download("http://files.invalid/out.png")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:?}").contains("refused by the rule"),
+            "{err:?}"
+        );
+        // The configured endpoints resolve as the system does.
+        let err = client
+            .queue(Method::GET, "http://queue.invalid/x")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(
+            !format!("{err:?}").contains("refused by the rule"),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn backoff_doubles_is_capped_and_jittered() {

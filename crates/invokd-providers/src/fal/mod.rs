@@ -72,6 +72,9 @@ pub struct FalConfig {
     pub breaker_threshold: u32,
     /// How long the breaker stays open before a call may probe fal again.
     pub breaker_open_for: Duration,
+    /// Resolves the names of output files fal points to (not the configured endpoints): the
+    /// server's rule on outbound addresses, so an answer naming an internal host reaches nothing.
+    pub file_resolver: Option<Arc<dyn reqwest::dns::Resolve>>,
 }
 
 impl std::fmt::Debug for FalConfig {
@@ -109,6 +112,7 @@ impl FalConfig {
             webhook_poll_max: Duration::from_secs(30),
             breaker_threshold: 5,
             breaker_open_for: Duration::from_secs(30),
+            file_resolver: None,
         }
     }
 }

@@ -18,6 +18,7 @@ use invokd_api::ErrorCode;
 use invokd_core::{blob::validate_key, service::Caller};
 use serde::Deserialize;
 use serde_json::json;
+use std::{collections::HashSet, sync::Mutex};
 
 use crate::{
     error::ApiError,
@@ -25,6 +26,30 @@ use crate::{
     present::{UrlRenderer, expiry},
     state::AppState,
 };
+
+/// The signed uploads being written in this process, by key: a second `PUT` of a URL racing the
+/// first is refused like a later one. (Replicas sharing a bucket may still race each other in
+/// the same instant; a later use is refused on any of them by the file being there.)
+static UPLOADING: std::sync::LazyLock<Mutex<HashSet<String>>> =
+    std::sync::LazyLock::new(Mutex::default);
+
+/// A key's place in `UPLOADING`, given back when the upload ends either way.
+struct Writing(String);
+
+impl Writing {
+    fn claim(key: &str) -> Option<Self> {
+        let mut keys = UPLOADING.lock().ok()?;
+        keys.insert(key.to_owned()).then(|| Self(key.to_owned()))
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        if let Ok(mut keys) = UPLOADING.lock() {
+            keys.remove(&self.0);
+        }
+    }
+}
 
 /// Upload URLs are signed for this purpose only, so a download signature cannot upload.
 fn upload_claim(key: &str) -> String {
@@ -170,11 +195,15 @@ pub async fn put_signed(
     }
     validate_key(&key).map_err(|_| ApiError::new(ErrorCode::NotFound, "no such upload"))?;
     // Once: the file URL handed out with this upload URL must keep naming the same bytes.
-    if state.blobs.get(&key).await?.is_some() {
-        return Err(ApiError::new(
+    let used = || {
+        ApiError::new(
             ErrorCode::Conflict,
             "this upload URL was already used; initiate a new upload",
-        ));
+        )
+    };
+    let _writing = Writing::claim(&key).ok_or_else(used)?;
+    if state.blobs.get(&key).await?.is_some() {
+        return Err(used());
     }
     state.blobs.put(&key, body).await?;
     Ok(StatusCode::OK)
