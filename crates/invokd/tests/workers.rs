@@ -486,3 +486,50 @@ async fn two_workers_on_two_postgresql_replicas_share_one_queue() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn with_a_bucket_a_worker_puts_its_files_straight_into_it() {
+    let s3 = std::env::var("INVOKD_TEST_S3_URL")
+        .expect("INVOKD_TEST_S3_URL is not set: run `source scripts/services` first");
+    let bucket = format!("invokd-workers-{:016x}", rand::random::<u64>());
+    let made = reqwest::Client::new()
+        .put(format!("{s3}/{bucket}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success());
+    let server = TestServer::start_with(
+        Options::default()
+            .arg("--routes")
+            .arg("fal-ai/elevenlabs/*=workers")
+            .set("--s3-bucket", &bucket)
+            .set("--s3-endpoint", &s3)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing"),
+    )
+    .await;
+    let token = worker_token(&server, &["fal-ai/elevenlabs/*"]).await;
+    let worker = Worker::start(&server, &token, &["--backend", "speech"]).await;
+    let text = "Straight into the bucket.";
+    let job = server
+        .create(&json!({"model_id": SPEECH, "input": {"text": text}}))
+        .await;
+    let id = job["request_id"].as_str().unwrap();
+    assert_spoken(&server, id, text, "en-us+f1", 175).await;
+    // The object is in the bucket, put there by the worker's presigned PUT.
+    let listed = reqwest::get(format!("{s3}/{bucket}?list-type=2"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(listed.contains(&format!("{id}/1")), "{listed}");
+    let stored: Vec<Value> = worker
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "output file stored")
+        .collect();
+    assert_eq!(stored.len(), 1, "{}", worker.log());
+    assert_eq!(stored[0]["presigned"], true);
+}
