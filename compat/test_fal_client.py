@@ -1,9 +1,12 @@
 """fal-client (Python), unmodified, against invokd over TLS.
 
-Environment (set by compat/run): FAL_QUEUE_RUN_HOST=127.0.0.1:<port>, FAL_KEY, SSL_CERT_FILE,
-INVOKD_URL (https://127.0.0.1:<port>), and INVOKD_SLOW_MODEL (a model the server runs slowly).
+Environment (set by compat/run): FAL_QUEUE_RUN_HOST=127.0.0.1:<port>,
+FAL_RUN_HOST=127.0.0.1:<port>/run, FAL_KEY, SSL_CERT_FILE, INVOKD_URL (https://127.0.0.1:<port>),
+and INVOKD_SLOW_MODEL (a model the server runs slowly).
 """
 
+import asyncio
+import io
 import os
 import struct
 import time
@@ -11,6 +14,7 @@ import time
 import fal_client
 import fal_client.client as fal_module
 import httpx
+from PIL import Image
 
 BASE = os.environ["INVOKD_URL"]
 SLOW = os.environ["INVOKD_SLOW_MODEL"]
@@ -106,5 +110,53 @@ edited = client.subscribe(
     interval=0.05,
 )
 check(len(edited["images"]) == 1, f"an input with the uploaded URL completes: {edited}")
+
+# run: the model's output, not a queue receipt, as a job of invokd
+def image_of(url: str):
+    img = Image.open(io.BytesIO(download(url)))
+    img.load()  # decodes every pixel
+    return img
+
+
+ran = fal_client.run("fal-ai/flux/schnell", arguments={"prompt": "a run", "image_size": {"width": 200, "height": 120}})
+check("status" not in ran and ran["prompt"] == "a run", f"run answers with the output: {ran}")
+check(image_of(ran["images"][0]["url"]).size == (200, 120), "the run's image is 200x120")
+try:
+    fal_client.run("fal-ai/flux/schnell", arguments={"prompt": "x", "num_images": 10})
+    check(False, "an invalid run is an error")
+except fal_client.FalClientHTTPError as e:
+    check(e.status_code == 422 and "num_images" in str(e), f"an invalid run is fal's 422: {e}")
+
+
+# stream: previews of the requested size, then the final output, which ends the stream
+def check_stream(events, size, what):
+    check(len(events) >= 2, f"{what} sends previews then the output: {len(events)} events")
+    for e in events[:-1]:
+        check(image_of(e["images"][0]["url"]).size == size, f"each preview of {what} decodes at {size}")
+    final = events[-1]
+    check(image_of(final["images"][0]["url"]).size == size, f"the final image of {what} is {size}")
+    check(final["prompt"] == "a cat", f"the last event of {what} is the output: {final}")
+
+
+size = {"width": 320, "height": 240}
+events = list(fal_client.stream("fal-ai/hidream-i1-fast", arguments={"prompt": "a cat", "image_size": size}))
+check_stream(events, (320, 240), "stream")
+
+
+# The async client keeps its connections in one event loop: both calls run in it.
+async def async_calls():
+    ran = await fal_client.run_async("fal-ai/fast-sdxl", arguments={"prompt": "async", "image_size": "square"})
+    streamed = [
+        e
+        async for e in fal_client.stream_async(
+            "fal-ai/hidream-i1-full", arguments={"prompt": "a cat", "image_size": "square"}
+        )
+    ]
+    return ran, streamed
+
+
+ran_async, streamed = asyncio.run(async_calls())
+check(image_of(ran_async["images"][0]["url"]).size == (512, 512), f"run_async answers with the output: {ran_async}")
+check_stream(streamed, (512, 512), "stream_async")
 
 print("fal-client: all checks passed")

@@ -1,6 +1,7 @@
 // @fal-ai/client (JavaScript), unmodified, against invokd over TLS through fal's proxy protocol.
 // Environment (set by compat/run): INVOKD_URL, FAL_KEY, INVOKD_SLOW_MODEL, NODE_EXTRA_CA_CERTS.
 import { createFalClient } from "@fal-ai/client";
+import jpeg from "jpeg-js";
 
 const BASE = process.env.INVOKD_URL;
 const SLOW = process.env.INVOKD_SLOW_MODEL;
@@ -18,6 +19,12 @@ async function bytes(url) {
   const r = await fetch(url); // output URLs need no key
   if (!r.ok) throw new Error(`${url}: ${r.status}`);
   return new Uint8Array(await r.arrayBuffer());
+}
+
+/// Decodes every pixel of a JPEG; its width and height.
+function jpegSize(b) {
+  const img = jpeg.decode(b, { useTArray: true, maxMemoryUsageInMB: 1024 });
+  return [img.width, img.height];
 }
 
 function pngSize(b) {
@@ -100,5 +107,45 @@ const edited = await fal.subscribe("fal-ai/omnigen-v2", {
   pollInterval: 50,
 });
 check(edited.data.images.length === 1, "an input with the uploaded URL completes");
+
+// fal.run through the proxy (target fal.run): the model's output, not a queue receipt
+const ran = await fal.run("fal-ai/flux/schnell", {
+  input: { prompt: "a run", image_size: { width: 200, height: 120 }, output_format: "png" },
+});
+check(ran.data.prompt === "a run" && ran.requestId.length === 36, `run gives the output: ${JSON.stringify(ran)}`);
+const ranPng = await bytes(ran.data.images[0].url);
+check(JSON.stringify(pngSize(ranPng)) === "[200,120]", `the run's image is 200x120: ${pngSize(ranPng)}`);
+try {
+  await fal.run("fal-ai/flux/schnell", { input: { prompt: "x", num_images: 10 } });
+  check(false, "an invalid run is an error");
+} catch (e) {
+  check(e.status === 422 && e.body.detail[0].loc[1] === "num_images", `an invalid run is fal's 422: ${e.message}`);
+}
+
+// The streaming example of seed 004's hidream pages, as written, for both models.
+for (const model of ["fal-ai/hidream-i1-full", "fal-ai/hidream-i1-fast"]) {
+  const stream = await fal.stream(model, {
+    input: {
+      prompt: "a cat holding a skateboard which has 'fal' written on it in red spray paint"
+    }
+  });
+
+  const events = [];
+  for await (const event of stream) {
+    console.log(event);
+    events.push(event);
+  }
+
+  const result = await stream.done();
+  check(events.length >= 2, `${model} streams previews then the output: ${events.length} events`);
+  check(JSON.stringify(result) === JSON.stringify(events.at(-1)), `done() gives the last event of ${model}`);
+  for (const e of events.slice(0, -1)) {
+    const size = jpegSize(await bytes(e.images[0].url));
+    check(JSON.stringify(size) === "[1024,1024]", `each preview of ${model} decodes at 1024x1024: ${size}`);
+  }
+  const size = jpegSize(await bytes(result.images[0].url));
+  check(JSON.stringify(size) === "[1024,1024]", `the final image of ${model} is 1024x1024 (square_hd): ${size}`);
+  check(result.prompt.startsWith("a cat holding"), `the result of ${model} is its output: ${result.prompt}`);
+}
 
 console.log("@fal-ai/client: all checks passed");

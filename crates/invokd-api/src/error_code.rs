@@ -20,6 +20,8 @@ pub enum ErrorCode {
     NotFound,
     /// The method is not served on this route.
     MethodNotAllowed,
+    /// The client took too long to send its request's body.
+    RequestTimeout,
     /// The request conflicts with the resource's state (e.g. cancelling a finished job).
     Conflict,
     /// A worker's lease is no longer the job's: it was taken back, cancelled or ended.
@@ -39,6 +41,22 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the table's order.
+    pub const ALL: [Self; 12] = [
+        Self::BadRequest,
+        Self::Unauthorized,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::RequestTimeout,
+        Self::Conflict,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::UnprocessableEntity,
+        Self::TooManyRequests,
+        Self::ServerError,
+        Self::ServiceUnavailable,
+    ];
+
     /// The stable string sent in the error body's `id`.
     pub fn id(self) -> &'static str {
         match self {
@@ -47,6 +65,7 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::RequestTimeout => "request_timeout",
             Self::Conflict => "conflict",
             Self::LeaseLost => "lease_lost",
             Self::PayloadTooLarge => "payload_too_large",
@@ -74,19 +93,7 @@ mod tests {
 
     #[test]
     fn id_matches_serde_name() {
-        for code in [
-            ErrorCode::BadRequest,
-            ErrorCode::Unauthorized,
-            ErrorCode::NotFound,
-            ErrorCode::MethodNotAllowed,
-            ErrorCode::Conflict,
-            ErrorCode::PayloadTooLarge,
-            ErrorCode::UnsupportedMediaType,
-            ErrorCode::UnprocessableEntity,
-            ErrorCode::TooManyRequests,
-            ErrorCode::ServerError,
-            ErrorCode::ServiceUnavailable,
-        ] {
+        for code in ErrorCode::ALL {
             let json = serde_json::to_value(code).unwrap();
             assert_eq!(json, serde_json::Value::String(code.id().to_owned()));
         }

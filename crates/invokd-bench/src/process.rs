@@ -72,7 +72,9 @@ pub fn invokd(bin: &Path, dir: &Path, key: &str, extra: &[&str]) -> Command {
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.join("data"))
         .args([
-            "--rate-limit-per-second",
+            "--create-rate-limit-per-second",
+            "0",
+            "--read-rate-limit-per-second",
             "0",
             // The queue caps stay on, as they are by default, at values no run reaches: the
             // check's cost is part of every create.

@@ -31,14 +31,16 @@ fn is_file_field(key: &str) -> bool {
     key.ends_with("_url") || key.ends_with("_urls")
 }
 
-/// Every file reference in `input`, in order.
-pub fn file_refs(input: &Map<String, Value>) -> Vec<FileRef> {
-    fn walk(v: &Value, path: &mut Vec<PathItem>, in_file_field: bool, out: &mut Vec<FileRef>) {
+/// Every value of a file field in `input`, in order, with its path: the items of a list, each
+/// value of an object inside a file field, else the value itself (a string, if it is valid).
+fn file_values(input: &Map<String, Value>) -> Vec<(Vec<PathItem>, &Value)> {
+    fn walk<'a>(
+        v: &'a Value,
+        path: &mut Vec<PathItem>,
+        in_file_field: bool,
+        out: &mut Vec<(Vec<PathItem>, &'a Value)>,
+    ) {
         match v {
-            Value::String(s) if in_file_field => out.push(FileRef {
-                path: path.clone(),
-                value: s.clone(),
-            }),
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     path.push(PathItem::Index(i));
@@ -46,13 +48,16 @@ pub fn file_refs(input: &Map<String, Value>) -> Vec<FileRef> {
                     path.pop();
                 }
             }
-            Value::Object(map) => {
+            Value::Object(map) if !in_file_field => {
                 for (k, item) in map {
                     path.push(PathItem::Key(k.clone()));
                     walk(item, path, is_file_field(k), out);
                     path.pop();
                 }
             }
+            // An absent file; the schema says whether it may be.
+            Value::Null => {}
+            _ if in_file_field => out.push((path.clone(), v)),
             _ => {}
         }
     }
@@ -64,6 +69,19 @@ pub fn file_refs(input: &Map<String, Value>) -> Vec<FileRef> {
         path.pop();
     }
     out
+}
+
+/// Every file reference in `input`, in order.
+pub fn file_refs(input: &Map<String, Value>) -> Vec<FileRef> {
+    file_values(input)
+        .into_iter()
+        .filter_map(|(path, v)| {
+            v.as_str().map(|s| FileRef {
+                path,
+                value: s.to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// A decoded `data:` URI.
@@ -80,12 +98,30 @@ pub fn decode_data_uri(s: &str) -> Option<Result<DataUri, String>> {
         return Some(Err("a data URI needs a comma before its data".into()));
     };
     let mut parts = meta.split(';');
-    let content_type = parts
-        .next()
-        .filter(|t| !t.is_empty())
-        .unwrap_or("text/plain")
-        .to_owned();
-    let base64 = parts.any(|p| p.eq_ignore_ascii_case("base64"));
+    let content_type = parts.next().unwrap_or_default();
+    if !content_type.is_empty() && !is_media_type(content_type) {
+        return Some(Err(format!(
+            "the data URI's media type {:?} is not type/subtype",
+            truncate(content_type)
+        )));
+    }
+    let content_type = if content_type.is_empty() {
+        "text/plain".to_owned()
+    } else {
+        content_type.to_owned()
+    };
+    // `;name=value` parameters, then `;base64` last if at all (RFC 2397).
+    let params: Vec<&str> = parts.collect();
+    let base64 = params
+        .last()
+        .is_some_and(|p| p.eq_ignore_ascii_case("base64"));
+    let plain = &params[..params.len() - usize::from(base64)];
+    if let Some(p) = plain.iter().find(|p| !is_parameter(p)) {
+        return Some(Err(format!(
+            "the data URI's header has {:?} where a name=value parameter belongs",
+            truncate(p)
+        )));
+    }
     if data.len() > MAX_DATA_URI_BYTES / 3 * 4 + 4 {
         return Some(Err(format!(
             "a data URI may carry at most {} MiB",
@@ -106,28 +142,90 @@ pub fn decode_data_uri(s: &str) -> Option<Result<DataUri, String>> {
     }))
 }
 
-/// What is wrong with the input's file references that can be known without fetching: a
-/// malformed data URI, or a value that is neither an http(s) URL nor a data URI.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+}
+
+fn is_media_type(s: &str) -> bool {
+    s.split_once('/')
+        .is_some_and(|(t, sub)| is_token(t) && is_token(sub))
+}
+
+fn is_parameter(s: &str) -> bool {
+    s.split_once('=')
+        .is_some_and(|(name, value)| is_token(name) && !value.is_empty())
+}
+
+/// Why `value` is not an http(s) URL a download could use: it must parse, name a host (the
+/// lenient parse of `http:///a.png` would make `a.png` the host) and a valid port.
+fn url_problem(value: &str) -> Option<String> {
+    let lower = value.get(..8).unwrap_or(value).to_ascii_lowercase();
+    let Some(rest) = ["http://", "https://"]
+        .iter()
+        .find(|p| lower.starts_with(**p))
+        .map(|p| &value[p.len()..])
+    else {
+        return Some(format!(
+            "must be an http(s) URL or a data URI, got {:?}",
+            truncate(value)
+        ));
+    };
+    if rest
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        return Some(format!("the URL {:?} has no host", truncate(value)));
+    }
+    match url::Url::parse(value) {
+        Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => None,
+        Ok(_) => Some(format!("the URL {:?} has no host", truncate(value))),
+        Err(e) => Some(format!("{:?} is not a valid URL: {e}", truncate(value))),
+    }
+}
+
+/// What is wrong with the input's file references that can be known without fetching: a value
+/// that is not a string, a malformed data URI, or a value that is neither a valid http(s) URL
+/// nor a data URI.
 pub fn violations(input: &Map<String, Value>) -> Vec<Violation> {
-    file_refs(input)
+    file_values(input)
         .into_iter()
-        .filter_map(|r| {
-            let problem = match decode_data_uri(&r.value) {
-                Some(Err(e)) => Some(e),
-                Some(Ok(_)) => None,
-                None if r.value.starts_with("https://") || r.value.starts_with("http://") => None,
-                None => Some(format!(
-                    "must be an http(s) URL or a data URI, got {:?}",
-                    truncate(&r.value)
-                )),
+        .filter_map(|(path, v)| {
+            let (kind, message) = match v {
+                Value::String(s) => match decode_data_uri(s) {
+                    Some(Err(e)) => (ViolationKind::Other, e),
+                    Some(Ok(_)) => return None,
+                    None => (ViolationKind::Other, url_problem(s)?),
+                },
+                other => (
+                    ViolationKind::Type,
+                    format!(
+                        "must be a URL string (an http(s) URL or a data URI), got {}",
+                        json_type(other)
+                    ),
+                ),
             };
-            problem.map(|message| Violation {
-                path: r.path,
-                kind: ViolationKind::Other,
+            Some(Violation {
+                path,
+                kind,
                 message,
             })
         })
         .collect()
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 fn truncate(s: &str) -> String {
@@ -189,5 +287,39 @@ mod tests {
         assert_eq!(v[0].dotted_path(), "image_url");
         assert!(v[0].message.contains("base64"));
         assert!(v[1].message.contains("http(s) URL or a data URI"));
+    }
+
+    #[test]
+    fn file_fields_must_hold_valid_url_strings() {
+        for (value, says) in [
+            (json!("http://"), "no host"),
+            (json!("http:///a.png"), "no host"),
+            (json!("http://[::1"), "not a valid URL"),
+            (json!("http://a b.example/x.png"), "not a valid URL"),
+            (json!("http://example.com:99999/a.png"), "not a valid URL"),
+            (json!("data:;;;;base64,AAAA"), "name=value"),
+            (json!("data:image;base64,AAAA"), "type/subtype"),
+            (json!(5), "got a number"),
+            (json!({"url": "https://a.example/x.png"}), "got an object"),
+            (json!([5]), "got a number"),
+            (json!(true), "got a boolean"),
+        ] {
+            let v = violations(&obj(json!({ "image_url": value.clone() })));
+            assert_eq!(v.len(), 1, "{value}");
+            assert!(v[0].message.contains(says), "{value}: {}", v[0].message);
+        }
+        for good in [
+            json!("https://a.example/x.png?sig=1#f"),
+            json!("HTTP://A.example:8080/x"),
+            json!("data:image/png;name=a.png;base64,aGk="),
+            json!("data:,hi"),
+            json!(null),
+            json!(["https://a.example/x.png"]),
+        ] {
+            assert!(
+                violations(&obj(json!({ "image_urls": good.clone() }))).is_empty(),
+                "{good}"
+            );
+        }
     }
 }

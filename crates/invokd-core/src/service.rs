@@ -57,6 +57,9 @@ pub enum ServiceError {
     IdempotencyKeyReused(String),
     #[error("invalid cursor")]
     InvalidCursor,
+    /// The job's tags break a limit (their number or a length).
+    #[error("{0}")]
+    InvalidTags(String),
     #[error("{0}")]
     QueueFull(String),
     #[error(transparent)]
@@ -124,6 +127,78 @@ pub struct Page {
 
 /// The largest page a list returns.
 pub const MAX_PAGE: u32 = 1000;
+
+/// A page of a list stops before this many bytes of jobs (estimated as JSON), even short of its
+/// row limit, so that no page is unbounded whatever its jobs hold; one job always fits.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most tags a job may have.
+pub const MAX_TAGS: usize = 50;
+/// The longest tag key, in bytes.
+pub const MAX_TAG_KEY_BYTES: usize = 128;
+/// The longest tag value, in bytes.
+pub const MAX_TAG_VALUE_BYTES: usize = 512;
+
+/// Why `tags` break a limit, if they do.
+fn tags_problem(tags: &[(String, String)]) -> Option<String> {
+    if tags.len() > MAX_TAGS {
+        return Some(format!(
+            "tags: a job may have at most {MAX_TAGS} tags, got {}",
+            tags.len()
+        ));
+    }
+    tags.iter().enumerate().find_map(|(i, (k, v))| {
+        if k.len() > MAX_TAG_KEY_BYTES {
+            Some(format!(
+                "tags[{i}].key: at most {MAX_TAG_KEY_BYTES} bytes, got {}",
+                k.len()
+            ))
+        } else if v.len() > MAX_TAG_VALUE_BYTES {
+            Some(format!(
+                "tags[{i}].value: at most {MAX_TAG_VALUE_BYTES} bytes, got {}",
+                v.len()
+            ))
+        } else {
+            None
+        }
+    })
+}
+
+/// About how many bytes `v` takes as JSON (the length of its strings and numbers, and one byte
+/// per punctuation mark), without writing it out.
+fn json_size(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 20,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(|i| json_size(i) + 1).sum::<usize>(),
+        Value::Object(map) => map_size(map),
+    }
+}
+
+fn map_size(map: &Map<String, Value>) -> usize {
+    2 + map
+        .iter()
+        .map(|(k, v)| k.len() + 4 + json_size(v))
+        .sum::<usize>()
+}
+
+/// About how many bytes a job takes in a listing: what it was given and what it made.
+fn listed_size(job: &Job) -> usize {
+    const FIXED: usize = 512; // ids, times, status, model
+    FIXED
+        + map_size(&job.input)
+        + job.output.as_deref().map_or(0, map_size)
+        + job
+            .error
+            .as_ref()
+            .map_or(0, |e| e.message.len() + e.error_type.len())
+        + job
+            .tags
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 24)
+            .sum::<usize>()
+}
 
 /// fal's `X-Fal-Queue-Priority` values as queue priorities (lower runs first).
 pub const PRIORITY_NORMAL: i32 = 0;
@@ -250,6 +325,9 @@ impl JobService {
         caller: &Caller,
         sub: Submission,
     ) -> Result<Submitted, ServiceError> {
+        if let Some(why) = tags_problem(&sub.tags) {
+            return Err(ServiceError::InvalidTags(why));
+        }
         let fingerprint = sub.idempotency_key.as_ref().map(|_| sub.fingerprint());
         let (model, input) = prepare(&self.catalog, &sub.model_id, sub.input)?;
         self.check_queue_caps(caller).await?;
@@ -362,8 +440,16 @@ impl JobService {
         let limit = q.limit as usize;
         q.limit += 1; // one more tells whether there is a next page
         let mut jobs = self.store.list_jobs(&q).await?;
-        let next_cursor = if jobs.len() > limit {
-            jobs.truncate(limit);
+        let mut bytes = 0;
+        let fit = jobs
+            .iter()
+            .position(|j| {
+                bytes += listed_size(j);
+                bytes > MAX_PAGE_BYTES
+            })
+            .map_or(jobs.len(), |i| i.max(1));
+        let next_cursor = if jobs.len() > limit.min(fit) {
+            jobs.truncate(limit.min(fit));
             jobs.last().map(|j| encode_cursor(j.created_at, j.id))
         } else {
             None
@@ -544,5 +630,41 @@ impl JobService {
     /// them now.
     pub async fn queue_stats(&self) -> Result<Vec<crate::store::QueueStats>, ServiceError> {
         Ok(self.store.queue_stats().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(n: usize, key: usize, value: usize) -> Vec<(String, String)> {
+        (0..n)
+            .map(|_| ("k".repeat(key), "v".repeat(value)))
+            .collect()
+    }
+
+    #[test]
+    fn tags_are_held_to_their_number_and_lengths() {
+        assert_eq!(
+            tags_problem(&tags(MAX_TAGS, MAX_TAG_KEY_BYTES, MAX_TAG_VALUE_BYTES)),
+            None
+        );
+        let why = tags_problem(&tags(MAX_TAGS + 1, 1, 1)).unwrap_or_default();
+        assert!(why.starts_with("tags:"), "{why}");
+        let why = tags_problem(&tags(2, MAX_TAG_KEY_BYTES + 1, 1)).unwrap_or_default();
+        assert!(why.starts_with("tags[0].key"), "{why}");
+        let why = tags_problem(&tags(2, 1, MAX_TAG_VALUE_BYTES + 1)).unwrap_or_default();
+        assert!(why.starts_with("tags[0].value"), "{why}");
+    }
+
+    #[test]
+    fn json_sizes_are_close_to_the_written_length() {
+        let v = serde_json::json!({"prompt": "x".repeat(1000), "list": [1, 2, {"a": null}]});
+        let written = v.to_string().len();
+        let estimate = json_size(&v);
+        assert!(
+            estimate >= written && estimate < written + 100,
+            "{estimate} for {written}"
+        );
     }
 }

@@ -55,7 +55,9 @@ async fn start(bin: &Path, dir: &Path, round: u32) -> anyhow::Result<Server> {
         .args([
             "--emulator-latency-ms",
             "30",
-            "--rate-limit-per-second",
+            "--create-rate-limit-per-second",
+            "0",
+            "--read-rate-limit-per-second",
             "0",
             "--max-concurrency",
             "8",

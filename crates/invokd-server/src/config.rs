@@ -23,6 +23,8 @@ pub struct ServerConfig {
     pub max_upload_bytes: usize,
     /// How long a signed file URL stays valid.
     pub file_url_ttl: Duration,
+    /// Limits on connections and on how slowly a request may arrive.
+    pub http: HttpLimits,
     /// The first key, for scripted deployments (`INVOKD_BOOTSTRAP_KEY`).
     pub bootstrap_key: Option<String>,
     /// The admin token (`INVOKD_ADMIN_TOKEN`); else one kept in the data directory.
@@ -110,6 +112,31 @@ pub struct DispatchConfig {
     pub cancel_grace: Duration,
 }
 
+/// What a connection may take: how many at once, and how long a request may take to arrive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpLimits {
+    /// Connections open at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// A request's head (and a TLS handshake) must arrive within this; an idle keep-alive
+    /// connection, waiting for its next request's head, is closed after it too.
+    pub header_timeout: Duration,
+    /// A body that sends nothing for this long is refused with 408.
+    pub body_idle_timeout: Duration,
+    /// A body must arrive whole within this, or it is refused with 408.
+    pub body_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(20),
+            body_idle_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
 /// Retention: ended jobs keep their output and files this long, then the janitor removes them.
 #[derive(Debug, Clone)]
 pub struct RetentionConfig {
@@ -171,6 +198,7 @@ impl ServerConfig {
             max_body_bytes: 4 * 1024 * 1024,
             max_upload_bytes: 100 * 1024 * 1024,
             file_url_ttl: Duration::from_secs(24 * 3600),
+            http: HttpLimits::default(),
             bootstrap_key: None,
             admin_token: None,
             tls: None,
@@ -212,6 +240,15 @@ impl ServerConfig {
         d.poll = d.poll.max(Duration::from_millis(1));
         d.run_timeout = d.run_timeout.max(Duration::from_secs(1));
         self.retention.every = self.retention.every.max(Duration::from_millis(10));
+        let h = &mut self.http;
+        h.max_connections = h.max_connections.max(1);
+        for d in [
+            &mut h.header_timeout,
+            &mut h.body_idle_timeout,
+            &mut h.body_timeout,
+        ] {
+            *d = (*d).max(Duration::from_millis(100));
+        }
         let w = &mut self.webhooks;
         w.backoff_base = w.backoff_base.max(Duration::from_millis(1));
         w.backoff_max = w.backoff_max.max(Duration::from_millis(1));

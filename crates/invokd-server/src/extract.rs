@@ -7,12 +7,12 @@ use axum::{
 };
 use invokd_api::ErrorCode;
 use invokd_core::service::Caller;
-pub use invokd_wire::json::parse_json;
+pub use invokd_wire::json::{check_content_type, parse_json};
 use serde::de::DeserializeOwned;
 
 use crate::{error::ApiError, state::AppState};
 
-/// A JSON body: 415 for another content type, 413 over the size limit, 400 when it is not JSON,
+/// A JSON body: 415 for another or no content type (or a charset other than UTF-8), 413 over the size limit, 400 when it is not JSON,
 /// 422 when it is JSON of the wrong shape (naming the field).
 pub struct JsonBody<T>(pub T);
 
@@ -20,16 +20,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
-            let essence = ct.split(';').next().unwrap_or_default().trim();
-            if essence != "application/json" && !essence.ends_with("+json") {
-                return Err(ApiError::new(
-                    ErrorCode::UnsupportedMediaType,
-                    format!("the body must be application/json, not {essence:?}"),
-                ));
-            }
-        }
+        check_content_type(
+            req.headers()
+                .get(header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+        )?;
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(body_rejection)?;
@@ -72,7 +67,8 @@ impl FromRequestParts<AppState> for Auth {
             })
             .unwrap_or_default();
         let caller = state.service.authenticate(secret).await?;
-        let rate = state.rate_limiter.check(caller.key_id);
+        let limit = crate::router::rate_limit_of(&parts.method, parts.extensions.get());
+        let rate = state.rate_limiter.check(caller.key_id, limit);
         if let Some(slot) = parts.extensions.get::<crate::request_context::KeySlot>() {
             let _ = slot.0.set((caller.key_id, rate));
         }
@@ -80,7 +76,8 @@ impl FromRequestParts<AppState> for Auth {
             return Err(ApiError::new(
                 ErrorCode::TooManyRequests,
                 format!(
-                    "rate limit exceeded for this key; retry in {} s",
+                    "rate limit exceeded for this key ({} limit); retry in {} s",
+                    limit.name(),
                     wait.as_secs().max(1)
                 ),
             ));

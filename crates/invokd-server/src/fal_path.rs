@@ -8,6 +8,12 @@
 //! The split is the one fal's clients rely on: the first `requests` segment after the app starts
 //! a request's path (trailing slashes there are dropped); a POST whose last segment is `stream`
 //! is fal's streaming endpoint. Paths of invokd's own surfaces (`RESERVED_OWNERS`) are left.
+//!
+//! A `%2F` a client sent itself is kept as text (`%252F`), never read as a slash: a model id
+//! has no encoded slashes, so `/fal-ai/flux%2Fschnell` is no route to `fal-ai/flux/schnell`.
+//!
+//! Under `RUN_PREFIX` (fal's *run* host, `fal.run`, on invokd's port) the same split applies to
+//! the rest of the path.
 
 use axum::http::{Method, Request, Uri, uri::PathAndQuery};
 
@@ -16,8 +22,43 @@ use crate::router::RESERVED_OWNERS;
 /// How a slash inside one path segment is written.
 const SLASH: &str = "%2F";
 
-/// The path with a model's sub-path folded into its app segment, if it needs folding.
+/// Where fal's *run* host is served on invokd's one port: `POST /run/{model}` runs the model and
+/// answers with its output, `POST /run/{model}/stream` streams it, where `POST /{model}` queues.
+/// fal's Python client names it in `FAL_RUN_HOST` (`127.0.0.1:8080/run`); requests through fal's
+/// proxy to `fal.run` are routed here (`fal_proxy`).
+pub const RUN_PREFIX: &str = "/run";
+
+/// The path with a client's own encoded slashes kept as text and a model's sub-path folded into
+/// its app segment, if either changes it.
 fn folded(method: &Method, path: &str) -> Option<String> {
+    if let Some(rest) = path.strip_prefix(RUN_PREFIX).filter(|r| r.starts_with('/')) {
+        return folded(method, rest).map(|p| format!("{RUN_PREFIX}{p}"));
+    }
+    let kept = own_slashes_kept(path);
+    fold_sub_path(method, kept.as_deref().unwrap_or(path)).or(kept)
+}
+
+/// A fal path with each `%2F` (in either case) written `%252F`, if it has any.
+fn own_slashes_kept(path: &str) -> Option<String> {
+    let owner = path.trim_start_matches('/').split('/').next()?;
+    let lower = path.to_ascii_lowercase();
+    if RESERVED_OWNERS.contains(&owner) || !lower.contains("%2f") {
+        return None;
+    }
+    let mut out = String::with_capacity(path.len() + 8);
+    let mut rest = path;
+    while let Some(at) = rest.to_ascii_lowercase().find("%2f") {
+        out.push_str(&rest[..at]);
+        out.push_str("%25");
+        out.push_str(&rest[at + 1..at + 3]);
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// The path with a model's sub-path folded into its app segment, if it needs folding.
+fn fold_sub_path(method: &Method, path: &str) -> Option<String> {
     let mut parts = path.strip_prefix('/')?.splitn(3, '/');
     let (owner, app, rest) = (parts.next()?, parts.next()?, parts.next()?);
     if owner.is_empty() || app.is_empty() || RESERVED_OWNERS.contains(&owner) {
@@ -144,6 +185,20 @@ mod tests {
     }
 
     #[test]
+    fn a_clients_own_encoded_slash_stays_text() {
+        let post = |p| folded(&Method::POST, p);
+        assert_eq!(
+            post("/fal-ai/flux%2Fschnell").as_deref(),
+            Some("/fal-ai/flux%252Fschnell")
+        );
+        assert_eq!(
+            get("/fal-ai/flux%2fdev/x/requests/abc").as_deref(),
+            Some("/fal-ai/flux%252fdev%2Fx/requests/abc")
+        );
+        assert_eq!(post("/files/a%2Fb"), None);
+    }
+
+    #[test]
     fn the_query_is_kept() {
         let req = Request::builder()
             .uri("/fal-ai/flux/schnell/requests/abc/status?logs=1")
@@ -152,6 +207,22 @@ mod tests {
         assert_eq!(
             fold(req).uri().to_string(),
             "/fal-ai/flux%2Fschnell/requests/abc/status?logs=1"
+        );
+    }
+
+    #[test]
+    fn paths_under_the_run_prefix_fold_as_the_queue_s_do() {
+        let post = |p| folded(&Method::POST, p);
+        assert_eq!(
+            post("/run/fal-ai/flux/schnell/stream").as_deref(),
+            Some("/run/fal-ai/flux%2Fschnell/stream")
+        );
+        assert_eq!(post("/run/fal-ai/hidream-i1-fast/stream"), None);
+        assert_eq!(post("/run/fal-ai/flux/schnell"), None);
+        assert_eq!(post("/run/fal-ai/flux/dev/image-to-image"), None);
+        assert_eq!(
+            post("/running/x/y/stream").as_deref(),
+            Some("/running/x%2Fy/stream")
         );
     }
 }

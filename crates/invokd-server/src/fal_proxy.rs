@@ -1,17 +1,19 @@
 //! fal's server-proxy protocol: `@fal-ai/client` with `proxyUrl` sends every request to the
 //! proxy with the real fal URL in `x-fal-target-url`. invokd is the proxy and the target: it
 //! routes such a request as if it had come to the target's path, and keeps the target's host
-//! beside it as a `FalTarget`, as the host tells fal's APIs apart (`queue.fal.run` queues,
-//! `fal.run` runs at once).
+//! beside it as a `FalTarget`, as the host tells fal's APIs apart: `queue.fal.run` queues, and
+//! `fal.run` runs at once, so a request for it is routed under `fal_path::RUN_PREFIX`.
 
 use axum::http::{Uri, uri::PathAndQuery};
 use invokd_api::ErrorCode;
 
-use crate::error::ApiError;
+use crate::{error::ApiError, fal_path::RUN_PREFIX};
 
 pub const TARGET_HEADER: &str = "x-fal-target-url";
 /// Where the proxy is mounted: fal's docs use `/api/fal/proxy` (Next.js) and `/fal/proxy`.
 pub const PROXY_PATHS: [&str; 2] = ["/fal/proxy", "/api/fal/proxy"];
+/// fal's host of synchronous runs and streams (its queue is `queue.fal.run`).
+pub const RUN_HOST: &str = "fal.run";
 
 /// The fal URL a proxied request was meant for, in the request's extensions once it is routed
 /// by that URL's path. Requests that came straight to invokd have none.
@@ -31,11 +33,14 @@ fn target_of(target: &str) -> Option<(FalTarget, PathAndQuery)> {
     if uri.scheme_str() != Some("https") || !fal_host {
         return None;
     }
-    let path = uri.path_and_query()?.clone();
-    let target = FalTarget {
-        host: host.to_ascii_lowercase(),
+    let host = host.to_ascii_lowercase();
+    let path = uri.path_and_query()?;
+    let path = if host == RUN_HOST {
+        PathAndQuery::try_from(format!("{RUN_PREFIX}{path}")).ok()?
+    } else {
+        path.clone()
     };
-    Some((target, path))
+    Some((FalTarget { host }, path))
 }
 
 /// Rewrites a proxied request to its target's path and records its `FalTarget`. Requests that
@@ -115,12 +120,16 @@ mod tests {
     }
 
     #[test]
-    fn the_target_host_is_kept_so_a_run_is_told_from_a_queue_submit() {
+    fn the_target_host_is_kept_and_a_run_is_told_from_a_queue_submit() {
         let host = |url| target(url).map(|t| t.host);
-        // Both are routed by their path alone, to the same submit.
+        // A run and a stream go to the run prefix, a submit to the queue's path.
         assert_eq!(
             proxied("https://fal.run/fal-ai/flux/schnell"),
-            "/fal-ai/flux/schnell"
+            "/run/fal-ai/flux/schnell"
+        );
+        assert_eq!(
+            proxied("https://fal.run/fal-ai/hidream-i1-fast/stream?x=1"),
+            "/run/fal-ai/hidream-i1-fast/stream?x=1"
         );
         assert_eq!(
             proxied("https://queue.fal.run/fal-ai/flux/schnell"),

@@ -2,6 +2,7 @@
 
 mod bootstrap;
 pub mod config;
+mod connections;
 mod dispatcher;
 mod extract;
 mod fal_path;
@@ -14,9 +15,11 @@ mod outbound;
 mod present;
 pub mod provider_routes;
 pub mod rate_limit;
+mod request_body;
 mod request_context;
 mod router;
 mod routes;
+mod run_stream;
 mod server;
 mod state;
 mod store_notices;

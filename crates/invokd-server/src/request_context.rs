@@ -56,7 +56,7 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let surface = surface_of(&path);
 
-    let mut res = next.run(req).await;
+    let mut res = framework_rejection(next.run(req).await).await;
     if let Some(err) = res.extensions_mut().remove::<ApiError>() {
         if err.status().is_server_error() {
             tracing::error!(request_id = %id, %method, %path, code = err.code.id(), message = %err.message, "request failed");
@@ -86,6 +86,15 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         ] {
             h.insert(name, HeaderValue::from(value));
         }
+        let policy = format!(
+            "{};w={};name=\"{}\"",
+            rate.limit,
+            rate.window,
+            rate.policy.name()
+        );
+        if let Ok(v) = HeaderValue::from_str(&policy) {
+            h.insert("ratelimit-policy", v);
+        }
         if let Some(wait) = rate.retry_after {
             h.insert(
                 header::RETRY_AFTER,
@@ -110,6 +119,40 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         res.headers_mut().insert(REQUEST_ID, v);
     }
     res
+}
+
+/// An error answered by the framework itself (a query string that does not deserialize, a body
+/// over the limit), as plain text: made an `ApiError` of the one mapping, so that it is
+/// rendered in the surface's shape like every other error. Its text becomes the message.
+async fn framework_rejection(res: Response) -> Response {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if res.extensions().get::<ApiError>().is_some()
+        || !(res.status().is_client_error() || res.status().is_server_error())
+        || is_json
+    {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let code = crate::error::code_for_status(parts.status);
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let message = match code {
+        invokd_api::ErrorCode::PayloadTooLarge => {
+            "the request body is larger than the server accepts".to_owned()
+        }
+        _ if text.is_empty() => parts
+            .status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_owned(),
+        _ => text,
+    };
+    parts.extensions.insert(ApiError::new(code, message));
+    Response::from_parts(parts, axum::body::Body::empty())
 }
 
 fn do_body(err: ApiError, request_id: &str) -> ErrorBody {

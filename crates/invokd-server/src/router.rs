@@ -19,7 +19,8 @@ use invokd_api::ErrorCode;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    error::ApiError, fal_path, fal_proxy, request_context::request_context, routes, state::AppState,
+    error::ApiError, fal_path, fal_proxy, rate_limit::Limit, request_context::request_context,
+    routes, state::AppState,
 };
 
 /// Which surface a request is on, which decides the shape of its errors.
@@ -49,6 +50,36 @@ pub fn surface_of(path: &str) -> Surface {
 
 /// Where fal's webhooks for invokd's upstream requests arrive (signed by fal, no access key).
 pub const FAL_WEBHOOK_PATH: &str = "/v1/upstream/fal/webhook";
+
+/// The routes that take uploads, up to `max_upload_bytes`; every other body is held to
+/// `max_body_bytes`.
+pub const UPLOAD_ROUTES: [&str; 3] = [
+    "/files/upload",
+    "/files/upload/{*key}",
+    "/v1/worker/jobs/{id}/files/{name}",
+];
+
+/// The routes (matched patterns) whose POST creates a job or a file: they draw on a key's
+/// create limit, every other request with a key on its read limit.
+pub const CREATE_ROUTES: [&str; 6] = [
+    "/v1/async-invoke",
+    "/{owner}/{app}",
+    "/{owner}/{app}/{*path}",
+    "/{owner}/{app}/stream",
+    "/files/upload",
+    "/storage/upload/initiate",
+];
+
+/// The rate limit a request draws on.
+pub fn rate_limit_of(method: &axum::http::Method, route: Option<&MatchedPath>) -> Limit {
+    if method == axum::http::Method::POST
+        && route.is_some_and(|r| CREATE_ROUTES.contains(&r.as_str()))
+    {
+        Limit::Create
+    } else {
+        Limit::Read
+    }
+}
 
 async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such route")
@@ -128,27 +159,31 @@ fn routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .route("/storage/auth/token", post(routes::storage::token))
         .route("/storage/upload/initiate", post(routes::storage::initiate))
         .route(
-            "/files/upload",
+            UPLOAD_ROUTES[0],
             post(routes::storage::upload_direct).layer(upload_limit),
         )
         .route(
-            "/files/upload/{*key}",
+            UPLOAD_ROUTES[1],
             put(routes::storage::put_signed).layer(upload_limit),
         )
 }
 
-/// fal's queue. A model's path after its owner is one `{app}` segment wherever an action
+/// fal's queue and its run host. A model's path after its owner is one `{app}` segment wherever an action
 /// follows it (`fal_path::fold`), so each action has one route; the sub-path of a plain submit
 /// is the only capture of many segments.
 fn fal_routes() -> OpenApiRouter<AppState> {
-    use routes::fal_queue as fal;
+    use routes::{fal_queue as fal, fal_run};
     OpenApiRouter::new()
         // Nothing but submits lives at an app's root; a read there is a wrong address.
         .routes(routes!(fal::submit))
         .route("/{owner}/{app}", get(not_found))
-        .route("/{owner}/{app}/{*path}", post(fal::submit_sub))
-        // fal's streaming endpoint: refused until it is served, never a submit to `.../stream`.
-        .route("/{owner}/{app}/stream", post(fal::stream_run))
+        .route("/{owner}/{app}/{*path}", post(fal::submit))
+        // fal's streaming endpoint, never a submit to a model named `.../stream`.
+        .routes(routes!(fal_run::stream))
+        // fal's run host (`fal.run`), under its prefix: a run answers with the output.
+        .routes(routes!(fal_run::run))
+        .route("/run/{owner}/{app}/{*path}", post(fal_run::run))
+        .route("/run/{owner}/{app}/stream", post(fal_run::stream))
         .routes(routes!(fal::status))
         .routes(routes!(fal::status_stream))
         .routes(routes!(fal::result))
@@ -181,6 +216,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::request_body::guard,
+        ))
         .layer(middleware::from_fn(request_context))
         .with_state(state)
 }

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     bootstrap,
     config::{BlobLocation, ServerConfig, StoreLocation},
+    connections::Capped,
     dispatcher::Dispatcher,
     provider_routes::{self, Providers, Route},
     router,
@@ -442,6 +443,7 @@ impl Server {
             stop_http.cancel();
             handle_http.graceful_shutdown(Some(HTTP_DRAIN));
         });
+        let limits = self.app.config.http.clone();
         // The rewrites of the path run before routing.
         let app = tower::make::Shared::new(tower::util::MapRequest::new(
             router::router(self.app),
@@ -453,17 +455,25 @@ impl Server {
             .context("cannot hand over the listener")?;
         let served = match self.tls {
             Some(config) => {
-                let tls = axum_server::tls_rustls::RustlsConfig::from_config(config);
-                axum_server::from_tcp_rustls(listener, tls)?
-                    .handle(handle)
-                    .serve(app)
-                    .await
+                let tls = axum_server::tls_rustls::RustlsAcceptor::new(
+                    axum_server::tls_rustls::RustlsConfig::from_config(config),
+                )
+                .handshake_timeout(limits.header_timeout)
+                .acceptor(axum_server::accept::DefaultAcceptor);
+                let capped = Capped::new(tls, limits.max_connections, false);
+                let mut server = axum_server::from_tcp(listener)?.acceptor(capped);
+                crate::connections::configure(server.http_builder(), &limits);
+                server.handle(handle).serve(app).await
             }
             None => {
-                axum_server::from_tcp(listener)?
-                    .handle(handle)
-                    .serve(app)
-                    .await
+                let capped = Capped::new(
+                    axum_server::accept::DefaultAcceptor,
+                    limits.max_connections,
+                    true,
+                );
+                let mut server = axum_server::from_tcp(listener)?.acceptor(capped);
+                crate::connections::configure(server.http_builder(), &limits);
+                server.handle(handle).serve(app).await
             }
         };
         served.context("the HTTP server failed")?;

@@ -105,7 +105,7 @@ pub struct Deliverer {
 impl Deliverer {
     pub async fn run(self, stop: CancellationToken) {
         let this = Arc::new(self);
-        let http = match reqwest::Client::builder()
+        let http = match crate::outbound::client(this.allow_private)
             .timeout(this.config.timeout)
             .connect_timeout(this.config.timeout)
             .redirect(reqwest::redirect::Policy::none())

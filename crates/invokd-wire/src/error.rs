@@ -44,6 +44,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorCode::Conflict | ErrorCode::LeaseLost => StatusCode::CONFLICT,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -52,6 +53,20 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// The code of an error answered with `status` by something other than our handlers (the
+/// framework's own rejections), read back from the one mapping: a status no code has falls to
+/// its class's code.
+pub fn code_for_status(status: StatusCode) -> ErrorCode {
+    ErrorCode::ALL
+        .into_iter()
+        .find(|c| status_of(*c) == status)
+        .unwrap_or(if status.is_server_error() {
+            ErrorCode::ServerError
+        } else {
+            ErrorCode::BadRequest
+        })
 }
 
 impl IntoResponse for ApiError {
@@ -109,6 +124,7 @@ impl From<ServiceError> for ApiError {
                 "cursor is invalid: pass the next_cursor of the previous page unchanged",
             ),
             ServiceError::QueueFull(why) => Self::new(ErrorCode::TooManyRequests, why),
+            ServiceError::InvalidTags(why) => Self::new(ErrorCode::UnprocessableEntity, why),
             ServiceError::Store(e) => e.into(),
             _ => Self::new(ErrorCode::ServerError, "internal error"),
         }

@@ -190,3 +190,65 @@ async fn reads_of_unknown_ids_and_routes_get_404_and_wrong_methods_405() {
     assert_eq!(resp.status(), 401);
     assert_eq!(server.stored_jobs().await, 0);
 }
+
+#[tokio::test]
+async fn listing_pages_are_bounded_in_bytes_as_well_as_in_rows() {
+    // Jobs stay queued, so their size is their input alone.
+    let server =
+        TestServer::start_with(support::Options::default().set("--emulator-latency-ms", "60000"))
+            .await;
+    let prompt = "p".repeat(1536 * 1024);
+    for _ in 0..3 {
+        server
+            .create(&json!({"model_id": "fal-ai/flux/schnell", "input": {"prompt": prompt}}))
+            .await;
+    }
+    let page = |cursor: Option<String>| {
+        let mut url = server.at("/v1/async-invoke?limit=10");
+        if let Some(c) = cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let http = server.http.clone();
+        let key = server.key.clone();
+        async move {
+            let res = http.get(url).bearer_auth(key).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            res.json::<Value>().await.unwrap()
+        }
+    };
+    // Three jobs of 1.5 MiB: two fit in the 4 MiB of a page, the third is on the next.
+    let first = page(None).await;
+    assert_eq!(first["invocations"].as_array().unwrap().len(), 2);
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let second = page(Some(cursor)).await;
+    assert_eq!(second["invocations"].as_array().unwrap().len(), 1);
+    assert!(second["next_cursor"].is_null(), "{}", second["next_cursor"]);
+}
+
+#[tokio::test]
+async fn a_signed_upload_url_is_used_once() {
+    let server = TestServer::start().await;
+    let started = server.initiate_upload().await;
+    let put = |bytes: &'static str| {
+        server
+            .http
+            .put(started["upload_url"].as_str().unwrap())
+            .body(bytes)
+            .send()
+    };
+    assert_eq!(put("first").await.unwrap().status(), 200);
+    let again = put("second").await.unwrap();
+    assert_eq!(again.status(), 409);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["id"], "conflict", "{body}");
+    let file = server
+        .http
+        .get(started["file_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(file.text().await.unwrap(), "first", "the file was replaced");
+}

@@ -1,7 +1,10 @@
 //! A corpus of bad requests across both surfaces and the admin API: malformed JSON, wrong
 //! types, huge numbers, deep nesting, huge strings, invalid UTF-8, wrong content types, path
-//! tricks, header abuse, enum and bound violations, unknown models, oversized data URIs. Each
-//! must get a 4xx in its surface's error shape, never a 5xx, and store nothing.
+//! tricks, header abuse, enum and bound violations, unknown models, oversized data URIs; bytes
+//! after the JSON value, missing content types and other charsets, encoded slashes in fal paths,
+//! `*_url` inputs that are not URLs, numbers beyond 64 bits, images over the pixel bound, tags
+//! over their limits, duplicated query parameters, webhooks to every kind of reserved address.
+//! Each must get a 4xx in its surface's error shape, never a 5xx, and store nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -185,7 +188,79 @@ fn model_inputs() -> Vec<Value> {
         json!({"prompt": "x", "image_url": "/etc/passwd"}),
         json!({"prompt": "x", "image_urls": ["file:///etc/passwd"]}),
         json!({"prompt": "x", "mask_url": format!("data:image/png;base64,{}", "A".repeat(5 * 1024 * 1024))}),
+        // URLs that are not URLs, values that are not strings, malformed data URI headers.
+        json!({"prompt": "x", "image_url": "http://"}),
+        json!({"prompt": "x", "image_url": "https://"}),
+        json!({"prompt": "x", "image_url": "http:///a.png"}),
+        json!({"prompt": "x", "image_url": "http://[::1"}),
+        json!({"prompt": "x", "image_url": "http://a b.example/a.png"}),
+        json!({"prompt": "x", "image_url": "http://example.com:99999/a.png"}),
+        json!({"prompt": "x", "image_url": "http://exa mple.com/a.png"}),
+        json!({"prompt": "x", "image_url": 5}),
+        json!({"prompt": "x", "image_url": true}),
+        json!({"prompt": "x", "image_url": {"url": "https://example.com/a.png"}}),
+        json!({"prompt": "x", "image_urls": [5]}),
+        json!({"prompt": "x", "image_urls": [{"url": "https://example.com/a.png"}]}),
+        json!({"prompt": "x", "image_urls": ["https://example.com/a.png", "http://"]}),
+        json!({"prompt": "x", "controlnet": {"control_image_url": 7}}),
+        json!({"prompt": "x", "image_url": "data:;;;;base64,AAAA"}),
+        json!({"prompt": "x", "image_url": "data:image;base64,AAAA"}),
+        json!({"prompt": "x", "image_url": "data:image/png;x;base64,AAAA"}),
+        // Numbers beyond 64 bits, which a provider could only replace.
+        json!({"prompt": "x", "seed": 18446744073709551616_f64}),
+        json!({"prompt": "x", "seed": 1e30}),
+        json!({"prompt": "x", "seed": -1e30}),
+        json!({"prompt": "x", "num_inference_steps": 1e30}),
+        // An image the schema allows but no provider makes.
+        json!({"prompt": "x", "image_size": {"width": 14142, "height": 14142}}),
+        json!({"prompt": "x", "image_size": {"width": 14142, "height": 3000}}),
     ]
+}
+
+/// Bodies that are right but for what follows them: exactly one JSON value is a body.
+fn with_trailing_bytes(valid: &str) -> Vec<Vec<u8>> {
+    ["xyz", valid, "\0", " 5", "\n{}", "]"]
+        .iter()
+        .map(|tail| format!("{valid}{tail}").into_bytes())
+        .collect()
+}
+
+/// An address of every reserved kind, as a webhook URL.
+fn reserved_webhooks() -> Vec<String> {
+    [
+        "[64:ff9b::7f00:1]",
+        "[2002:7f00:1::]",
+        "[2002:a9fe:a9fe::]",
+        "[::127.0.0.1]",
+        "[::ffff:0:7f00:1]",
+        "[::ffff:127.0.0.1]",
+        "[2001:0:4136:e378:8000:63bf:80ff:fffe]",
+        "[fec0::1]",
+        "[fe80::1]",
+        "[fd00::1]",
+        "[::1]",
+        "[::]",
+        "[ff02::1]",
+        "[2001:db8::1]",
+        "[64:ff9b:1::1]",
+        "0.1.2.3",
+        "0.0.0.0",
+        "192.0.0.1",
+        "198.18.0.1",
+        "240.0.0.1",
+        "255.255.255.255",
+        "224.0.0.1",
+        "100.64.0.1",
+        "169.254.169.254",
+        "10.0.0.1",
+        "172.16.0.1",
+        "192.168.1.1",
+        "127.0.0.1",
+        "localhost",
+    ]
+    .iter()
+    .map(|host| format!("http://{host}/hook"))
+    .collect()
 }
 
 fn corpus() -> Vec<Bad> {
@@ -195,6 +270,8 @@ fn corpus() -> Vec<Bad> {
         for (m, p) in [
             (Method::POST, "/v1/async-invoke"),
             (Method::POST, "/fal-ai/flux/schnell"),
+            (Method::POST, "/run/fal-ai/flux/schnell"),
+            (Method::POST, "/fal-ai/hidream-i1-fast/stream"),
             (Method::POST, "/v1/admin/keys"),
         ] {
             let mut b = bad(m, p, body.clone());
@@ -208,9 +285,11 @@ fn corpus() -> Vec<Bad> {
     for body in do_bodies() {
         c.push(bad(Method::POST, "/v1/async-invoke", body.to_string()));
     }
-    // The same inputs on the fal surface.
+    // The same inputs on the fal surface, queued or run.
     for input in model_inputs() {
-        c.push(bad(Method::POST, "/fal-ai/flux/schnell", input.to_string()));
+        for p in ["/fal-ai/flux/schnell", "/run/fal-ai/flux/schnell"] {
+            c.push(bad(Method::POST, p, input.to_string()));
+        }
     }
     // Content types, sizes, auth, headers.
     let ok = json!({"model_id": "fal-ai/flux/schnell", "input": {"prompt": "x"}}).to_string();
@@ -222,7 +301,12 @@ fn corpus() -> Vec<Bad> {
         "application/jsonx",
         "image/png",
     ] {
-        for p in ["/v1/async-invoke", "/fal-ai/flux/schnell"] {
+        for p in [
+            "/v1/async-invoke",
+            "/fal-ai/flux/schnell",
+            "/run/fal-ai/flux/schnell",
+            "/fal-ai/hidream-i1-fast/stream",
+        ] {
             c.push(Bad {
                 content_type: Some(ct),
                 ..bad(Method::POST, p, ok.clone())
@@ -237,6 +321,8 @@ fn corpus() -> Vec<Bad> {
             (Method::POST, "/v1/async-invoke"),
             (Method::GET, "/v1/async-invoke"),
             (Method::POST, "/fal-ai/flux/schnell"),
+            (Method::POST, "/run/fal-ai/flux/schnell"),
+            (Method::POST, "/fal-ai/hidream-i1-fast/stream"),
             (Method::GET, "/v1/admin/keys"),
             (Method::POST, "/v1/admin/keys"),
             (Method::DELETE, "/v1/admin/keys/x"),
@@ -264,10 +350,12 @@ fn corpus() -> Vec<Bad> {
         ("x-fal-request-timeout", "inf".into()),
         ("x-fal-request-timeout", "1e400".into()),
     ] {
-        c.push(Bad {
-            headers: vec![(name, value.clone())],
-            ..bad(Method::POST, "/fal-ai/flux/schnell", "{\"prompt\":\"x\"}")
-        });
+        for p in ["/fal-ai/flux/schnell", "/run/fal-ai/flux/schnell"] {
+            c.push(Bad {
+                headers: vec![(name, value.clone())],
+                ..bad(Method::POST, p, "{\"prompt\":\"x\"}")
+            });
+        }
     }
     // Path tricks and unknown ids on reads.
     for p in [
@@ -309,6 +397,8 @@ fn corpus() -> Vec<Bad> {
         "/fal-ai/flux/requests/0196b7a4-0000-7000-8000-000000000000/cancel",
         "/fal-ai/flux/requests/x/cancel",
         "/fal-ai/flux/schnell",
+        "/run/fal-ai/flux/schnell",
+        "/fal-ai/hidream-i1-fast/stream",
     ] {
         c.push(bad(Method::PUT, p, ""));
     }
@@ -356,6 +446,118 @@ fn corpus() -> Vec<Bad> {
         "{\"content_type\": []}",
     ] {
         c.push(bad(Method::POST, "/storage/upload/initiate", body));
+    }
+    // Exactly one JSON value, on every JSON route.
+    let valid_bodies = [
+        (Method::POST, "/v1/async-invoke", ok.clone(), Auth::Key),
+        (
+            Method::POST,
+            "/fal-ai/flux/schnell",
+            "{\"prompt\": \"x\"}".to_owned(),
+            Auth::Key,
+        ),
+        (
+            Method::POST,
+            "/v1/admin/keys",
+            "{\"name\": \"k\"}".to_owned(),
+            Auth::Admin,
+        ),
+        (
+            Method::POST,
+            "/storage/upload/initiate",
+            "{\"content_type\": \"image/png\"}".to_owned(),
+            Auth::Key,
+        ),
+    ];
+    for (m, p, valid, auth) in &valid_bodies {
+        for body in with_trailing_bytes(valid) {
+            c.push(Bad {
+                auth: *auth,
+                ..bad(m.clone(), p, body)
+            });
+        }
+        // A JSON body needs its content type, in UTF-8.
+        for ct in [
+            None,
+            Some("application/json; charset=utf-7"),
+            Some("application/json; charset=iso-8859-1"),
+            Some("application/json; charset=\"utf-16\""),
+        ] {
+            c.push(Bad {
+                auth: *auth,
+                content_type: ct,
+                ..bad(m.clone(), p, valid.clone())
+            });
+        }
+    }
+    // A client's own encoded slash names no model.
+    for (m, p) in [
+        (Method::POST, "/fal-ai/flux%2Fschnell"),
+        (Method::POST, "/fal-ai/flux%2fschnell"),
+        (Method::POST, "/fal-ai%2Fflux/schnell"),
+        (Method::POST, "/fal-ai/flux%2Fschnell/stream"),
+    ] {
+        c.push(bad(m, p, "{\"prompt\": \"x\"}"));
+    }
+    for p in [
+        "/fal-ai/flux%2Fschnell/requests/0196b7a4-0000-7000-8000-000000000000/status",
+        "/fal-ai/flux%2Fschnell/requests/0196b7a4-0000-7000-8000-000000000000",
+    ] {
+        c.push(bad(Method::GET, p, ""));
+    }
+    // Tags over their limits.
+    let with_tags = |tags: Value| {
+        json!({"model_id": "fal-ai/flux/schnell", "input": {"prompt": "x"}, "tags": tags})
+            .to_string()
+    };
+    let many: Vec<Value> = (0..100_000)
+        .map(|i| json!({"key": "k", "value": i.to_string()}))
+        .collect();
+    for tags in [
+        Value::Array(many),
+        Value::Array((0..51).map(|_| json!({"key": "k", "value": "v"})).collect()),
+        json!([{"key": "k".repeat(129), "value": "v"}]),
+        json!([{"key": "k".repeat(1024 * 1024), "value": "v"}]),
+        json!([{"key": "k", "value": "v".repeat(513)}]),
+        json!([{"key": "k", "value": "v".repeat(3 * 1024 * 1024)}]),
+    ] {
+        c.push(bad(Method::POST, "/v1/async-invoke", with_tags(tags)));
+    }
+    // Duplicated query parameters: the framework's refusal, in the surface's shape.
+    c.push(bad(
+        Method::POST,
+        "/fal-ai/flux/schnell?fal_webhook=https://a.example/x&fal_webhook=https://b.example/y",
+        "{\"prompt\": \"x\"}",
+    ));
+    for p in [
+        "/files/a/b.png?sig=00&sig=11&expires=9999999999",
+        "/files/a/b.png?expires=1&expires=2&sig=00",
+        "/fal-ai/flux/requests/0196b7a4-0000-7000-8000-000000000000/status?logs=1&logs=0",
+        "/v1/async-invoke?limit=1&limit=2",
+    ] {
+        c.push(bad(Method::GET, p, ""));
+    }
+    c.push(Bad {
+        content_type: None,
+        ..bad(
+            Method::PUT,
+            "/files/upload/uploads/x/y/z.png?expires=1&expires=2&sig=00",
+            "bytes",
+        )
+    });
+    // Webhooks to reserved addresses, on both surfaces.
+    for hook in reserved_webhooks() {
+        c.push(bad(
+            Method::POST,
+            "/v1/async-invoke",
+            json!({"model_id": "fal-ai/flux/schnell", "input": {"prompt": "x"}, "webhook_url": hook})
+                .to_string(),
+        ));
+        c.push(bad(
+            Method::POST,
+            &format!("/fal-ai/flux/schnell?fal_webhook={hook}"),
+            "{\"prompt\": \"x\"}",
+        ));
     }
     c.push(bad(Method::POST, "/api/fal/proxy", "{}"));
     c.push(Bad {

@@ -738,37 +738,6 @@ async fn request_actions_route_after_any_model_path() {
     assert_eq!(server.stored_jobs().await, 1);
 }
 
-/// fal's streaming endpoint is not served yet: a POST to `.../stream` is refused in fal's shape
-/// and never becomes a job of a model named `.../stream`.
-#[tokio::test]
-async fn a_post_to_stream_is_refused_and_submits_nothing() {
-    let server = TestServer::start().await;
-    for path in [
-        "/fal-ai/flux/schnell/stream",
-        "/fal-ai/fast-sdxl/stream",
-        "/fal-ai/flux/dev/image-to-image/stream",
-    ] {
-        let (code, body) = submit(&server, path, json!({"prompt": "x"}), &[]).await;
-        assert_eq!(code, 404, "{path}: {body}");
-        let detail = body["detail"].as_str().unwrap();
-        assert!(detail.contains("streaming runs"), "{body}");
-        assert!(
-            detail.contains("stream") && detail.contains(&path[..path.len() - "/stream".len()]),
-            "{body}"
-        );
-    }
-    // Without a key, as on every route of the surface, the key is refused first.
-    let resp = server
-        .http
-        .post(server.at("/fal-ai/flux/schnell/stream"))
-        .json(&json!({"prompt": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
-    assert_eq!(server.stored_jobs().await, 0);
-}
-
 /// `/console` is invokd's own, never a fal app: 404 in DigitalOcean's shape, nothing stored.
 #[tokio::test]
 async fn console_is_reserved() {
@@ -801,29 +770,4 @@ async fn console_is_reserved() {
         assert_eq!(body["id"], "not_found", "{method} {path}: {body}");
     }
     assert_eq!(server.stored_jobs().await, 0);
-}
-
-/// Through fal's proxy protocol, a target on `fal.run` is still a queue submit (invokd has no
-/// synchronous run yet), as one on `queue.fal.run` is.
-#[tokio::test]
-async fn proxied_submits_to_either_fal_host_are_queued() {
-    let server = TestServer::start().await;
-    for target in [
-        "https://queue.fal.run/fal-ai/flux/schnell",
-        "https://fal.run/fal-ai/flux/schnell",
-    ] {
-        let resp = server
-            .http
-            .post(server.at("/api/fal/proxy"))
-            .header("authorization", format!("Key {}", server.key))
-            .header("x-fal-target-url", target)
-            .json(&json!({"prompt": "x"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{target}");
-        let body: Value = resp.json().await.unwrap();
-        assert_eq!(body["status"], "IN_QUEUE", "{target}: {body}");
-    }
-    assert_eq!(server.stored_jobs().await, 2);
 }

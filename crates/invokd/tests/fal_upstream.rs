@@ -551,3 +551,89 @@ async fn routes_that_cannot_work_stop_the_start() {
         assert!(err.contains(want), "{routes}: {err}");
     }
 }
+
+/// The events of a stream from invokd's streaming endpoint, once it has ended.
+async fn streamed(server: &TestServer, model: &str, prompt: &str) -> (String, Vec<Value>) {
+    let resp = server
+        .http
+        .post(server.at(&format!("/{model}/stream")))
+        .header("authorization", format!("Key {}", server.key))
+        .json(&json!({"prompt": prompt}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = resp.headers()["x-fal-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let text = resp.text().await.unwrap();
+    let events = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| serde_json::from_str(d.trim()).unwrap())
+        .collect();
+    (id, events)
+}
+
+/// A model that streams runs on fal's streaming endpoint: its events are relayed as they come,
+/// their files copied into invokd, the last one the job's output (sent once).
+#[tokio::test]
+async fn a_streaming_model_relays_fal_s_stream() {
+    let fake = FakeFal::start().await;
+    let server = start(&fake, &[]).await;
+    let (id, events) = streamed(&server, "fal-ai/hidream-i1-fast", "relayed").await;
+    assert_eq!(fake.calls("stream"), 1);
+    assert_eq!(fake.calls("submit"), 0, "streamed, not queued");
+    assert_eq!(
+        events.len(),
+        fake_fal::STREAM_PREVIEWS + 1,
+        "fal's events, the output not twice: {events:?}"
+    );
+    for e in &events {
+        assert_eq!(e["prompt"], "relayed");
+        let url = e["images"][0]["url"].as_str().unwrap();
+        assert!(url.starts_with(&server.url), "re-hosted: {url}");
+    }
+    let job = server.wait(&id).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    assert_eq!(job["output"]["seed"].as_u64(), Some(15860307465884635512));
+    let last = events.last().unwrap();
+    assert_eq!(last["seed"], job["output"]["seed"]);
+    fake.delete_files();
+    for e in &events {
+        let (_, bytes) = server
+            .download(e["images"][0]["url"].as_str().unwrap())
+            .await;
+        assert_eq!(
+            bytes,
+            fake_fal::FILE,
+            "served by invokd after fal deleted it"
+        );
+    }
+    let sent = fake.request("relayed").unwrap();
+    assert_eq!(sent.model, "fal-ai/hidream-i1-fast");
+}
+
+/// A stream cut off mid-way is not sent again: the request fal named is followed on its queue.
+#[tokio::test]
+async fn a_cut_stream_is_followed_on_the_queue_without_a_second_request() {
+    let fake = FakeFal::start().await;
+    let server = start(&fake, &[]).await;
+    fake.faults().stream_cut.store(1, SeqCst);
+    let (id, events) = streamed(&server, "fal-ai/hidream-i1-full", "cut").await;
+    let job = server.wait(&id).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    assert_eq!(fake.calls("stream"), 1, "sent once");
+    assert_eq!(fake.submissions("cut"), 1);
+    assert!(fake.calls("result") >= 1, "the output came from the queue");
+    assert_eq!(events.len(), 2, "the preview, then the output: {events:?}");
+    assert_eq!(events[1]["seed"], job["output"]["seed"]);
+    let lines = logs(&server, &id).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("following the request on fal's queue")),
+        "{lines:?}"
+    );
+}

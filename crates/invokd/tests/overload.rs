@@ -1,4 +1,5 @@
-//! Overload: per-key rate limits with DigitalOcean's headers, and caps on queued jobs.
+//! Overload: per-key rate limits (creates apart from reads) with DigitalOcean's headers, and
+//! caps on queued jobs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -10,54 +11,74 @@ fn flux() -> Value {
     json!({"model_id": "fal-ai/flux/schnell", "input": {"prompt": "x", "image_size": "square"}})
 }
 
+fn header<T: std::str::FromStr>(resp: &reqwest::Response, name: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    resp.headers()[name].to_str().unwrap().parse().unwrap()
+}
+
 #[tokio::test]
-async fn a_key_over_its_rate_gets_429_with_retry_after_and_integer_headers() {
+async fn creates_and_reads_have_their_own_limits_named_in_the_headers() {
     let server = TestServer::start_with(
         Options::default()
-            .set("--rate-limit-per-second", "0.5")
-            .set("--rate-limit-burst", "3"),
+            .set("--create-rate-limit-per-second", "0.5")
+            .set("--create-rate-limit-burst", "3")
+            .set("--read-rate-limit-per-second", "0.5")
+            .set("--read-rate-limit-burst", "4"),
     )
     .await;
-    let mut remaining = Vec::new();
-    for _ in 0..3 {
-        let resp = server
+    let read = || {
+        server
             .http
             .get(server.at("/v1/async-invoke"))
             .bearer_auth(&server.key)
             .send()
-            .await
-            .unwrap();
+    };
+    // Polling spends the read limit only.
+    let mut remaining = Vec::new();
+    for _ in 0..4 {
+        let resp = read().await.unwrap();
         assert_eq!(resp.status(), 200);
-        assert_eq!(resp.headers()["ratelimit-limit"], "3");
-        let reset: i64 = resp.headers()["ratelimit-reset"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(reset >= chrono::Utc::now().timestamp());
-        remaining.push(
-            resp.headers()["ratelimit-remaining"]
-                .to_str()
-                .unwrap()
-                .parse::<u32>()
-                .unwrap(),
+        assert_eq!(header::<u32>(&resp, "ratelimit-limit"), 4);
+        assert_eq!(
+            header::<String>(&resp, "ratelimit-policy"),
+            "4;w=8;name=\"read\""
         );
+        assert!(header::<i64>(&resp, "ratelimit-reset") >= chrono::Utc::now().timestamp());
+        remaining.push(header::<u32>(&resp, "ratelimit-remaining"));
+    }
+    assert_eq!(remaining, [3, 2, 1, 0]);
+    let refused = read().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("read limit"),
+        "{body}"
+    );
+    // Creating still has its whole budget.
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let resp = server.create_raw(&flux().to_string()).await;
+        assert_eq!(resp.status(), 202);
+        assert_eq!(header::<u32>(&resp, "ratelimit-limit"), 3);
+        assert!(header::<String>(&resp, "ratelimit-policy").ends_with("name=\"create\""));
+        remaining.push(header::<u32>(&resp, "ratelimit-remaining"));
     }
     assert_eq!(remaining, [2, 1, 0]);
     let resp = server.create_raw(&flux().to_string()).await;
     assert_eq!(resp.status(), 429);
-    let wait: u64 = resp.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let wait: u64 = header(&resp, "retry-after");
     assert!((1..=2).contains(&wait), "{wait}");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["id"], "too_many_requests");
-    assert!(body["message"].as_str().unwrap().contains("rate limit"));
+    assert!(
+        body["message"].as_str().unwrap().contains("create limit"),
+        "{body}"
+    );
     assert_eq!(
         server.stored_jobs().await,
-        0,
+        3,
         "a refused create stores nothing"
     );
     // Unauthenticated reads of health are not limited, and carry no key headers.

@@ -270,6 +270,31 @@ async fn any_replica_reads_streams_waits_and_cancels_any_job() {
     let waited = c.wait(id).await;
     assert_eq!(waited["status"], "COMPLETED");
 
+    // A stream through B ends with the output wherever the job ran; the previews come with it
+    // only from the replica that runs it (all three, kept for a late reader), so 1 or 4 events.
+    let streamed = b
+        .http
+        .post(b.at("/fal-ai/hidream-i1-full/stream"))
+        .header("authorization", format!("Key {}", b.key))
+        .json(&json!({"prompt": "streamed", "image_size": "square"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 200);
+    let text = tokio::time::timeout(Duration::from_secs(30), streamed.text())
+        .await
+        .expect("the stream on B did not end")
+        .unwrap();
+    let outputs: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| serde_json::from_str(d.trim()).unwrap())
+        .collect();
+    assert!(matches!(outputs.len(), 1 | 4), "{text}");
+    let last = outputs.last().unwrap();
+    assert_eq!(last["prompt"], "streamed");
+    assert_eq!(last["images"][0]["width"], 512, "{last}");
+
     // A running job on whichever replica took it, cancelled through another.
     let slow_job = a
         .create(&json!({"model_id": slow, "input": {"prompt": "cancel me"}}))

@@ -6,8 +6,8 @@ mod validate;
 use std::{collections::BTreeMap, path::Path, sync::Arc};
 
 pub use model::{
-    AudioSpec, CountSpec, FormatSpec, ImagesSpec, Kind, Model, OutputSpec, SizeSpec, SpeechSpec,
-    image_size_preset,
+    AudioSpec, CountSpec, FormatSpec, ImagesSpec, Kind, MAX_IMAGE_PIXELS, Model, OutputSpec,
+    SizeSpec, SpeechSpec, image_size_preset,
 };
 pub use validate::{PathItem, Violation, ViolationKind};
 
@@ -123,6 +123,24 @@ mod tests {
             assert!(c.get(id).is_some(), "{id} missing");
         }
         assert_eq!(c.len(), 14);
+    }
+
+    #[test]
+    fn the_hidream_models_stream_as_their_pages_show_and_the_others_do_not() {
+        let c = Catalog::embedded().unwrap();
+        let streaming: Vec<&str> = c
+            .iter()
+            .filter(|m| m.streaming)
+            .map(|m| m.id.as_str())
+            .collect();
+        assert_eq!(
+            streaming.len(),
+            2,
+            "only the seed's streaming pages: {streaming:?}"
+        );
+        for id in ["fal-ai/hidream-i1-full", "fal-ai/hidream-i1-fast"] {
+            assert!(streaming.contains(&id), "{id} streams");
+        }
     }
 
     #[test]

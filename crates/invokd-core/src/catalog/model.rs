@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::CatalogError;
 
@@ -109,6 +109,9 @@ struct ModelFile {
     /// How long one run may take, unless the job says otherwise.
     #[serde(default)]
     run_timeout_seconds: Option<u64>,
+    /// Whether the model serves fal's streaming endpoint (`POST {model}/stream`).
+    #[serde(default)]
+    streaming: bool,
 }
 
 /// A model: what it accepts and what it returns.
@@ -122,6 +125,9 @@ pub struct Model {
     pub output: OutputSpec,
     /// The model's own run limit, if its file sets one.
     pub run_timeout: Option<std::time::Duration>,
+    /// Whether it streams: `POST {model}/stream` answers its partial outputs as they come,
+    /// then the final output (fal's streaming endpoint); other models refuse it.
+    pub streaming: bool,
     pub(super) validator: jsonschema::Validator,
 }
 
@@ -173,6 +179,7 @@ impl Model {
             input_schema: f.input,
             output: f.output,
             run_timeout: f.run_timeout_seconds.map(std::time::Duration::from_secs),
+            streaming: f.streaming,
             validator,
         })
     }
@@ -190,6 +197,49 @@ impl Model {
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
+    }
+}
+
+/// The most pixels one image may have, whoever makes it: larger sizes are refused at submit
+/// (a 14142×14142 image, which some schemas allow, would need 600 MB to draw).
+pub const MAX_IMAGE_PIXELS: u64 = 40_000_000;
+
+impl SizeSpec {
+    /// The input field that sets the size, if one does.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::Ratios { field, .. } | Self::Field { field } => Some(field),
+            Self::Fixed { .. } => None,
+        }
+    }
+
+    /// The pixel size `input` asks for, or why it names none.
+    pub fn pixels(&self, input: &Map<String, Value>) -> Result<(u32, u32), String> {
+        let dim = |v: Option<&Value>| {
+            v.and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+        };
+        match self {
+            Self::Fixed { fixed: [w, h] } => Ok((*w, *h)),
+            Self::Ratios { field, ratios } => {
+                let ratio = input.get(field).and_then(Value::as_str).unwrap_or_default();
+                ratios
+                    .get(ratio)
+                    .map(|[w, h]| (*w, *h))
+                    .ok_or_else(|| format!("{field}: no pixel size for {ratio:?}"))
+            }
+            Self::Field { field } => match input.get(field) {
+                Some(Value::String(preset)) => image_size_preset(preset)
+                    .ok_or_else(|| format!("{field}: unknown preset {preset:?}")),
+                Some(Value::Object(o)) => match (dim(o.get("width")), dim(o.get("height"))) {
+                    (Some(w), Some(h)) if w > 0 && h > 0 => Ok((w, h)),
+                    _ => Err(format!(
+                        "{field}: width and height must be positive integers"
+                    )),
+                },
+                _ => Err(format!("{field} is missing")),
+            },
+        }
     }
 }
 

@@ -1,10 +1,11 @@
 //! Turning a client's input into the input a job runs with: the DigitalOcean `output_format`
-//! mapping, nulls, defaults, then validation against the model's JSON Schema.
+//! mapping, nulls, defaults, then validation against the model's JSON Schema, whole numbers
+//! held to 64 bits, and the image size held to what any provider makes.
 
 use jsonschema::error::ValidationErrorKind;
 use serde_json::{Map, Value};
 
-use super::{Model, image_size_preset};
+use super::{MAX_IMAGE_PIXELS, Model, image_size_preset};
 
 /// One step of the path to a field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,17 +61,79 @@ impl Model {
     ) -> Result<Map<String, Value>, Vec<Violation>> {
         self.map_output_format_to_image_size(&mut input);
         self.drop_nulls_of_non_nullable_fields(&mut input);
+        let mut integers = self.whole_numbers_as_integers(&mut input);
         let mut value = Value::Object(input);
         apply_defaults(&self.input_schema, &mut value);
-        let violations: Vec<Violation> =
+        let mut violations: Vec<Violation> =
             self.validator.iter_errors(&value).map(violation).collect();
-        if !violations.is_empty() {
-            return Err(violations);
+        // The schema's own word on a field comes first.
+        integers.retain(|i| violations.iter().all(|v| v.path != i.path));
+        violations.append(&mut integers);
+        let Value::Object(map) = value else {
+            unreachable!("input stays an object")
+        };
+        if violations.is_empty() {
+            violations.extend(self.image_size_violation(&map));
         }
-        match value {
-            Value::Object(map) => Ok(map),
-            _ => unreachable!("input stays an object"),
+        if violations.is_empty() {
+            Ok(map)
+        } else {
+            Err(violations)
         }
+    }
+
+    /// Declared integer fields given as whole numbers written as floats (`5.0`, `1e3`) become
+    /// those integers; one beyond 64 bits (`1e30`, `2^64`) is refused, where a provider would
+    /// not read it and could only put another value in its place.
+    fn whole_numbers_as_integers(&self, input: &mut Map<String, Value>) -> Vec<Violation> {
+        let mut out = Vec::new();
+        for (name, v) in input.iter_mut() {
+            let declared_integer = self
+                .field_schema(name)
+                .and_then(|s| s.get("type"))
+                .is_some_and(|t| match t {
+                    Value::String(t) => t == "integer",
+                    Value::Array(ts) => ts.iter().any(|t| t == "integer"),
+                    _ => false,
+                });
+            let Some(f) = v.as_f64().filter(|_| declared_integer && v.is_f64()) else {
+                continue;
+            };
+            if f.fract() != 0.0 {
+                continue; // not whole: the schema's type check names it
+            }
+            // Within these bounds the conversion is exact (every such f64 is an integer).
+            *v = if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                Value::from(f as u64)
+            } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                Value::from(f as i64)
+            } else {
+                out.push(Violation {
+                    path: vec![PathItem::Key(name.clone())],
+                    kind: ViolationKind::Bound,
+                    message: format!("must be a whole number that fits in 64 bits, got {f:e}"),
+                });
+                continue;
+            };
+        }
+        out
+    }
+
+    /// An image larger than any provider makes, refused with the field that asks for it.
+    fn image_size_violation(&self, input: &Map<String, Value>) -> Option<Violation> {
+        let spec = &self.output.images.as_ref()?.size;
+        let (w, h) = spec.pixels(input).ok()?;
+        (u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS).then(|| Violation {
+            path: spec
+                .field()
+                .map(|f| vec![PathItem::Key(f.to_owned())])
+                .unwrap_or_default(),
+            kind: ViolationKind::Bound,
+            message: format!(
+                "an image may have at most {MAX_IMAGE_PIXELS} pixels, got {w}x{h} ({} pixels)",
+                u64::from(w) * u64::from(h)
+            ),
+        })
     }
 
     /// DigitalOcean's docs send `"output_format": "landscape_4_3"` (an aspect ratio) to image
@@ -327,5 +390,54 @@ mod tests {
             .prepare_input(obj(json!({"prompt": "p", "loras": [{"scale": 2}]})))
             .unwrap_err();
         assert_eq!(v[0].dotted_path(), "loras[0].path");
+    }
+
+    #[test]
+    fn whole_numbers_keep_their_value_and_those_beyond_64_bits_are_refused() {
+        let m = model(json!({
+            "type": "object",
+            "properties": {"seed": {"type": "integer", "minimum": 0}, "n": {"type": ["integer", "null"]}}
+        }));
+        let input: Map<String, Value> =
+            serde_json::from_str(r#"{"seed": 1e3, "n": -2.0}"#).unwrap();
+        let ok = m.prepare_input(input).unwrap();
+        assert_eq!(ok["seed"], json!(1000));
+        assert!(ok["seed"].is_u64());
+        assert_eq!(ok["n"], json!(-2));
+        for big in ["18446744073709551616", "1e30", "-1e300"] {
+            let input: Map<String, Value> =
+                serde_json::from_str(&format!(r#"{{"n": {big}}}"#)).unwrap();
+            let v = m.prepare_input(input).unwrap_err();
+            assert_eq!(v.len(), 1, "{big}: {v:?}");
+            assert_eq!(v[0].dotted_path(), "n");
+            assert!(v[0].message.contains("64 bits"), "{}", v[0].message);
+        }
+        // A seed beyond 64 bits that the schema refuses too is named once, by the schema.
+        let input: Map<String, Value> = serde_json::from_str(r#"{"seed": -1e30}"#).unwrap();
+        assert_eq!(m.prepare_input(input).unwrap_err().len(), 1);
+    }
+
+    #[test]
+    fn images_over_the_pixel_bound_are_refused_at_submit() {
+        let file = json!({
+            "id": "t/m", "title": "T", "kind": "image", "description": "d",
+            "input": {"type": "object", "properties": {"image_size": {"type": "object", "properties": {
+                "width": {"type": "integer", "maximum": 14142},
+                "height": {"type": "integer", "maximum": 14142}}}}},
+            "output": {"fields": ["images"], "images": {"count": 1, "format": {"default": "png"},
+                       "size": {"field": "image_size"}}}
+        });
+        let m = Model::from_json("t.json", &file.to_string()).unwrap();
+        let v = m
+            .prepare_input(obj(
+                json!({"image_size": {"width": 14142, "height": 14142}}),
+            ))
+            .unwrap_err();
+        assert_eq!(v[0].dotted_path(), "image_size");
+        assert!(v[0].message.contains("40000000"), "{}", v[0].message);
+        assert!(
+            m.prepare_input(obj(json!({"image_size": {"width": 8000, "height": 5000}})))
+                .is_ok()
+        );
     }
 }

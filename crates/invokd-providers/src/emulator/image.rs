@@ -5,7 +5,7 @@ use std::io::Cursor;
 
 use image::{ImageFormat, RgbImage};
 use invokd_core::{
-    catalog::{CountSpec, ImagesSpec, Model, SizeSpec, image_size_preset},
+    catalog::{CountSpec, ImagesSpec, Model, SizeSpec},
     provider::ProviderError,
 };
 use serde_json::{Map, Value};
@@ -17,36 +17,12 @@ fn bad(msg: String) -> ProviderError {
     ProviderError::permanent("bad_request", msg)
 }
 
-/// The pixel size the input asks for.
+/// The pixel size the input asks for (the catalog's one reading of it).
 pub(super) fn size(
     spec: &SizeSpec,
     input: &Map<String, Value>,
 ) -> Result<(u32, u32), ProviderError> {
-    let dim = |v: Option<&Value>| {
-        v.and_then(Value::as_u64)
-            .and_then(|n| u32::try_from(n).ok())
-    };
-    match spec {
-        SizeSpec::Fixed { fixed: [w, h] } => Ok((*w, *h)),
-        SizeSpec::Ratios { field, ratios } => {
-            let ratio = input.get(field).and_then(Value::as_str).unwrap_or_default();
-            ratios
-                .get(ratio)
-                .map(|[w, h]| (*w, *h))
-                .ok_or_else(|| bad(format!("{field}: no pixel size for {ratio:?}")))
-        }
-        SizeSpec::Field { field } => match input.get(field) {
-            Some(Value::String(preset)) => image_size_preset(preset)
-                .ok_or_else(|| bad(format!("{field}: unknown preset {preset:?}"))),
-            Some(Value::Object(o)) => match (dim(o.get("width")), dim(o.get("height"))) {
-                (Some(w), Some(h)) if w > 0 && h > 0 => Ok((w, h)),
-                _ => Err(bad(format!(
-                    "{field}: width and height must be positive integers"
-                ))),
-            },
-            _ => Err(bad(format!("{field} is missing"))),
-        },
-    }
+    spec.pixels(input).map_err(bad)
 }
 
 fn count(spec: &CountSpec, input: &Map<String, Value>) -> u32 {

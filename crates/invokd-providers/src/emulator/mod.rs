@@ -2,6 +2,7 @@
 
 mod audio;
 mod image;
+mod preview;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -23,7 +24,7 @@ pub struct EmulatorConfig {
     /// How long a job takes when its model has no entry in `latency_per_model`.
     pub latency: Duration,
     pub latency_per_model: HashMap<String, Duration>,
-    /// Larger images are refused (a 14142×14142 request would need 600 MB of memory).
+    /// Larger images are refused; the catalog refuses them at submit already.
     pub max_pixels_per_image: u64,
 }
 
@@ -32,7 +33,7 @@ impl Default for EmulatorConfig {
         Self {
             latency: Duration::from_millis(500),
             latency_per_model: HashMap::new(),
-            max_pixels_per_image: 40_000_000,
+            max_pixels_per_image: invokd_core::catalog::MAX_IMAGE_PIXELS,
         }
     }
 }
@@ -94,6 +95,101 @@ fn render(
     }
 }
 
+impl Emulator {
+    /// Draws the job's files, off the async threads.
+    async fn render(
+        &self,
+        req: &RunRequest,
+        seed: u64,
+        ctx: &RunContext,
+    ) -> Result<Vec<File>, ProviderError> {
+        let (model, input, max_pixels) = (
+            req.model.clone(),
+            req.input.clone(),
+            self.config.max_pixels_per_image,
+        );
+        let (files, summary) =
+            tokio::task::spawn_blocking(move || render(&model, &input, seed, max_pixels))
+                .await
+                .map_err(|e| {
+                    ProviderError::transient("internal_error", format!("emulator task failed: {e}"))
+                })??;
+        ctx.log("INFO", format!("invokd emulator: produced {summary}"))
+            .await;
+        Ok(files)
+    }
+}
+
+/// The previews of step `step` of a streaming model's images, off the async threads.
+async fn previews(files: &[File], step: u32) -> Result<Vec<File>, ProviderError> {
+    let finals: Vec<(Vec<u8>, Option<u32>, Option<u32>)> = files
+        .iter()
+        .map(|f| (f.bytes.clone(), f.width, f.height))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        finals
+            .into_iter()
+            .enumerate()
+            .map(|(i, (bytes, width, height))| {
+                Ok(File {
+                    name: format!("preview-{step}-{i}.jpeg"),
+                    bytes: preview::preview(&bytes, step)?,
+                    content_type: "image/jpeg",
+                    width,
+                    height,
+                })
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| ProviderError::transient("internal_error", format!("emulator task failed: {e}")))?
+}
+
+/// Stores the files and describes each as fal does (`url` a `blob:` reference).
+async fn store(ctx: &RunContext, files: Vec<File>) -> Result<Vec<Value>, ProviderError> {
+    let mut described = Vec::with_capacity(files.len());
+    for f in files {
+        let size = f.bytes.len();
+        let url = ctx.put_file(&f.name, Bytes::from(f.bytes)).await?;
+        let mut obj = json!({
+            "url": url,
+            "content_type": f.content_type,
+            "file_name": f.name,
+            "file_size": size,
+        });
+        if let (Some(w), Some(h)) = (f.width, f.height) {
+            obj["width"] = json!(w);
+            obj["height"] = json!(h);
+        }
+        described.push(obj);
+    }
+    Ok(described)
+}
+
+/// An output in the model's shape around the described files: the final one, or a preview's.
+fn output_of(
+    req: &RunRequest,
+    described: Vec<Value>,
+    seed: u64,
+    elapsed: f64,
+) -> Map<String, Value> {
+    let mut output = Map::new();
+    for field in &req.model.output.fields {
+        let value = match field.as_str() {
+            "images" => Value::Array(described.clone()),
+            "audio" => described.first().cloned().unwrap_or(Value::Null),
+            "seed" => json!(seed),
+            "timings" => json!({"inference": elapsed}),
+            "has_nsfw_concepts" => Value::Array(vec![Value::Bool(false); described.len()]),
+            "prompt" => req.input.get("prompt").cloned().unwrap_or(Value::Null),
+            _ => Value::Null,
+        };
+        output.insert(field.clone(), value);
+    }
+    output.insert("emulator".into(), json!(NOTICE));
+    output
+}
+
 #[async_trait]
 impl Provider for Emulator {
     fn name(&self) -> &'static str {
@@ -124,9 +220,19 @@ impl Provider for Emulator {
             )
             .await;
         }
-        // The latency passes in a few steps, each logged, as a real model reports progress.
+        // A streaming model's files are drawn first, so that its previews, made from them, can
+        // be sent while the latency passes.
+        let streaming = req.model.streaming && req.model.output.images.is_some();
+        let mut files = None;
+        if streaming {
+            files = Some(self.render(&req, seed, &ctx).await?);
+        }
+        // The latency passes in a few steps, each logged, as a real model reports progress; a
+        // streaming model sends a preview after each but the last.
         let latency = self.latency(&req.model.id);
-        let steps: u32 = if latency >= Duration::from_millis(100) {
+        let steps: u32 = if streaming {
+            preview::STEPS + 1
+        } else if latency >= Duration::from_millis(100) {
             4
         } else {
             1
@@ -143,54 +249,21 @@ impl Provider for Emulator {
                 ctx.log("INFO", format!("invokd emulator: step {step}/{steps}"))
                     .await;
             }
-        }
-
-        let (model, input, max_pixels) = (
-            req.model.clone(),
-            req.input.clone(),
-            self.config.max_pixels_per_image,
-        );
-        let (files, summary) =
-            tokio::task::spawn_blocking(move || render(&model, &input, seed, max_pixels))
-                .await
-                .map_err(|e| {
-                    ProviderError::transient("internal_error", format!("emulator task failed: {e}"))
-                })??;
-        ctx.log("INFO", format!("invokd emulator: produced {summary}"))
-            .await;
-
-        let mut described = Vec::with_capacity(files.len());
-        for f in files {
-            let size = f.bytes.len();
-            let url = ctx.put_file(&f.name, Bytes::from(f.bytes)).await?;
-            let mut obj = json!({
-                "url": url,
-                "content_type": f.content_type,
-                "file_name": f.name,
-                "file_size": size,
-            });
-            if let (Some(w), Some(h)) = (f.width, f.height) {
-                obj["width"] = json!(w);
-                obj["height"] = json!(h);
+            if let Some(files) = files.as_ref().filter(|_| step <= preview::STEPS) {
+                let previews = previews(files, step).await?;
+                let described = store(&ctx, previews).await?;
+                let elapsed = started.elapsed().as_secs_f64();
+                ctx.partial(output_of(&req, described, seed, elapsed)).await;
             }
-            described.push(obj);
         }
 
+        let files = match files {
+            Some(files) => files,
+            None => self.render(&req, seed, &ctx).await?,
+        };
+        let described = store(&ctx, files).await?;
         let elapsed = started.elapsed().as_secs_f64();
-        let mut output = Map::new();
-        for field in &req.model.output.fields {
-            let value = match field.as_str() {
-                "images" => Value::Array(described.clone()),
-                "audio" => described.first().cloned().unwrap_or(Value::Null),
-                "seed" => json!(seed),
-                "timings" => json!({"inference": elapsed}),
-                "has_nsfw_concepts" => Value::Array(vec![Value::Bool(false); described.len()]),
-                "prompt" => req.input.get("prompt").cloned().unwrap_or(Value::Null),
-                _ => Value::Null,
-            };
-            output.insert(field.clone(), value);
-        }
-        output.insert("emulator".into(), json!(NOTICE));
+        let output = output_of(&req, described, seed, elapsed);
         ctx.log(
             "INFO",
             format!("invokd emulator: done in {:.0} ms", elapsed * 1000.0),

@@ -5,12 +5,14 @@
 //! A job is submitted at most once, whatever crashes: a marker is stored before the POST and
 //! fal's request id right after it; a later attempt that finds the id resumes the request, and
 //! one that finds only the marker fails with `upstream_submission_unknown` instead of risking a
-//! second submission (fal documents no idempotency key).
+//! second submission (fal documents no idempotency key). A model that streams runs on fal's
+//! streaming endpoint instead, its events relayed (`stream.rs`), under the same rule.
 
 mod breaker;
 mod client;
 mod errors;
 mod rehost;
+mod stream;
 pub mod webhook;
 
 use std::{
@@ -45,6 +47,8 @@ pub struct FalConfig {
     pub key: String,
     /// fal's queue, `https://queue.fal.run`.
     pub queue_url: String,
+    /// fal's run host, `https://fal.run`: the streaming endpoint of models that stream.
+    pub run_url: String,
     /// fal's webhook keys.
     pub jwks_url: String,
     /// Where fal should POST when a request ends (`?fal_webhook=`); polling only without it.
@@ -76,6 +80,7 @@ impl std::fmt::Debug for FalConfig {
         f.debug_struct("FalConfig")
             .field("key", &"<redacted>")
             .field("queue_url", &self.queue_url)
+            .field("run_url", &self.run_url)
             .field("jwks_url", &self.jwks_url)
             .field("webhook_url", &self.webhook_url)
             .field("rehost", &self.rehost)
@@ -90,6 +95,7 @@ impl FalConfig {
         Self {
             key: key.into(),
             queue_url: "https://queue.fal.run".into(),
+            run_url: "https://fal.run".into(),
             jwks_url: "https://rest.alpha.fal.ai/.well-known/jwks.json".into(),
             webhook_url: None,
             rehost: true,
@@ -182,6 +188,8 @@ impl FalProvider {
         }
         config.queue_url = config.queue_url.trim_end_matches('/').to_owned();
         check_url("queue", &config.queue_url)?;
+        config.run_url = config.run_url.trim_end_matches('/').to_owned();
+        check_url("run", &config.run_url)?;
         check_url("JWKS", &config.jwks_url)?;
         if let Some(w) = &config.webhook_url {
             check_url("webhook", w)?;
@@ -226,14 +234,17 @@ impl FalProvider {
         }
     }
 
-    /// Submits the job, storing a marker before and fal's reference after.
-    async fn submit(
+    /// What every first sending of a job does: checks that fal may be called and that the
+    /// start deadline leaves time (its seconds left, for `X-Fal-Request-Timeout`), then stores
+    /// the marker that makes any later attempt refuse to send it again.
+    async fn before_sending(
         &self,
+        what: &str,
         req: &RunRequest,
         ctx: &RunContext,
-    ) -> Result<UpstreamRef, ProviderError> {
+    ) -> Result<Option<String>, ProviderError> {
         if !self.client.breaker.allows() {
-            return Err(errors::from_call("submission", CallError::BreakerOpen));
+            return Err(errors::from_call(what, CallError::BreakerOpen));
         }
         let timeout = match req.start_deadline {
             None => None,
@@ -257,6 +268,31 @@ impl FalProvider {
             cancel_url: None,
         };
         ctx.set_upstream(Some(&marker)).await?;
+        Ok(timeout)
+    }
+
+    /// The reference of fal's request `request_id` of a model: the queue's URLs for it, those
+    /// of fal's answer where it gives them.
+    fn upstream_ref(&self, model_id: &str, request_id: String, answer: &Value) -> UpstreamRef {
+        let app = app_path(model_id);
+        let base = format!("{}/{app}/requests/{request_id}", self.config.queue_url);
+        let url_or = |k: &str, default: String| answer[k].as_str().map_or(default, str::to_owned);
+        UpstreamRef {
+            provider: NAME.into(),
+            status_url: Some(url_or("status_url", format!("{base}/status"))),
+            response_url: Some(url_or("response_url", base.clone())),
+            cancel_url: Some(url_or("cancel_url", format!("{base}/cancel"))),
+            request_id: Some(request_id),
+        }
+    }
+
+    /// Submits the job, storing a marker before and fal's reference after.
+    async fn submit(
+        &self,
+        req: &RunRequest,
+        ctx: &RunContext,
+    ) -> Result<UpstreamRef, ProviderError> {
+        let timeout = self.before_sending("submission", req, ctx).await?;
 
         let url = format!("{}/{}", self.config.queue_url, req.model.id);
         let priority = if req.priority > PRIORITY_NORMAL {
@@ -318,16 +354,7 @@ impl FalProvider {
             return Err(unknown_submission("fal's answer has no request_id"));
         };
         // Python's client follows the returned URLs; they are rebuilt when missing.
-        let app = app_path(&req.model.id);
-        let base = format!("{}/{app}/requests/{request_id}", self.config.queue_url);
-        let url_or = |k: &str, default: String| body[k].as_str().map_or(default, str::to_owned);
-        let upstream = UpstreamRef {
-            provider: NAME.into(),
-            status_url: Some(url_or("status_url", format!("{base}/status"))),
-            response_url: Some(url_or("response_url", base.clone())),
-            cancel_url: Some(url_or("cancel_url", format!("{base}/cancel"))),
-            request_id: Some(request_id),
-        };
+        let upstream = self.upstream_ref(&req.model.id, request_id, &body);
         ctx.set_upstream(Some(&upstream)).await?;
         tracing::info!(request_id = ?upstream.request_id, model = %req.model.id, "submitted to fal");
         ctx.log(
@@ -474,7 +501,7 @@ impl FalProvider {
             ));
         };
         if self.config.rehost {
-            let n = rehost::rehost(&self.client, &mut output, ctx).await?;
+            let n = rehost::rehost(&self.client, &mut output, ctx, "").await?;
             if n > 0 {
                 ctx.log("INFO", format!("copied {n} output file(s) from fal"))
                     .await;
@@ -570,6 +597,7 @@ impl Provider for FalProvider {
                     "an earlier attempt stopped between sending it and storing fal's answer",
                 ));
             }
+            None if req.model.streaming => return self.stream(&req, &ctx).await,
             None => self.submit(&req, &ctx).await?,
         };
         self.follow(&upstream, &ctx).await

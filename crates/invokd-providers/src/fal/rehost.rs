@@ -92,10 +92,13 @@ fn extension(url: &str, content_type: Option<&str>) -> String {
 }
 
 /// Downloads every file the output names and rewrites its `url` to the stored `blob:` reference.
+/// The files are named `{names}{n}.{ext}`: one output's are told from another's of the same run
+/// (a stream's events) by `names`.
 pub async fn rehost(
     client: &FalClient,
     output: &mut Map<String, Value>,
     ctx: &RunContext,
+    names: &str,
 ) -> Result<usize, ProviderError> {
     let mut found = Vec::new();
     for (k, v) in output.iter() {
@@ -136,7 +139,9 @@ pub async fn rehost(
             .and_then(Value::as_str)
             .map(str::to_owned);
         let ext = extension(url, declared.as_deref().or(content_type.as_deref()));
-        let blob = ctx.put_file(&format!("{n}.{ext}"), answer.body).await?;
+        let blob = ctx
+            .put_file(&format!("{names}{n}.{ext}"), answer.body)
+            .await?;
         obj.insert("url".into(), Value::String(blob));
     }
     Ok(found.len())

@@ -12,6 +12,7 @@ use axum::{
         sse::{KeepAlive, Sse},
     },
 };
+use futures::StreamExt;
 use invokd_api::{
     ErrorCode,
     async_invoke::{CreateInvocation, Invocation},
@@ -35,6 +36,7 @@ use crate::{
         async_invoke::{invocation, with_delivery},
         fal_queue::log_entry,
     },
+    run_stream,
     state::AppState,
 };
 
@@ -339,11 +341,12 @@ pub async fn list(
 }
 
 // `GET /v1/async-invoke/{request_id}/events`: SSE. `event: status` with the invocation at each
-// change, `event: log` with each new log line; the stream ends after the terminal status.
+// change, `event: log` with each new log line, `event: partial` with each partial output of a
+// run in this process; the stream ends after the terminal status.
 #[utoipa::path(get, path = "/v1/async-invoke/{request_id}/events", tag = "async-invoke",
     params(("request_id" = String, Path)),
     responses(
-        (status = 200, description = "SSE: `status` and `log` events, ends after the terminal status", content_type = "text/event-stream", body = SseEvent),
+        (status = 200, description = "SSE: `status`, `log` and `partial` events, ends after the terminal status", content_type = "text/event-stream", body = SseEvent),
         (status = 401, description = "missing or invalid key", body = ErrorBody),
         (status = 404, description = "no such request for this key", body = ErrorBody),
         (status = 429, description = "rate limit or queue cap reached; see Retry-After", body = ErrorBody),
@@ -356,6 +359,11 @@ pub async fn events(
     Path(request_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let job = state.service.get(&caller, &request_id).await?;
+    let (id, partials_state, partials_base) = (job.id, state.clone(), base.0.clone());
+    let partials = run_stream::partials(state.clone(), &job).filter_map(move |p| {
+        let urls = UrlRenderer::new(&partials_state, &partials_base);
+        std::future::ready(crate::present::sse::partial(&urls.output(id, &p)).map(Ok))
+    });
     let render_state = state.clone();
     let mut last_status = None;
     let mut logs_sent = 0;
@@ -372,6 +380,15 @@ pub async fn events(
         }
         out
     });
+    // The partials come beside the job's news; the stream ends with the terminal status.
+    let stream = futures::stream::select(
+        stream
+            .map(Some)
+            .chain(futures::stream::once(std::future::ready(None))),
+        partials.map(Some),
+    )
+    .take_while(|event| std::future::ready(event.is_some()))
+    .filter_map(std::future::ready);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())

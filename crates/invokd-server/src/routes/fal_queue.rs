@@ -2,11 +2,11 @@
 //! the result and cancel under `.../requests/{id}`, with the app-only or the full model path
 //! (each action has its route in `router.rs`, once `fal_path` has folded a model's sub-path).
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{FromRequest, FromRequestParts, Path, Query, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode},
     response::{
         IntoResponse, Response,
@@ -19,7 +19,7 @@ use invokd_api::{
 };
 use invokd_core::{
     CancelOutcome, Job, JobStatus,
-    service::{PRIORITY_LOW, PRIORITY_NORMAL, Submission},
+    service::{Caller, PRIORITY_LOW, PRIORITY_NORMAL, Submission},
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -68,7 +68,8 @@ pub struct RequestPath {
     request_id: String,
 }
 
-// `POST /{owner}/{app}`: a submit to a model without a sub-path.
+// `POST /{owner}/{app}` (and, undocumented, `POST /{owner}/{app}/{*path}` for a model with a
+// sub-path): a submit.
 #[utoipa::path(post, path = "/{owner}/{app}", operation_id = "fal_submit", tag = "fal-queue",
     params(("owner" = String, Path), ("app" = String, Path),
            ("fal_webhook" = Option<String>, Query),
@@ -89,59 +90,62 @@ pub struct RequestPath {
     ),
     security(("fal_key" = [])))]
 pub async fn submit(
-    state: State<AppState>,
-    Path((owner, app)): Path<(String, String)>,
-    auth: Auth,
-    base: BaseUrl,
-    headers: HeaderMap,
-    query: Query<SubmitQuery>,
-    body: JsonBody<Map<String, Value>>,
+    State(state): State<AppState>,
+    mut call: ModelCall,
 ) -> Result<Response, ApiError> {
-    submit_to(
-        state,
-        format!("{owner}/{app}"),
-        auth,
-        base,
-        headers,
-        query,
-        body,
-    )
-    .await
+    let job = submit_job(&state, &mut call).await?;
+    let position = state.service.queue_position(&job).await?.unwrap_or(0);
+    let body = present::submit_response(&job, &call.base, position);
+    Ok(with_request_id(Json(body).into_response(), &job))
 }
 
-/// `POST /{owner}/{app}/{*path}`: a submit to a model with a sub-path.
-pub async fn submit_sub(
-    state: State<AppState>,
-    Path((owner, app, path)): Path<(String, String, String)>,
-    auth: Auth,
-    base: BaseUrl,
+/// A call to a model on fal's surface, whichever endpoint it came to (a submit, a run, a
+/// stream): the model its path names (`{owner}/{app}[/{*path}]`), the caller, the base URL,
+/// fal's headers and query, and the input. The key is checked before the body is read.
+pub struct ModelCall {
+    pub model_id: String,
+    pub caller: Caller,
+    pub base: String,
     headers: HeaderMap,
-    query: Query<SubmitQuery>,
-    body: JsonBody<Map<String, Value>>,
-) -> Result<Response, ApiError> {
-    submit_to(
-        state,
-        format!("{owner}/{app}/{path}"),
-        auth,
-        base,
-        headers,
-        query,
-        body,
-    )
-    .await
+    query: SubmitQuery,
+    input: Map<String, Value>,
 }
 
-/// `POST /{owner}/{app}/stream`: fal's streaming endpoint, not served yet. Refused (after the
-/// key is checked, as on every route of the surface), so that it never becomes a submit to a
-/// model named `.../stream`.
-pub async fn stream_run(Path((owner, app)): Path<(String, String)>, _: Auth) -> ApiError {
-    ApiError::new(
-        ErrorCode::NotFound,
-        format!(
-            "streaming runs (POST /{owner}/{app}/stream) are not served; submit with POST \
-             /{owner}/{app} and follow .../requests/{{request_id}}/status/stream"
-        ),
-    )
+impl FromRequest<AppState> for ModelCall {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let Path(mut path) = Path::<HashMap<String, String>>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Auth(caller) = Auth::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let BaseUrl(base) = BaseUrl::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Query(query) = Query::<SubmitQuery>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let headers = parts.headers.clone();
+        let JsonBody(input) = JsonBody::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let model_id = ["owner", "app", "path"]
+            .iter()
+            .filter_map(|k| path.remove(*k))
+            .collect::<Vec<_>>()
+            .join("/");
+        Ok(Self {
+            model_id,
+            caller,
+            base,
+            headers,
+            query,
+            input,
+        })
+    }
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ApiError> {
@@ -185,36 +189,30 @@ fn start_timeout(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
         })
 }
 
-async fn submit_to(
-    State(state): State<AppState>,
-    model_id: String,
-    Auth(caller): Auth,
-    base: BaseUrl,
-    headers: HeaderMap,
-    Query(query): Query<SubmitQuery>,
-    JsonBody(input): JsonBody<Map<String, Value>>,
-) -> Result<Response, ApiError> {
+/// Submits the job of a call, whichever endpoint it came to (the queue, a run, a stream): the
+/// model's input with fal's headers (`X-Fal-Queue-Priority`, `X-Fal-Request-Timeout`,
+/// `Idempotency-Key`) and `?fal_webhook=`. The job is committed when this returns.
+pub(crate) async fn submit_job(state: &AppState, call: &mut ModelCall) -> Result<Job, ApiError> {
+    let headers = &call.headers;
+    let webhook = call.query.fal_webhook.clone();
     let sub = Submission {
-        model_id,
-        input,
+        model_id: call.model_id.clone(),
+        input: std::mem::take(&mut call.input),
         tags: Vec::new(),
-        priority: priority(&headers)?,
-        start_within: start_timeout(&headers)?,
-        idempotency_key: crate::extract::idempotency_key(&headers)?,
-        webhook_url: crate::extract::webhook_url(&state, "fal_webhook", query.fal_webhook).await?,
+        priority: priority(headers)?,
+        start_within: start_timeout(headers)?,
+        idempotency_key: crate::extract::idempotency_key(headers)?,
+        webhook_url: crate::extract::webhook_url(state, "fal_webhook", webhook).await?,
         run_timeout: None,
     };
-    let submitted = state.service.submit(&caller, sub).await?;
+    let submitted = state.service.submit(&call.caller, sub).await?;
     if !submitted.replayed {
         crate::metrics::job_submitted(&submitted.job.model_id);
     }
-    let job = submitted.job;
-    let position = state.service.queue_position(&job).await?.unwrap_or(0);
-    let body = present::submit_response(&job, &base.0, position);
-    Ok(with_request_id(Json(body).into_response(), &job))
+    Ok(submitted.job)
 }
 
-fn with_request_id(mut res: Response, job: &Job) -> Response {
+pub(crate) fn with_request_id(mut res: Response, job: &Job) -> Response {
     if let Ok(v) = HeaderValue::from_str(&job.id.to_string()) {
         res.headers_mut().insert(FAL_REQUEST_ID, v);
     }
@@ -297,40 +295,54 @@ pub async fn result(
     // A result has no logs, but a bad `logs` is refused on every read alike.
     q.wanted()?;
     let job = state.service.get(&caller, &path.request_id).await?;
-    let res = match (job.status, &job.output) {
-        (JobStatus::Completed, Some(output)) => {
-            Json(UrlRenderer::new(&state, &base.0).output(job.id, output)).into_response()
-        }
-        (_, _) if job.expired_at.is_some() => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"detail": crate::routes::files::expired_message(&job)})),
-        )
-            .into_response(),
-        (s, _) if s.is_terminal() => {
-            let code = StatusCode::from_u16(present::failure_status(
-                job.error
-                    .as_ref()
-                    .map(|e| e.error_type.as_str())
-                    .unwrap_or(""),
-            ))
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut res = (code, Json(present::failure_body(&job))).into_response();
-            if let Some(Ok(v)) = job
-                .error
-                .as_ref()
-                .map(|e| HeaderValue::from_str(&e.error_type))
-            {
-                res.headers_mut().insert("x-fal-error-type", v);
-            }
-            res
-        }
-        _ => (
+    let res = if job.status.is_terminal() {
+        ended(&state, &base.0, &job)
+    } else {
+        (
             StatusCode::BAD_REQUEST,
             Json(json!({"detail": "Request is still in progress"})),
         )
-            .into_response(),
+            .into_response()
     };
     Ok(with_request_id(res, &job))
+}
+
+/// What fal answers for a request that has ended, on its result and on a synchronous run: the
+/// bare output, or the failure with its status code, body and `X-Fal-Error-Type` (a start
+/// timeout also says `X-Fal-Request-Timeout-Type: user`, so clients do not retry it).
+pub(crate) fn ended(state: &AppState, base: &str, job: &Job) -> Response {
+    match (job.status, &job.output) {
+        (JobStatus::Completed, Some(output)) => {
+            Json(UrlRenderer::new(state, base).output(job.id, output)).into_response()
+        }
+        _ if job.expired_at.is_some() => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"detail": crate::routes::files::expired_message(job)})),
+        )
+            .into_response(),
+        _ => {
+            let error_type = job
+                .error
+                .as_ref()
+                .map(|e| e.error_type.as_str())
+                .unwrap_or("");
+            let code = StatusCode::from_u16(present::failure_status(error_type))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut res = (code, Json(present::failure_body(job))).into_response();
+            if let Ok(v) = HeaderValue::from_str(error_type)
+                && !error_type.is_empty()
+            {
+                res.headers_mut().insert("x-fal-error-type", v);
+            }
+            if error_type == "request_timeout" {
+                res.headers_mut().insert(
+                    "x-fal-request-timeout-type",
+                    HeaderValue::from_static("user"),
+                );
+            }
+            res
+        }
+    }
 }
 
 // `GET .../requests/{request_id}/status/stream`, SSE: one `data:` event per change of status,

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod admin_workers;
 pub mod async_invoke;
 pub mod fal_queue;
+pub mod fal_run;
 pub mod fal_webhook;
 pub mod files;
 pub mod health;

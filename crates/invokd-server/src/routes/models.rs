@@ -1,5 +1,5 @@
 //! `GET /v1/models`: the catalog, in the OpenAI-style list DigitalOcean's inference API uses,
-//! with each model's kind, title and input schema added.
+//! with each model's kind, title, input schema, provider and whether it streams added.
 
 use axum::{Json, extract::State};
 use invokd_api::error_code::ErrorBody;
@@ -30,6 +30,7 @@ pub async fn list(State(state): State<AppState>, Auth(_): Auth) -> Result<Json<V
                 "description": m.description,
                 "input_schema": m.input_schema,
                 "provider": state.providers.name_for(&m.id),
+                "streaming": m.streaming,
             })
         })
         .collect();

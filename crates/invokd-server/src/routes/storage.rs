@@ -169,6 +169,13 @@ pub async fn put_signed(
         ));
     }
     validate_key(&key).map_err(|_| ApiError::new(ErrorCode::NotFound, "no such upload"))?;
+    // Once: the file URL handed out with this upload URL must keep naming the same bytes.
+    if state.blobs.get(&key).await?.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            "this upload URL was already used; initiate a new upload",
+        ));
+    }
     state.blobs.put(&key, body).await?;
     Ok(StatusCode::OK)
 }

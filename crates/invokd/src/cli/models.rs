@@ -47,6 +47,7 @@ fn embedded() -> anyhow::Result<ModelList> {
                 "owned_by".into(),
                 json!(m.id.split('/').next().unwrap_or_default()),
             );
+            extra.insert("streaming".into(), json!(m.streaming));
             ModelInfo {
                 id: m.id.clone(),
                 kind: m.kind.as_str().to_owned(),

@@ -81,6 +81,19 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "INVOKD_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Connections open at once; one more is answered 503 (closed, under TLS).
+    #[arg(long, env = "INVOKD_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// How long a request's head (and a TLS handshake) may take to arrive, in seconds; an idle
+    /// keep-alive connection is closed after it too.
+    #[arg(long, env = "INVOKD_HEADER_TIMEOUT_SECONDS", default_value_t = 20)]
+    header_timeout_seconds: u64,
+    /// How long a request body may send nothing, in seconds (then 408).
+    #[arg(long, env = "INVOKD_BODY_IDLE_TIMEOUT_SECONDS", default_value_t = 30)]
+    body_idle_timeout_seconds: u64,
+    /// How long a request body may take in all, in seconds (then 408).
+    #[arg(long, env = "INVOKD_BODY_TIMEOUT_SECONDS", default_value_t = 300)]
+    body_timeout_seconds: u64,
     /// How long signed file URLs stay valid, in seconds.
     #[arg(long, env = "INVOKD_FILE_URL_TTL_SECONDS", default_value_t = 24 * 3600)]
     file_url_ttl_seconds: u64,
@@ -114,12 +127,33 @@ pub struct ServeArgs {
         hide = true
     )]
     retention_interval_ms: u64,
-    /// Requests per second each access key may make (0: no limit).
-    #[arg(long, env = "INVOKD_RATE_LIMIT_PER_SECOND", default_value_t = 50.0)]
-    rate_limit_per_second: f64,
-    /// Requests a key may make at once above its rate.
-    #[arg(long, env = "INVOKD_RATE_LIMIT_BURST", default_value_t = 200)]
-    rate_limit_burst: u32,
+    /// Requests per second that create jobs or files, per access key (0: no limit).
+    #[arg(
+        long,
+        alias = "rate-limit-per-second",
+        env = "INVOKD_CREATE_RATE_LIMIT_PER_SECOND",
+        default_value_t = 50.0
+    )]
+    create_rate_limit_per_second: f64,
+    /// Creates a key may make at once above its rate.
+    #[arg(
+        long,
+        alias = "rate-limit-burst",
+        env = "INVOKD_CREATE_RATE_LIMIT_BURST",
+        default_value_t = 200
+    )]
+    create_rate_limit_burst: u32,
+    /// Every other request (reads, polls, lists, cancels) per second, per access key (0: no
+    /// limit).
+    #[arg(
+        long,
+        env = "INVOKD_READ_RATE_LIMIT_PER_SECOND",
+        default_value_t = 1000.0
+    )]
+    read_rate_limit_per_second: f64,
+    /// Other requests a key may make at once above its rate.
+    #[arg(long, env = "INVOKD_READ_RATE_LIMIT_BURST", default_value_t = 2000)]
+    read_rate_limit_burst: u32,
     /// Queued jobs one key may have (0: no cap).
     #[arg(long, env = "INVOKD_MAX_QUEUED_PER_KEY", default_value_t = 10_000)]
     max_queued_per_key: u64,
@@ -168,6 +202,9 @@ struct FalArgs {
         default_value = "https://queue.fal.run"
     )]
     fal_queue_url: String,
+    /// fal's run host: the streaming endpoint of the models that stream.
+    #[arg(long, env = "INVOKD_FAL_RUN_URL", default_value = "https://fal.run")]
+    fal_run_url: String,
     /// fal's webhook signing keys (JWKS).
     #[arg(
         long,
@@ -216,6 +253,7 @@ impl FalArgs {
         let ms = Duration::from_millis;
         Some(invokd_server::FalConfig {
             queue_url: self.fal_queue_url.clone(),
+            run_url: self.fal_run_url.clone(),
             jwks_url: self.fal_jwks_url.clone(),
             webhook_url: None,
             rehost: self.fal_rehost,
@@ -339,6 +377,12 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     config.public_url = a.public_url.clone();
     config.catalog_dir = a.catalog_dir.clone();
     config.max_body_bytes = a.max_body_bytes;
+    config.http = invokd_server::config::HttpLimits {
+        max_connections: a.max_connections,
+        header_timeout: Duration::from_secs(a.header_timeout_seconds),
+        body_idle_timeout: Duration::from_secs(a.body_idle_timeout_seconds),
+        body_timeout: Duration::from_secs(a.body_timeout_seconds),
+    };
     config.file_url_ttl = Duration::from_secs(a.file_url_ttl_seconds);
     config.tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => Some(invokd_server::tls::TlsFiles {
@@ -349,8 +393,14 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     };
     config.fetch.allow_private = a.allow_private_urls;
     config.rate_limit = invokd_server::rate_limit::RateLimitConfig {
-        rate: a.rate_limit_per_second,
-        burst: a.rate_limit_burst,
+        create: invokd_server::rate_limit::Rate {
+            rate: a.create_rate_limit_per_second,
+            burst: a.create_rate_limit_burst,
+        },
+        read: invokd_server::rate_limit::Rate {
+            rate: a.read_rate_limit_per_second,
+            burst: a.read_rate_limit_burst,
+        },
     };
     config.max_queued_per_key = a.max_queued_per_key;
     config.max_queue_length = a.max_queue_length;

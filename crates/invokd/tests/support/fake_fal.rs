@@ -1,4 +1,5 @@
 //! A fake of fal's queue (protocol.md section 2) for tests: submit, status, result and cancel,
+//! the streaming endpoint of its run host (under `/run`: previews, then the output),
 //! output files it can delete, signed webhooks with its own JWKS, a count of submissions per
 //! prompt, and switches that inject faults (429 bursts, 500s, slow answers, dropped
 //! connections, requests that stay in progress, failures with `error_type`).
@@ -59,7 +60,13 @@ pub struct Faults {
     pub hold: AtomicBool,
     /// Requests end `COMPLETED` with this `error` and `error_type`.
     pub fail_with: Mutex<Option<(String, String)>>,
+    /// The next N streams close the connection after their first event (the request goes on
+    /// upstream and is done on the queue).
+    pub stream_cut: AtomicU32,
 }
+
+/// Previews a fake stream sends before its output.
+pub const STREAM_PREVIEWS: usize = 2;
 
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -122,6 +129,7 @@ impl FakeFal {
             .route("/{owner}/{app}/requests/{id}/status", get(status))
             .route("/{owner}/{app}/requests/{id}/cancel", put(cancel))
             .route("/{owner}/{app}/requests/{id}", get(result))
+            .route("/run/{owner}/{app}/stream", post(stream))
             .route("/{owner}/{app}", post(submit))
             .route("/{owner}/{app}/{*sub}", post(submit_sub))
             .with_state(fake.clone());
@@ -143,6 +151,7 @@ impl FakeFal {
         [
             ("--fal-key", KEY.to_owned()),
             ("--fal-queue-url", self.url.clone()),
+            ("--fal-run-url", format!("{}/run", self.url)),
             ("--fal-jwks-url", self.jwks_url()),
             ("--fal-backoff-base-ms", "20".into()),
             ("--fal-backoff-max-ms", "200".into()),
@@ -276,6 +285,41 @@ impl FakeFal {
         })
     }
 
+    /// Records a request fal took, with its output file; its id.
+    fn record(
+        &self,
+        model: String,
+        body: &[u8],
+        headers: HashMap<String, String>,
+        webhook: Option<String>,
+        done: bool,
+    ) -> String {
+        let input: Value = serde_json::from_slice(body).unwrap_or_default();
+        let mut requests = self.inner.requests.lock().unwrap();
+        let id = uuid_like(requests.len());
+        self.inner
+            .files
+            .lock()
+            .unwrap()
+            .insert(format!("{id}.png"), FILE.to_vec());
+        requests.push(Request {
+            id: id.clone(),
+            model,
+            input,
+            headers,
+            webhook,
+            polls: 0,
+            cancelled: false,
+            done,
+            webhook_sent: false,
+        });
+        id
+    }
+
+    fn request_by_id(&self, id: &str) -> Request {
+        self.requests().into_iter().find(|r| r.id == id).unwrap()
+    }
+
     fn call(&self, kind: &'static str) {
         *self.inner.calls.lock().unwrap().entry(kind).or_default() += 1;
     }
@@ -298,6 +342,18 @@ async fn file(State(f): State<FakeFal>, Path(name): Path<String>) -> Response {
         Some(b) => ([("content-type", "image/png")], b.clone()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// fal's 401 for a request without the fake's key.
+fn unauthorized(headers: &HeaderMap) -> Option<Response> {
+    let key = headers.get("authorization").and_then(|v| v.to_str().ok());
+    (key != Some(&format!("Key {KEY}"))).then(|| {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"detail": "invalid key credentials"})),
+        )
+            .into_response()
+    })
 }
 
 fn down() -> Response {
@@ -356,12 +412,8 @@ async fn do_submit(
     f.call("submit");
     f.inner.submit_times.lock().unwrap().push(Instant::now());
     let faults = f.faults();
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Key {KEY}")) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"detail": "invalid key credentials"})),
-        )
-            .into_response();
+    if let Some(refused) = unauthorized(&headers) {
+        return refused;
     }
     if faults.down.load(SeqCst) || count(&faults.submit_500) {
         return down();
@@ -388,8 +440,6 @@ async fn do_submit(
         )
             .into_response();
     }
-    let input: Value = serde_json::from_slice(&body).unwrap_or_default();
-    let id = uuid_like(f.inner.requests.lock().unwrap().len());
     let headers = headers
         .iter()
         .map(|(k, v)| {
@@ -399,22 +449,7 @@ async fn do_submit(
             )
         })
         .collect();
-    f.inner
-        .files
-        .lock()
-        .unwrap()
-        .insert(format!("{id}.png"), FILE.to_vec());
-    f.inner.requests.lock().unwrap().push(Request {
-        id: id.clone(),
-        model,
-        input,
-        headers,
-        webhook: q.get("fal_webhook").cloned(),
-        polls: 0,
-        cancelled: false,
-        done: false,
-        webhook_sent: false,
-    });
+    let id = f.record(model, &body, headers, q.get("fal_webhook").cloned(), false);
     if count(&faults.submit_drop) {
         drop_connection();
     }
@@ -422,6 +457,59 @@ async fn do_submit(
     v["status"] = json!("IN_QUEUE");
     v["queue_position"] = json!(0);
     ([("x-fal-request-id", id.as_str())], Json(v)).into_response()
+}
+
+/// fal's streaming endpoint: `STREAM_PREVIEWS` outputs with a preview file each, then the
+/// output (the request is recorded and done, so the queue answers for it too).
+async fn stream(
+    State(f): State<FakeFal>,
+    Path((owner, app)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    f.call("stream");
+    if let Some(refused) = unauthorized(&headers) {
+        return refused;
+    }
+    let id = f.record(format!("{owner}/{app}"), &body, HashMap::new(), None, true);
+    let prompt = f.request_by_id(&id).input["prompt"].clone();
+    let mut events = Vec::new();
+    for k in 0..STREAM_PREVIEWS {
+        let name = format!("{id}-preview-{k}.png");
+        f.inner
+            .files
+            .lock()
+            .unwrap()
+            .insert(name.clone(), FILE.to_vec());
+        events.push(json!({"images": [{"url": format!("{}/cdn/{name}", f.url),
+                                       "content_type": "image/png"}],
+                           "prompt": prompt}));
+    }
+    events.push(f.output(&id));
+    let mut chunks: Vec<Result<Bytes, std::io::Error>> = events
+        .iter()
+        .map(|e| Ok(Bytes::from(format!("data: {e}\n\n"))))
+        .collect();
+    if count(&f.faults().stream_cut) {
+        chunks.truncate(1);
+        chunks.push(Err(std::io::Error::other("fake fal cuts the stream")));
+    }
+    (
+        [
+            ("content-type", "text/event-stream"),
+            ("x-fal-request-id", id.as_str()),
+        ],
+        // Each event a moment after the one before, as a model makes them (and so the answer's
+        // head goes out before a cut).
+        axum::body::Body::from_stream(futures::StreamExt::then(
+            futures::stream::iter(chunks),
+            |chunk| async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                chunk
+            },
+        )),
+    )
+        .into_response()
 }
 
 fn uuid_like(n: usize) -> String {

@@ -35,7 +35,9 @@ impl Default for Options {
             args: vec![
                 "--emulator-latency-ms".into(),
                 "0".into(),
-                "--rate-limit-per-second".into(),
+                "--create-rate-limit-per-second".into(),
+                "0".into(),
+                "--read-rate-limit-per-second".into(),
                 "0".into(),
             ],
             env: Vec::new(),
@@ -162,6 +164,28 @@ impl TestServer {
                 .unwrap(),
             _tmp: None,
         }
+    }
+
+    /// Starts a JS-style upload of a PNG: `{upload_url, file_url}`.
+    pub async fn initiate_upload(&self) -> Value {
+        self.http
+            .post(self.at("/storage/upload/initiate"))
+            .header("authorization", format!("Key {}", self.key))
+            .json(&serde_json::json!({"content_type": "image/png", "file_name": "a.png"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The file descriptors the server's process holds open.
+    pub fn open_fds(&self) -> usize {
+        let pid = self.child.id().unwrap();
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
     }
 
     /// Kills the server with SIGKILL, as a crash would.
