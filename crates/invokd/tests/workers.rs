@@ -533,3 +533,52 @@ async fn with_a_bucket_a_worker_puts_its_files_straight_into_it() {
     assert_eq!(stored.len(), 1, "{}", worker.log());
     assert_eq!(stored[0]["presigned"], true);
 }
+
+#[tokio::test]
+async fn a_worker_fetches_input_files_from_its_gateway() {
+    // No --allow-private-urls: the gateway is on 127.0.0.1, which a worker trusts for its own
+    // gateway's files alone.
+    let server = TestServer::start_with(
+        Options::default()
+            .arg("--routes")
+            .arg("fal-ai/omnigen-v2=workers"),
+    )
+    .await;
+    let token = worker_token(&server, &["fal-ai/omnigen-v2"]).await;
+    let _worker = Worker::start(
+        &server,
+        &token,
+        &["--backend", "emulator", "--emulator-latency-ms", "0"],
+    )
+    .await;
+    // An image made by the gateway itself, named by its signed URL.
+    let first = server
+        .create(&json!({"model_id": "fal-ai/flux/schnell", "input": {"prompt": "a city", "image_size": "square"}}))
+        .await;
+    let first = server.wait(first["request_id"].as_str().unwrap()).await;
+    let image = first["output"]["images"][0]["url"].as_str().unwrap();
+    let (_, bytes) = server.download(image).await;
+    let job = server
+        .create(&json!({"model_id": "fal-ai/omnigen-v2", "input": {"prompt": "edit it", "input_image_urls": [image]}}))
+        .await;
+    let id = job["request_id"].as_str().unwrap();
+    let done = server.wait(id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let resp = server
+        .http
+        .get(server.at(&format!("/fal-ai/omnigen-v2/requests/{id}/status?logs=1")))
+        .header("authorization", format!("Key {}", server.key))
+        .send()
+        .await
+        .unwrap();
+    let status: Value = resp.json().await.unwrap();
+    let read = format!("read 1 input file(s), {} bytes", bytes.len());
+    assert!(
+        status["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().contains(&read)),
+        "{status}"
+    );
+}
