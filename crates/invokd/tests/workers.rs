@@ -191,11 +191,17 @@ impl Worker {
         assert!(status.success());
     }
 
-    async fn exit(mut self) -> std::process::ExitStatus {
-        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+    async fn exit(self) -> std::process::ExitStatus {
+        self.exit_with_log().await.0
+    }
+
+    /// Its exit status and what it logged.
+    async fn exit_with_log(mut self) -> (std::process::ExitStatus, String) {
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
             .await
             .expect("the worker did not stop")
-            .unwrap()
+            .unwrap();
+        (status, self.log())
     }
 }
 
@@ -581,4 +587,45 @@ async fn a_worker_fetches_input_files_from_its_gateway() {
             .any(|l| l["message"].as_str().unwrap().contains(&read)),
         "{status}"
     );
+}
+
+#[tokio::test]
+async fn a_worker_whose_token_is_revoked_or_whose_models_are_not_its_tokens_stops() {
+    let server = TestServer::start_with(workers_server()).await;
+    let admin = server.admin_token();
+    let resp = server
+        .http
+        .post(server.at("/v1/admin/worker-tokens"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "revoked", "models": ["fal-ai/flux/schnell"]}))
+        .send()
+        .await
+        .unwrap();
+    let made: Value = resp.json().await.unwrap();
+    let token = made["token"].as_str().unwrap();
+    // Models outside the token's: refused at its first take.
+    let outside = Worker::start(
+        &server,
+        token,
+        &["--backend", "emulator", "--models", "fal-ai/fast-sdxl"],
+    )
+    .await;
+    let (status, said) = outside.exit_with_log().await;
+    assert_eq!(status.code(), Some(1), "{status}");
+    assert!(said.contains("refused"), "{said}");
+    // A revoked token: refused at its next take.
+    let worker = Worker::start(&server, token, &["--backend", "emulator"]).await;
+    let resp = server
+        .http
+        .delete(server.at(&format!(
+            "/v1/admin/worker-tokens/{}",
+            made["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let status = worker.exit().await;
+    assert_eq!(status.code(), Some(1), "{status}");
 }
