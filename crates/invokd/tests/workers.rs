@@ -195,6 +195,12 @@ impl Worker {
         self.exit_with_log().await.0
     }
 
+    /// Stops it with SIGTERM; its exit status and what it logged.
+    async fn exit_after_stop(self) -> (std::process::ExitStatus, String) {
+        self.signal("-TERM");
+        self.exit_with_log().await
+    }
+
     /// Its exit status and what it logged.
     async fn exit_with_log(mut self) -> (std::process::ExitStatus, String) {
         let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
@@ -628,4 +634,49 @@ async fn a_worker_whose_token_is_revoked_or_whose_models_are_not_its_tokens_stop
     assert!(resp.status().is_success(), "{}", resp.status());
     let status = worker.exit().await;
     assert_eq!(status.code(), Some(1), "{status}");
+}
+
+#[tokio::test]
+async fn a_streaming_models_previews_go_to_the_gateway_as_partial_outputs() {
+    let model = "fal-ai/hidream-i1-fast";
+    let server = TestServer::start_with(
+        Options::default()
+            .arg("--routes")
+            .arg(format!("{model}=workers")),
+    )
+    .await;
+    let token = worker_token(&server, &[model]).await;
+    let worker = Worker::start(
+        &server,
+        &token,
+        &["--backend", "emulator", "--emulator-latency-ms", "400"],
+    )
+    .await;
+    let job = server
+        .create(&json!({"model_id": model, "input": {"prompt": "a city", "image_size": "square"}}))
+        .await;
+    let done = server.wait(job["request_id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let (status, log) = worker.exit_after_stop().await;
+    assert!(status.success());
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    // Each preview's file stored, then the final image; every partial taken by the gateway.
+    let stored: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["message"] == "output file stored")
+        .filter_map(|l| l["file"].as_str())
+        .collect();
+    assert!(
+        stored.iter().filter(|f| f.starts_with("preview-")).count() >= 3,
+        "{stored:?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l["message"] == "sending a partial output failed"),
+        "{log}"
+    );
 }
