@@ -68,6 +68,8 @@ impl InputFetcher {
         trusted: Option<(reqwest::Url, reqwest::Client)>,
         config: FetchConfig,
     ) -> anyhow::Result<Self> {
+        // A worker's gateway has a client of its own (`trusted`), which may reach it wherever it
+        // runs (often this host); every other URL keeps the connect-time address check.
         let http = http_client(config.allow_private, &config)?;
         Ok(Self {
             http,
