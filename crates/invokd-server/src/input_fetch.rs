@@ -41,8 +41,9 @@ pub struct InputFetcher {
     http: reqwest::Client,
     /// This server's own files, read without a network trip; none on a remote worker.
     own: Option<(Arc<dyn BlobStore>, UrlSigner)>,
-    /// Downloads from here pass whatever its address (a worker's gateway).
-    trusted: Option<reqwest::Url>,
+    /// Downloads from this origin may reach any address, with their own client (a worker's
+    /// gateway).
+    trusted: Option<(reqwest::Url, reqwest::Client)>,
     config: FetchConfig,
 }
 
@@ -58,22 +59,18 @@ impl InputFetcher {
     /// A remote worker's: every file is downloaded; those of `gateway` (its origin) even from a
     /// private address.
     pub fn remote(gateway: reqwest::Url, config: FetchConfig) -> anyhow::Result<Self> {
-        Self::build(None, Some(gateway), config)
+        let trusted = http_client(true, &config)?;
+        Self::build(None, Some((gateway, trusted)), config)
     }
 
     fn build(
         own: Option<(Arc<dyn BlobStore>, UrlSigner)>,
-        trusted: Option<reqwest::Url>,
+        trusted: Option<(reqwest::Url, reqwest::Client)>,
         config: FetchConfig,
     ) -> anyhow::Result<Self> {
-        // A worker's fetcher reaches its gateway wherever it runs (often this host); the other
-        // URLs are still checked before they are fetched.
-        let http = crate::outbound::client(config.allow_private || trusted.is_some())
-            .timeout(config.timeout)
-            .connect_timeout(Duration::from_secs(10))
-            // A redirect could lead to an internal address; the caller should give the final URL.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        // A worker's gateway has a client of its own (`trusted`), which may reach it wherever it
+        // runs (often this host); every other URL keeps the connect-time address check.
+        let http = http_client(config.allow_private, &config)?;
         Ok(Self {
             http,
             own,
@@ -81,6 +78,16 @@ impl InputFetcher {
             config,
         })
     }
+}
+
+/// The client of input downloads: the connect-time address check unless `allow_private`.
+fn http_client(allow_private: bool, config: &FetchConfig) -> reqwest::Result<reqwest::Client> {
+    crate::outbound::client(allow_private)
+        .timeout(config.timeout)
+        .connect_timeout(Duration::from_secs(10))
+        // A redirect could lead to an internal address; the caller should give the final URL.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
 }
 
 #[async_trait::async_trait]
@@ -118,15 +125,16 @@ impl InputFetcher {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!("cannot fetch {} URLs", url.scheme()));
         }
-        let trusted = self
-            .trusted
-            .as_ref()
-            .is_some_and(|t| t.origin() == url.origin());
-        if !self.config.allow_private && !trusted {
-            crate::outbound::check_public(&url).await?;
-        }
-        let mut resp = self
-            .http
+        let http = match &self.trusted {
+            Some((gateway, http)) if gateway.origin() == url.origin() => http,
+            _ => {
+                if !self.config.allow_private {
+                    crate::outbound::check_public(&url).await?;
+                }
+                &self.http
+            }
+        };
+        let mut resp = http
             .get(url.clone())
             .send()
             .await

@@ -191,11 +191,23 @@ impl Worker {
         assert!(status.success());
     }
 
-    async fn exit(mut self) -> std::process::ExitStatus {
-        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+    async fn exit(self) -> std::process::ExitStatus {
+        self.exit_with_log().await.0
+    }
+
+    /// Stops it with SIGTERM; its exit status and what it logged.
+    async fn exit_after_stop(self) -> (std::process::ExitStatus, String) {
+        self.signal("-TERM");
+        self.exit_with_log().await
+    }
+
+    /// Its exit status and what it logged.
+    async fn exit_with_log(mut self) -> (std::process::ExitStatus, String) {
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
             .await
             .expect("the worker did not stop")
-            .unwrap()
+            .unwrap();
+        (status, self.log())
     }
 }
 
@@ -485,4 +497,186 @@ async fn two_workers_on_two_postgresql_replicas_share_one_queue() {
         .execute(&mut conn)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn with_a_bucket_a_worker_puts_its_files_straight_into_it() {
+    let s3 = std::env::var("INVOKD_TEST_S3_URL")
+        .expect("INVOKD_TEST_S3_URL is not set: run `source scripts/services` first");
+    let bucket = format!("invokd-workers-{:016x}", rand::random::<u64>());
+    let made = reqwest::Client::new()
+        .put(format!("{s3}/{bucket}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success());
+    let server = TestServer::start_with(
+        Options::default()
+            .arg("--routes")
+            .arg("fal-ai/elevenlabs/*=workers")
+            .set("--s3-bucket", &bucket)
+            .set("--s3-endpoint", &s3)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing"),
+    )
+    .await;
+    let token = worker_token(&server, &["fal-ai/elevenlabs/*"]).await;
+    let worker = Worker::start(&server, &token, &["--backend", "speech"]).await;
+    let text = "Straight into the bucket.";
+    let job = server
+        .create(&json!({"model_id": SPEECH, "input": {"text": text}}))
+        .await;
+    let id = job["request_id"].as_str().unwrap();
+    assert_spoken(&server, id, text, "en-us+f1", 175).await;
+    // The object is in the bucket, put there by the worker's presigned PUT.
+    let listed = reqwest::get(format!("{s3}/{bucket}?list-type=2"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(listed.contains(&format!("{id}/1")), "{listed}");
+    let stored: Vec<Value> = worker
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "output file stored")
+        .collect();
+    assert_eq!(stored.len(), 1, "{}", worker.log());
+    assert_eq!(stored[0]["presigned"], true);
+}
+
+#[tokio::test]
+async fn a_worker_fetches_input_files_from_its_gateway() {
+    // No --allow-private-urls: the gateway is on 127.0.0.1, which a worker trusts for its own
+    // gateway's files alone.
+    let server = TestServer::start_with(
+        Options::default()
+            .arg("--routes")
+            .arg("fal-ai/omnigen-v2=workers"),
+    )
+    .await;
+    let token = worker_token(&server, &["fal-ai/omnigen-v2"]).await;
+    let _worker = Worker::start(
+        &server,
+        &token,
+        &["--backend", "emulator", "--emulator-latency-ms", "0"],
+    )
+    .await;
+    // An image made by the gateway itself, named by its signed URL.
+    let first = server
+        .create(&json!({"model_id": "fal-ai/flux/schnell", "input": {"prompt": "a city", "image_size": "square"}}))
+        .await;
+    let first = server.wait(first["request_id"].as_str().unwrap()).await;
+    let image = first["output"]["images"][0]["url"].as_str().unwrap();
+    let (_, bytes) = server.download(image).await;
+    let job = server
+        .create(&json!({"model_id": "fal-ai/omnigen-v2", "input": {"prompt": "edit it", "input_image_urls": [image]}}))
+        .await;
+    let id = job["request_id"].as_str().unwrap();
+    let done = server.wait(id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let resp = server
+        .http
+        .get(server.at(&format!("/fal-ai/omnigen-v2/requests/{id}/status?logs=1")))
+        .header("authorization", format!("Key {}", server.key))
+        .send()
+        .await
+        .unwrap();
+    let status: Value = resp.json().await.unwrap();
+    let read = format!("read 1 input file(s), {} bytes", bytes.len());
+    assert!(
+        status["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().contains(&read)),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_whose_token_is_revoked_or_whose_models_are_not_its_tokens_stops() {
+    let server = TestServer::start_with(workers_server()).await;
+    let admin = server.admin_token();
+    let resp = server
+        .http
+        .post(server.at("/v1/admin/worker-tokens"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "revoked", "models": ["fal-ai/flux/schnell"]}))
+        .send()
+        .await
+        .unwrap();
+    let made: Value = resp.json().await.unwrap();
+    let token = made["token"].as_str().unwrap();
+    // Models outside the token's: refused at its first take.
+    let outside = Worker::start(
+        &server,
+        token,
+        &["--backend", "emulator", "--models", "fal-ai/fast-sdxl"],
+    )
+    .await;
+    let (status, said) = outside.exit_with_log().await;
+    assert_eq!(status.code(), Some(1), "{status}");
+    assert!(said.contains("refused"), "{said}");
+    // A revoked token: refused at its next take.
+    let worker = Worker::start(&server, token, &["--backend", "emulator"]).await;
+    let resp = server
+        .http
+        .delete(server.at(&format!(
+            "/v1/admin/worker-tokens/{}",
+            made["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let status = worker.exit().await;
+    assert_eq!(status.code(), Some(1), "{status}");
+}
+
+#[tokio::test]
+async fn a_streaming_models_previews_go_to_the_gateway_as_partial_outputs() {
+    let model = "fal-ai/hidream-i1-fast";
+    let server = TestServer::start_with(
+        Options::default()
+            .arg("--routes")
+            .arg(format!("{model}=workers")),
+    )
+    .await;
+    let token = worker_token(&server, &[model]).await;
+    let worker = Worker::start(
+        &server,
+        &token,
+        &["--backend", "emulator", "--emulator-latency-ms", "400"],
+    )
+    .await;
+    let job = server
+        .create(&json!({"model_id": model, "input": {"prompt": "a city", "image_size": "square"}}))
+        .await;
+    let done = server.wait(job["request_id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let (status, log) = worker.exit_after_stop().await;
+    assert!(status.success());
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    // Each preview's file stored, then the final image; every partial taken by the gateway.
+    let stored: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["message"] == "output file stored")
+        .filter_map(|l| l["file"].as_str())
+        .collect();
+    assert!(
+        stored.iter().filter(|f| f.starts_with("preview-")).count() >= 3,
+        "{stored:?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l["message"] == "sending a partial output failed"),
+        "{log}"
+    );
 }

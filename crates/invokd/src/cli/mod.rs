@@ -57,6 +57,11 @@ enum Command {
     /// Bring the store's schema up to date (the server also does it at start-up).
     Migrate(migrate::MigrateArgs),
     /// Run jobs for a gateway: pull the jobs of its models and run them on a backend.
+    #[command(
+        after_help = "The gateway is the global --api-url (-u, INVOKD_API_URL); for --backend \
+                      command, the global --config (-c) names the file mapping models to \
+                      commands. See docs/cli.md (Worker) and docs/workers.md."
+    )]
     Worker(Box<worker::WorkerArgs>),
 }
 

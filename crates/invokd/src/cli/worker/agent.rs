@@ -131,7 +131,9 @@ impl Agent {
                         }
                     }
                 }
-                Err(CallError::Refused { status, message }) if status == 401 || status == 403 => {
+                // A refused take (a revoked token, models outside the token's) is refused
+                // again: the worker stops rather than ask forever.
+                Err(CallError::Refused { status, message }) => {
                     refused = Some(anyhow::anyhow!(
                         "the gateway refused this worker ({status}): {message}"
                     ));

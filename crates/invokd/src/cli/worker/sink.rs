@@ -97,11 +97,19 @@ impl RunSink for WorkerSink {
 
     async fn put_file(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
         let name = key.rsplit('/').next().unwrap_or(key);
+        let size = bytes.len();
         let stored = self
             .api
             .put_file(&self.job, name, content_type_for(name), bytes)
             .await
             .map_err(|e| BlobError::Remote(e.to_string()))?;
+        tracing::info!(
+            job_id = %self.job.id,
+            file = name,
+            bytes = size,
+            presigned = self.job.files.presign,
+            "output file stored"
+        );
         let given = format!("{BLOB_SCHEME}{key}");
         if stored.url != given {
             self.renamed
