@@ -168,9 +168,17 @@ async fn a_worker_takes_a_job_and_completes_it_with_a_real_file() {
     let fal = fal_get(&s, &format!("/fal-ai/flux/requests/{id}")).await;
     assert_eq!(fal["images"][0]["width"], 64);
 
-    let listed = s.cli(&["workers", "list", "-o", "json"]).await;
-    listed.ok();
-    let w = &listed.json()["workers"][0];
+    // A worker's counts are written beside the answer to its complete.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let w = loop {
+        let listed = s.cli(&["workers", "list", "-o", "json"]).await;
+        listed.ok();
+        let w = listed.json()["workers"][0].clone();
+        if w["completed"] == 1 || Instant::now() > deadline {
+            break w;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(w["id"], "w-1");
     assert_eq!(w["labels"]["gpu"], "none");
     assert_eq!(

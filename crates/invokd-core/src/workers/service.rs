@@ -115,6 +115,8 @@ pub struct WorkerServiceConfig {
 
 /// How long a take waits between looks at the queue when no news came (news may be lost).
 const TAKE_POLL: Duration = Duration::from_secs(1);
+/// How stale a worker's recorded last-seen time may grow while it keeps calling.
+const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
 /// A worker not heard from for this long no longer counts as connected.
 pub const CONNECTED_WITHIN: Duration = Duration::from_secs(90);
 
@@ -131,6 +133,8 @@ pub struct WorkerService {
     /// The updates channels of jobs held by workers that talk to this process, so that their
     /// progress and partial outputs reach this process's readers.
     remote: Arc<Mutex<HashMap<JobId, RemoteRun>>>,
+    /// What each worker last said of itself through this process, and when it was written.
+    seen: Arc<Mutex<HashMap<String, (WorkerPresence, Instant)>>>,
 }
 
 struct RemoteRun {
@@ -172,6 +176,7 @@ impl WorkerService {
             routed,
             config,
             remote: Arc::default(),
+            seen: Arc::default(),
         }
     }
 
@@ -262,8 +267,32 @@ impl WorkerService {
             slots: hello.slots,
             labels: hello.labels,
         };
-        self.store.record_worker(&presence, Utc::now()).await?;
+        if self.should_record(&presence) {
+            self.store.record_worker(&presence, Utc::now()).await?;
+        }
         Ok(presence)
+    }
+
+    /// Whether the worker's presence is worth a write: it says something new of itself, or was
+    /// last written through this process a while ago. A busy worker takes and heartbeats many
+    /// times a second; its last-seen time needs no more than this precision.
+    fn should_record(&self, presence: &WorkerPresence) -> bool {
+        let Ok(mut seen) = self.seen.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        if seen.len() > 10_000 {
+            seen.retain(|_, (_, at)| now.duration_since(*at) < PRESENCE_REFRESH);
+        }
+        match seen.get(&presence.id) {
+            Some((said, at)) if said == presence && now.duration_since(*at) < PRESENCE_REFRESH => {
+                false
+            }
+            _ => {
+                seen.insert(presence.id.clone(), (presence.clone(), now));
+                true
+            }
+        }
     }
 
     /// Up to `free` jobs of the worker's models, waiting up to `wait` for the first.
@@ -609,10 +638,15 @@ impl WorkerService {
                 self.forget(id);
                 let status = self.status_after(id).await?;
                 if status.is_terminal() {
+                    // Counted beside the answer: the worker need not wait for a figure of the
+                    // admin's listing.
+                    let (store, worker) = (self.store.clone(), run.worker_id.clone());
                     let completed = status == JobStatus::Completed;
-                    if let Err(e) = self.store.count_worker_job(&run.worker_id, completed).await {
-                        tracing::warn!(error = %e, "counting a worker's job failed");
-                    }
+                    tokio::spawn(async move {
+                        if let Err(e) = store.count_worker_job(&worker, completed).await {
+                            tracing::warn!(error = %e, "counting a worker's job failed");
+                        }
+                    });
                 }
                 Ok(status)
             }

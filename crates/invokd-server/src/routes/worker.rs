@@ -257,10 +257,14 @@ pub async fn unnamed_file(WorkerAuth(_): WorkerAuth) -> ApiError {
 #[utoipa::path(post, path = "/v1/worker/jobs/{id}/files/{name}/presign", operation_id = "worker_presign_file", tag = "workers",
     params(("id" = String, Path), ("name" = String, Path)), request_body = PresignRequest,
     responses(
-        (status = 200, description = "where to PUT the file", body = PresignedUpload),
-        (status = 400, description = "the file store takes no presigned uploads", body = ErrorBody),
+        (status = 400, description = "malformed JSON or lease", body = ErrorBody),
         (status = 401, description = "missing, unknown or revoked worker token", body = ErrorBody),
+        (status = 403, description = "a job or lease not this token's", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 415, description = "not JSON", body = ErrorBody),
+        (status = 200, description = "where to PUT the file", body = PresignedUpload),
         (status = 409, description = "the lease is no longer held", body = ErrorBody),
+        (status = 422, description = "a body of the wrong shape", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn presign(
@@ -284,6 +288,11 @@ pub async fn presign(
 #[utoipa::path(post, path = "/v1/worker/jobs/{id}/partial", operation_id = "worker_partial", tag = "workers",
     params(("id" = String, Path)), request_body = PartialRequest,
     responses(
+        (status = 400, description = "malformed JSON or lease", body = ErrorBody),
+        (status = 401, description = "missing, unknown or revoked worker token", body = ErrorBody),
+        (status = 403, description = "a job or lease not this token's", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 415, description = "not JSON", body = ErrorBody),
         (status = 202, description = "passed on to the job's readers"),
         (status = 409, description = "the lease is no longer held", body = ErrorBody),
         (status = 422, description = "names files not of this attempt", body = ErrorBody),
@@ -304,6 +313,11 @@ pub async fn partial(
 #[utoipa::path(post, path = "/v1/worker/jobs/{id}/complete", operation_id = "worker_complete", tag = "workers",
     params(("id" = String, Path)), request_body = CompleteRequest,
     responses(
+        (status = 400, description = "malformed JSON or lease", body = ErrorBody),
+        (status = 401, description = "missing, unknown or revoked worker token", body = ErrorBody),
+        (status = 403, description = "a job or lease not this token's", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 415, description = "not JSON", body = ErrorBody),
         (status = 200, description = "the job's status now", body = EndedResponse),
         (status = 409, description = "the lease is no longer held: nothing changed", body = ErrorBody),
         (status = 422, description = "the output does not match the model's: nothing changed", body = ErrorBody),
@@ -329,8 +343,14 @@ pub async fn complete(
 #[utoipa::path(post, path = "/v1/worker/jobs/{id}/fail", operation_id = "worker_fail", tag = "workers",
     params(("id" = String, Path)), request_body = FailRequest,
     responses(
+        (status = 400, description = "malformed JSON or lease", body = ErrorBody),
+        (status = 401, description = "missing, unknown or revoked worker token", body = ErrorBody),
+        (status = 403, description = "a job or lease not this token's", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 415, description = "not JSON", body = ErrorBody),
         (status = 200, description = "the job's status now", body = EndedResponse),
         (status = 409, description = "the lease is no longer held: nothing changed", body = ErrorBody),
+        (status = 422, description = "a body of the wrong shape", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn fail(
@@ -360,8 +380,14 @@ pub async fn fail(
 #[utoipa::path(post, path = "/v1/worker/jobs/{id}/release", operation_id = "worker_release", tag = "workers",
     params(("id" = String, Path)), request_body = ReleaseRequest,
     responses(
+        (status = 400, description = "malformed JSON or lease", body = ErrorBody),
+        (status = 401, description = "missing, unknown or revoked worker token", body = ErrorBody),
+        (status = 403, description = "a job or lease not this token's", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 415, description = "not JSON", body = ErrorBody),
         (status = 200, description = "the job's status now", body = EndedResponse),
         (status = 409, description = "the lease is no longer held", body = ErrorBody),
+        (status = 422, description = "a body of the wrong shape", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn release(
