@@ -264,4 +264,27 @@ mod tests {
         assert!(!seen_ago(90, now).connected);
         assert!(!seen_ago(3600, now).connected);
     }
+
+    #[test]
+    fn the_live_part_marks_each_worker_connected_or_stale() {
+        let now = Utc::now();
+        let html = WorkersLive {
+            prefix: "/console".into(),
+            seen: Seen {
+                workers: vec![seen_ago(5, now), seen_ago(600, now)],
+                connected: 1,
+                at: String::new(),
+            },
+        }
+        .render()
+        .unwrap();
+        let marks: Vec<&str> = html
+            .split("data-connected=\"")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("</span>"))
+            .map(|(mark, _)| mark)
+            .collect();
+        assert_eq!(marks, ["true\">connected", "false\">stale"], "{html}");
+        assert!(html.contains("1 connected"), "{html}");
+    }
 }
