@@ -204,14 +204,31 @@ test("the admin creates a key, sees it once, and revokes it", async () => {
   await shot("admin-key-revoked");
 });
 
+test("the admin makes a worker token on the workers page and sees its secret once", async () => {
+  await page.getByRole("link", { name: "Workers" }).click();
+  await page.waitForURL(/\/console\/admin\/workers$/);
+  assert.equal(await page.locator("#workers[data-live]").count(), 1);
+  await page.getByLabel("Name").fill("e2e-box");
+  await page.getByLabel(/^Models/).fill("fal-ai/*");
+  await page.getByRole("button", { name: "Create token" }).click();
+  const secret = (await page.locator("#new-token-secret").textContent()).trim();
+  assert.match(secret, /^invw_/);
+  await shot("admin-worker-token-created");
+  await page.goto(`${url}/console/admin/workers`);
+  assert.equal(await page.locator("tr[data-token='e2e-box']").count(), 1);
+  assert.equal(await page.locator("#new-token-secret").count(), 0, "the secret is not shown again");
+  assert.ok(!(await page.content()).includes(secret));
+  await shot("admin-workers");
+});
+
 test("pages look tidy at laptop and phone widths", async () => {
   for (const [name, width, height] of [["laptop", 1280, 800], ["phone", 390, 844]]) {
     await page.setViewportSize({ width, height });
-    for (const path of ["overview", "jobs", "playground", "gallery"]) {
+    for (const path of ["overview", "jobs", "playground", "gallery", "admin/keys", "admin/workers"]) {
       await page.goto(`${url}/console/${path}`);
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
       assert.ok(overflow <= 0, `${path} at ${width}px scrolls sideways by ${overflow}px`);
-      await shot(`${name}-${path}`);
+      await shot(`${name}-${path.replace("/", "-")}`);
     }
   }
 });

@@ -115,16 +115,21 @@ impl<'a> Browser<'a> {
     }
 }
 
-async fn api_jobs(app: &TestApp) -> Vec<Value> {
+/// The list `field` of the API's answer to a GET of `path` with `token`.
+async fn api_list(app: &TestApp, path: &str, token: &str, field: &str) -> Vec<Value> {
     let r = app
         .http
-        .get(format!("{}/v1/async-invoke", app.url))
-        .bearer_auth(KEY)
+        .get(format!("{}{path}", app.url))
+        .bearer_auth(token)
         .send()
         .await
         .unwrap();
     let body: Value = r.json().await.unwrap();
-    body["invocations"].as_array().cloned().unwrap_or_default()
+    body[field].as_array().cloned().unwrap_or_default()
+}
+
+async fn api_jobs(app: &TestApp) -> Vec<Value> {
+    api_list(app, "/v1/async-invoke", KEY, "invocations").await
 }
 
 /// The text of the first element `selector` finds.
@@ -161,6 +166,8 @@ async fn no_page_is_readable_without_a_session() {
             "/console/playground",
             "/console/gallery",
             "/console/admin/keys",
+            "/console/admin/workers",
+            "/console/admin/workers/live",
         ] {
             let r = b.get(path).await;
             assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
@@ -645,6 +652,200 @@ async fn the_admin_manages_keys_and_a_revoked_key_ends_its_sessions() {
     app.stop().await;
 }
 
+/// The cells of each row of the first table `selector` finds, trimmed.
+fn rows(page: &Html, selector: &str) -> Vec<Vec<String>> {
+    page.select(&sel(selector))
+        .map(|r| {
+            r.select(&sel("th, td"))
+                .map(|c| c.text().collect::<String>().trim().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// A worker's heartbeat with `token`, holding no jobs: its status.
+async fn heartbeat(app: &TestApp, token: &str) -> StatusCode {
+    let worker = json!({"id": "w-1", "name": "gpu-box-1", "version": "test 1",
+                        "models": [WORKER_MODEL], "slots": 2, "labels": {"gpu": "A100"}});
+    app.http
+        .post(format!("{}/v1/worker/heartbeat", app.url))
+        .bearer_auth(token)
+        .json(&json!({"worker": worker, "jobs": []}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+const WORKER_MODEL: &str = "fal-ai/flux/schnell";
+
+#[tokio::test]
+async fn the_admin_makes_worker_tokens_and_sees_the_workers() {
+    let app = TestApp::start(|c| {
+        c.routes.push(invokd_server::provider_routes::Route {
+            pattern: WORKER_MODEL.into(),
+            provider: "workers".into(),
+        })
+    })
+    .await;
+    let user = Browser::signed_in(&app, KEY).await;
+    for path in ["/console/admin/workers", "/console/admin/workers/live"] {
+        assert_eq!(
+            user.get(path).await.status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    let r = user
+        .post(
+            "/console/admin/workers/tokens",
+            &[("name", "sneaky"), ("models", "*")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(
+        !user
+            .page("/console/overview")
+            .await
+            .html()
+            .contains("/admin/workers"),
+        "no link for a key"
+    );
+    let admin = Browser::signed_in(&app, ADMIN).await;
+    let overview = admin.page("/console/overview").await;
+    assert_eq!(
+        overview
+            .select(&sel("header nav a[href='/console/admin/workers']"))
+            .count(),
+        1
+    );
+    let page = admin.page("/console/admin/workers").await;
+    assert_eq!(
+        page.select(&sel(
+            "#workers[data-live][hx-get='/console/admin/workers/live'] .empty"
+        ))
+        .count(),
+        1
+    );
+    for field in ["name", "models"] {
+        let form = format!("form#create-token input[name={field}][required]");
+        assert_eq!(page.select(&sel(&form)).count(), 1, "{field}");
+        let id = format!("token-{field}");
+        assert_eq!(page.select(&sel(&format!("label[for={id}]"))).count(), 1);
+    }
+    assert_eq!(page.select(&sel("#new-token-secret")).count(), 0);
+    // Refused without the CSRF token, or with a pattern that is not one.
+    let r = admin
+        .post_raw(
+            "/console/admin/workers/tokens",
+            &[("name", "box"), ("models", WORKER_MODEL)],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = admin
+        .post(
+            "/console/admin/workers/tokens",
+            &[("name", "box"), ("models", " ")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let refused = Html::parse_document(&r.text().await.unwrap());
+    assert!(!text(&refused, ".error[role=alert]").is_empty());
+    assert!(
+        api_list(&app, "/v1/admin/worker-tokens", ADMIN, "tokens")
+            .await
+            .is_empty(),
+        "nothing stored"
+    );
+    let r = admin
+        .post(
+            "/console/admin/workers/tokens",
+            &[
+                ("name", "gpu-box-1"),
+                ("models", &format!("{WORKER_MODEL}, acme/*")),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = Html::parse_document(&r.text().await.unwrap());
+    let secret = text(&page, "#new-token-secret");
+    assert!(secret.starts_with("invw_"), "{secret}");
+    let stored = api_list(&app, "/v1/admin/worker-tokens", ADMIN, "tokens").await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let row = &rows(&page, "#tokens tr[data-token=gpu-box-1]")[0];
+    assert_eq!(
+        row[2],
+        format!("acme/*, {WORKER_MODEL}"),
+        "the patterns, sorted"
+    );
+    let revoke = page
+        .select(&sel("#tokens tr[data-token=gpu-box-1] form"))
+        .next()
+        .expect("a revoke form")
+        .value()
+        .attr("action")
+        .unwrap()
+        .to_owned();
+    assert!(
+        !admin
+            .page("/console/admin/workers")
+            .await
+            .html()
+            .contains(&secret),
+        "shown once"
+    );
+    // A worker with the token is seen, live, with what it said of itself.
+    assert_eq!(heartbeat(&app, &secret).await, StatusCode::OK);
+    let live = Html::parse_fragment(
+        &admin
+            .get("/console/admin/workers/live")
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    let row = &rows(&live, "#workers tr[data-worker=w-1]")[0];
+    assert_eq!(
+        row[..9],
+        [
+            "gpu-box-1",
+            "w-1",
+            "test 1",
+            WORKER_MODEL,
+            "2",
+            "0",
+            "0",
+            "0",
+            "gpu=A100"
+        ]
+    );
+    assert!(row[9].starts_with("connected"), "{row:?}");
+    // The overview says the model is run by workers, one connected with two free slots.
+    let overview = user.page("/console/overview").await;
+    let line = rows(&overview, "#overview tbody tr")
+        .into_iter()
+        .find(|r| r[0] == WORKER_MODEL)
+        .expect("a line for the workers' model");
+    assert_eq!((line[1].as_str(), line[2].as_str()), ("workers", "1 · 2"));
+    // Revoke: refused without the CSRF token; then the token's next call is refused.
+    let r = admin.post_raw(&revoke, &[]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(heartbeat(&app, &secret).await, StatusCode::OK);
+    let r = admin.post(&revoke, &[]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/console/admin/workers");
+    assert_eq!(heartbeat(&app, &secret).await, StatusCode::UNAUTHORIZED);
+    let page = admin.page("/console/admin/workers").await;
+    let row = &rows(&page, "#tokens tr[data-token=gpu-box-1]")[0];
+    assert!(!row[4].is_empty(), "revoked at: {row:?}");
+    assert_eq!(
+        page.select(&sel("#tokens tr[data-token=gpu-box-1] form"))
+            .count(),
+        0
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn the_overview_counts_per_model_and_assets_are_served() {
     let app = TestApp::start(|_| {}).await;
@@ -657,13 +858,7 @@ async fn the_overview_counts_per_model_and_assets_are_served() {
     app.wait_for(&done, "COMPLETED").await;
     app.submit_image().await;
     let page = b.page("/console/overview").await;
-    let row: Vec<String> = page
-        .select(&sel("#overview tbody tr"))
-        .next()
-        .unwrap()
-        .select(&sel("th, td"))
-        .map(|c| c.text().collect::<String>().trim().to_owned())
-        .collect();
+    let row = rows(&page, "#overview tbody tr").remove(0);
     assert_eq!(row[0], "fal-ai/flux/schnell");
     assert_eq!(row[1], "scripted");
     // Queued 1 (or running: the dispatcher may have claimed it), completed 1, failed 0.

@@ -21,7 +21,7 @@ use axum::{
     response::{Html, IntoResponse, Response},
     routing::{get, post},
 };
-use invokd_core::service::ServiceError;
+use invokd_core::{service::ServiceError, workers::WorkerError};
 
 use crate::{error::ApiError, state::AppState};
 pub use session::{Viewer, Who};
@@ -37,7 +37,7 @@ pub fn mount(router: Router<AppState>, path: &str, state: &AppState) -> Router<A
 fn routes(state: &AppState) -> Router<AppState> {
     let policy = HeaderValue::from_str(&csp(&file_origins(state)))
         .unwrap_or_else(|_| HeaderValue::from_static(CSP));
-    use pages::{admin, gallery, job, jobs, overview, playground, sign_in};
+    use pages::{admin, gallery, job, jobs, overview, playground, sign_in, workers};
     Router::new()
         .route("/", get(overview::root))
         .route("/sign-in", get(sign_in::form).post(sign_in::submit))
@@ -58,6 +58,10 @@ fn routes(state: &AppState) -> Router<AppState> {
         .route("/gallery", get(gallery::page))
         .route("/admin/keys", get(admin::page).post(admin::create))
         .route("/admin/keys/{id}/revoke", post(admin::revoke))
+        .route("/admin/workers", get(workers::page))
+        .route("/admin/workers/live", get(workers::live))
+        .route("/admin/workers/tokens", post(workers::create))
+        .route("/admin/workers/tokens/{id}/revoke", post(workers::revoke))
         .route("/assets/{name}", get(assets::serve))
         .fallback(not_found)
         .layer(middleware::from_fn(move |req, next| {
@@ -159,6 +163,12 @@ impl From<ApiError> for ConsoleError {
 
 impl From<ServiceError> for ConsoleError {
     fn from(e: ServiceError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<WorkerError> for ConsoleError {
+    fn from(e: WorkerError) -> Self {
         ApiError::from(e).into()
     }
 }

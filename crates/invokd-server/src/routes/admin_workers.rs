@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// Workers not seen for this long are no longer listed.
-const LISTED_WITHIN: Duration = Duration::from_secs(24 * 3600);
+pub const LISTED_WITHIN: Duration = Duration::from_secs(24 * 3600);
 
 fn token_view(t: &WorkerToken, secret: Option<String>) -> WorkerTokenView {
     WorkerTokenView {

@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod overview;
 pub mod playground;
 pub mod sign_in;
+pub mod workers;
 
 use axum::{
     http::{HeaderValue, StatusCode, header},

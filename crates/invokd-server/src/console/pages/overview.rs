@@ -1,5 +1,6 @@
 //! The overview: per model, what is queued and running now, what ended in the last hour, the
-//! oldest queued job's age, run-time percentiles and the provider; refreshed live.
+//! oldest queued job's age, run-time percentiles, the provider and, for models routed to
+//! workers, the workers connected and their free slots; refreshed live.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +25,8 @@ pub struct ModelStats {
     /// The jobs list's query of this model's jobs.
     pub filter: String,
     pub provider: String,
+    /// Of a model routed to workers: the workers connected that serve it and their free slots.
+    pub workers: Option<(u64, u64)>,
     pub queued: usize,
     pub running: usize,
     pub completed: usize,
@@ -72,6 +75,8 @@ pub struct Stats {
     pub models: Vec<ModelStats>,
     /// Some listing reached its bound: the figures are of the newest jobs only.
     pub cut: bool,
+    /// Some model is routed to workers: the overview has a column for them.
+    pub has_workers: bool,
     pub at: String,
 }
 
@@ -136,6 +141,13 @@ async fn stats(state: &AppState, viewer: &Viewer) -> Result<Stats, ConsoleError>
             _ => {}
         }
     }
+    // Models routed to workers: their capacity, and a line for those with workers connected.
+    let capacity = state.workers.capacity_by_model().await?;
+    for (model, connected, free) in &capacity {
+        if *connected > 0 || by_model.lines.contains_key(model) {
+            by_model.entry(model).0.workers = Some((*connected, *free));
+        }
+    }
     let models = by_model
         .lines
         .into_values()
@@ -153,6 +165,7 @@ async fn stats(state: &AppState, viewer: &Viewer) -> Result<Stats, ConsoleError>
     Ok(Stats {
         models,
         cut,
+        has_workers: !capacity.is_empty(),
         at: now.format("%H:%M:%S UTC").to_string(),
     })
 }
