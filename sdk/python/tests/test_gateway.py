@@ -11,7 +11,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,13 +263,24 @@ def _slow_worker(gateway: Gateway, grace: str) -> subprocess.Popen[str]:
     )
 
 
-def _wait_started(proc: subprocess.Popen[str]) -> None:
+def _wait_started(proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    """Until the worker says it started a job; a worker that never does fails the test."""
     assert proc.stdout is not None
-    while True:
-        line = proc.stdout.readline()
-        assert line, "the worker exited early"
-        if line.startswith("started "):
-            return
+    started = threading.Event()
+
+    def read(out: typing.IO[str]) -> None:
+        for line in iter(out.readline, ""):
+            if line.startswith("started "):
+                started.set()
+                return
+
+    reader = threading.Thread(target=read, args=(proc.stdout,), daemon=True)
+    reader.start()
+    while not started.wait(0.1):
+        assert proc.poll() is None or reader.is_alive(), "the worker exited early"
+        timeout -= 0.1
+        assert timeout > 0, "the worker started no job in time"
+
 
 
 def test_a_cancel_reaches_the_running_worker_within_a_heartbeat(gateway: Gateway) -> None:
