@@ -121,7 +121,7 @@ pub const CONNECTED_WITHIN: Duration = Duration::from_secs(90);
 /// The worker endpoints' domain.
 #[derive(Clone)]
 pub struct WorkerService {
-    store: Arc<dyn Store>,
+    pub(super) store: Arc<dyn Store>,
     lifecycle: Lifecycle,
     catalog: Arc<Catalog>,
     blobs: Arc<dyn BlobStore>,
@@ -131,6 +131,8 @@ pub struct WorkerService {
     /// The updates channels of jobs held by workers that talk to this process, so that their
     /// progress and partial outputs reach this process's readers.
     remote: Arc<Mutex<HashMap<JobId, RemoteRun>>>,
+    /// What RunPod's workers hold, for their stop channels.
+    pub(super) runpod: Arc<Mutex<super::runpod::RunpodPods>>,
 }
 
 struct RemoteRun {
@@ -138,7 +140,7 @@ struct RemoteRun {
     touched: Instant,
 }
 
-fn valid_worker_id(id: &str) -> bool {
+pub(super) fn valid_worker_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()
@@ -172,6 +174,7 @@ impl WorkerService {
             routed,
             config,
             remote: Arc::default(),
+            runpod: Arc::default(),
         }
     }
 
