@@ -438,12 +438,22 @@ async fn rp(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// A job-done or stream post as the SDK sends it.
+async fn post_rp(s: &TestServer, auth: &str, path: &str, body: &Value) -> (u16, Value) {
+    rp(s, auth, reqwest::Method::POST, path, Some(body)).await
+}
+
+/// The job's log lines, as fal's status shows them.
+async fn logs_of(s: &TestServer, id: &str) -> String {
+    let path = format!("/fal-ai/flux/requests/{id}/status?logs=1");
+    fal(s, reqwest::Method::GET, &path, None).await.to_string()
+}
+
 #[tokio::test]
 async fn a_late_job_done_of_a_superseded_attempt_changes_nothing() {
     let s = server().await;
     let token = token(&s).await;
     let get = reqwest::Method::GET;
-    let post = reqwest::Method::POST;
     // Refusals first: no token, a wrong one.
     assert_eq!(
         rp(&s, "", get.clone(), "job-take/a?models=", None).await.0,
@@ -472,40 +482,31 @@ async fn a_late_job_done_of_a_superseded_attempt_changes_nothing() {
     assert_eq!(first_id, format!("{id}.1"));
     assert_eq!(first["input"]["prompt"], "twice");
     // A progress update shows in the job's logs.
-    let (status, _) = rp(
+    let (status, _) = post_rp(
         &s,
         &token,
-        post.clone(),
         &format!("job-done/pod-a/{first_id}?models=&isStream=false"),
-        Some(&json!({"status": "IN_PROGRESS", "output": "warming up"})),
+        &json!({"status": "IN_PROGRESS", "output": "warming up"}),
     )
     .await;
     assert_eq!(status, 200);
-    let logs = fal(
-        &s,
-        get.clone(),
-        &format!("/fal-ai/flux/requests/{id}/status?logs=1"),
-        None,
-    )
-    .await;
-    assert!(logs.to_string().contains("warming up"), "{logs}");
+    let logs = logs_of(&s, &id).await;
+    assert!(logs.contains("warming up"), "{logs}");
     // Bad bodies change nothing.
-    let (status, _) = rp(
+    let (status, _) = post_rp(
         &s,
         &token,
-        post.clone(),
         &format!("job-done/pod-a/{first_id}?isStream=false"),
-        Some(&json!("not an object")),
+        &json!("not an object"),
     )
     .await;
     assert_eq!(status, 400);
     // Another pod cannot finish pod-a's attempt.
-    let (status, _) = rp(
+    let (status, _) = post_rp(
         &s,
         &token,
-        post.clone(),
         &format!("job-done/pod-b/{first_id}?isStream=false"),
-        Some(&json!({"output": {"images": [{"url": data_uri(&png(8, 8))}]}})),
+        &json!({"output": {"images": [{"url": data_uri(&png(8, 8))}]}}),
     )
     .await;
     assert_eq!(status, 409);
@@ -528,23 +529,21 @@ async fn a_late_job_done_of_a_superseded_attempt_changes_nothing() {
     );
     // pod-a's late result: refused, nothing stored in the job.
     let late = json!({"output": {"images": [{"url": data_uri(&png(16, 16))}], "prompt": "late"}});
-    let (status, v) = rp(
+    let (status, v) = post_rp(
         &s,
         &token,
-        post.clone(),
         &format!("job-done/pod-a/{first_id}?isStream=false"),
-        Some(&late),
+        &late,
     )
     .await;
     assert_eq!(status, 409, "{v}");
     assert_eq!(s.get(&id).await["status"], "IN_PROGRESS");
     // pod-b's result ends the job, its image filled in with its size and type.
-    let (status, v) = rp(
+    let (status, v) = post_rp(
         &s,
         &token,
-        post.clone(),
         &format!("job-done/pod-b/{id}.2?isStream=false"),
-        Some(&json!({"output": {"images": [{"url": data_uri(&png(40, 30))}], "prompt": "second"}})),
+        &json!({"output": {"images": [{"url": data_uri(&png(40, 30))}], "prompt": "second"}}),
     )
     .await;
     assert_eq!((status, &v), (200, &json!({"status": "COMPLETED"})));
@@ -555,14 +554,99 @@ async fn a_late_job_done_of_a_superseded_attempt_changes_nothing() {
         (40, 30, image::ImageFormat::Png)
     );
     // And after the end, a late one again changes nothing.
-    let (status, _) = rp(
+    let (status, _) = post_rp(
         &s,
         &token,
-        post,
         &format!("job-done/pod-a/{first_id}?isStream=false"),
-        Some(&late),
+        &late,
     )
     .await;
     assert_eq!(status, 409);
     assert_eq!(s.get(&id).await["output"]["prompt"], "second");
+}
+
+#[tokio::test]
+async fn a_generator_s_last_yield_is_the_output_and_pings_name_lost_jobs() {
+    let s = server().await;
+    let token = token(&s).await;
+    let get = reqwest::Method::GET;
+    let job = s
+        .create(&json!({"model_id": MODEL, "input": {"prompt": "streamed"}}))
+        .await;
+    let id = job["request_id"].as_str().unwrap().to_owned();
+    let (status, taken) = rp(
+        &s,
+        &token,
+        get.clone(),
+        "job-take-batch/pod-g?models=&batch_size=2&job_in_progress=0",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{taken}");
+    let rid = taken[0]["id"].as_str().unwrap().to_owned();
+    // A ping keeps it; the answer names nothing lost.
+    let (status, beat) = rp(
+        &s,
+        &token,
+        get.clone(),
+        &format!("ping/pod-g?models=&job_id={rid}&runpod_version=1.12.0"),
+        None,
+    )
+    .await;
+    assert_eq!((status, &beat), (200, &json!({"lost": [], "cancel": []})));
+    // A number as progress; two yields, each a file alone (an image model's `images`).
+    let (status, _) = post_rp(
+        &s,
+        &token,
+        &format!("job-done/pod-g/{rid}?isStream=false"),
+        &json!({"status": "IN_PROGRESS", "output": 0.5}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for (w, h) in [(8, 8), (24, 12)] {
+        let (status, v) = post_rp(
+            &s,
+            &token,
+            &format!("job-stream/pod-g/{rid}?isStream=true"),
+            &json!({"output": data_uri(&png(w, h))}),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let logs = logs_of(&s, &id).await;
+    assert!(logs.contains("progress 50 of 100"), "{logs}");
+    // The SDK's job-done of a generator holds no output: the last yield is the job's.
+    let (status, v) = post_rp(
+        &s,
+        &token,
+        &format!("job-done/pod-g/{rid}?isStream=true"),
+        &json!({"output": []}),
+    )
+    .await;
+    assert_eq!((status, &v), (200, &json!({"status": "COMPLETED"})));
+    let done = s.get(&id).await;
+    assert_eq!(
+        decoded(&s, &done["output"]["images"][0]).await,
+        (24, 12, image::ImageFormat::Png)
+    );
+    // A ping that still lists the ended job learns it is lost.
+    let (status, beat) = rp(
+        &s,
+        &token,
+        get,
+        &format!("ping/pod-g?models=&job_id={rid}"),
+        None,
+    )
+    .await;
+    assert_eq!((status, &beat), (200, &json!({"lost": [id], "cancel": []})));
+    // A malformed id in a ping is refused.
+    let (status, _) = rp(
+        &s,
+        &token,
+        reqwest::Method::GET,
+        "ping/pod-g?job_id=nope",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
 }
