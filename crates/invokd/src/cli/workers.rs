@@ -44,8 +44,8 @@ struct RunpodEnv {
     #[arg(long)]
     pod_id: Option<String>,
     /// How often the worker pings, in ms: at most a third of the gateway's lease
-    /// (`--lease-seconds`, 30 by default).
-    #[arg(long, default_value_t = 10_000)]
+    /// (`--lease-seconds`, 30 by default), and at least 1000 (the SDK counts whole seconds).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1000..))]
     ping_interval_ms: u64,
 }
 
