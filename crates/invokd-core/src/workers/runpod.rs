@@ -23,6 +23,8 @@ use crate::{JobStatus, ids::JobId, provider::LogLine, run_updates::Progress};
 
 /// How often a stop poll looks at the jobs of its worker.
 const STOP_POLL: Duration = Duration::from_millis(250);
+/// A RunPod worker not heard of for this long is forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
 /// A job's id as RunPod's worker sees it: the job and its attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -58,8 +60,8 @@ impl FromStr for RunpodJobId {
 #[derive(Default)]
 pub(super) struct RunpodPods {
     /// Per lease owner (token and worker), the jobs handed to it or listed by its pings and
-    /// not yet finished: what its stop channel watches.
-    held: HashMap<String, BTreeSet<RunpodJobId>>,
+    /// not yet finished, and when it was last heard of: what its stop channel watches.
+    held: HashMap<String, (BTreeSet<RunpodJobId>, Instant)>,
     /// The last partial output streamed for a job (a generator handler's last yield).
     streamed: HashMap<RunpodJobId, (Value, Instant)>,
 }
@@ -212,18 +214,25 @@ impl WorkerService {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Notes that the worker holds `id`; forgets the workers not heard of for an hour (gone
+    /// without finishing their jobs, which their leases long gave back).
     fn remember(&self, token: &WorkerToken, worker: &RunpodWorker, id: RunpodJobId) {
-        self.pods()
+        let now = Instant::now();
+        let mut pods = self.pods();
+        pods.held
+            .retain(|_, (_, seen)| now.duration_since(*seen) < FORGET_AFTER);
+        let (ids, seen) = pods
             .held
             .entry(owner_for(token.id, &worker.pod))
-            .or_default()
-            .insert(id);
+            .or_insert_with(|| (BTreeSet::new(), now));
+        ids.insert(id);
+        *seen = now;
     }
 
     fn forget_runpod(&self, token: &WorkerToken, worker: &RunpodWorker, id: RunpodJobId) {
         let mut pods = self.pods();
         let owner = owner_for(token.id, &worker.pod);
-        if let Some(held) = pods.held.get_mut(&owner) {
+        if let Some((held, _)) = pods.held.get_mut(&owner) {
             held.remove(&id);
             if held.is_empty() {
                 pods.held.remove(&owner);
@@ -364,7 +373,7 @@ impl WorkerService {
                 .pods()
                 .held
                 .get(&owner)
-                .map(|s| s.iter().copied().collect())
+                .map(|(s, _)| s.iter().copied().collect())
                 .unwrap_or_default();
             let mut stop = Vec::new();
             for id in held {
