@@ -135,6 +135,31 @@ impl FromRequestParts<AppState> for WorkerAuth {
     }
 }
 
+/// A RunPod worker's request: its worker token as the raw `Authorization` value (the `runpod`
+/// SDK sends `RUNPOD_AI_API_KEY` so), or as a bearer token.
+pub struct RunpodAuth(pub invokd_core::workers::WorkerToken);
+
+impl FromRequestParts<AppState> for RunpodAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let raw = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .unwrap_or_default();
+        let secret = match bearer(parts) {
+            "" => raw,
+            token => token,
+        };
+        Ok(Self(state.workers.authenticate(secret).await?))
+    }
+}
+
 /// The base URL clients reach this server at: the configured public URL, else the `Host` header.
 pub struct BaseUrl(pub String);
 

@@ -113,7 +113,7 @@ impl InputSource for InputFetcher {
 
 impl InputFetcher {
     /// One file: its content type and bytes, or why it cannot be had.
-    async fn fetch(&self, value: &str) -> Result<(String, Bytes), String> {
+    pub(crate) async fn fetch(&self, value: &str) -> Result<(String, Bytes), String> {
         if let Some(decoded) = decode_data_uri(value) {
             let d = decoded?;
             return Ok((d.content_type, Bytes::from(d.bytes)));

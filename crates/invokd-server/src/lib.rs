@@ -21,6 +21,7 @@ mod request_context;
 mod router;
 mod routes;
 mod run_stream;
+mod runpod_output;
 mod server;
 mod state;
 mod store_notices;

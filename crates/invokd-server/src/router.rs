@@ -62,11 +62,17 @@ pub const FAL_WEBHOOK_PATH: &str = "/v1/upstream/fal/webhook";
 
 /// The routes that take uploads, up to `max_upload_bytes`; every other body is held to
 /// `max_body_bytes`.
-pub const UPLOAD_ROUTES: [&str; 3] = [
+pub const UPLOAD_ROUTES: [&str; 5] = [
     "/files/upload",
     "/files/upload/{*key}",
     "/v1/worker/jobs/{id}/files/{name}",
+    RUNPOD_DONE,
+    RUNPOD_STREAM,
 ];
+
+/// RunPod's job-done and stream URLs: their bodies carry files as data URIs.
+const RUNPOD_DONE: &str = "/v1/worker/runpod/job-done/{pod}/{id}";
+const RUNPOD_STREAM: &str = "/v1/worker/runpod/job-stream/{pod}/{id}";
 
 /// The routes (matched patterns) whose POST creates a job or a file: they draw on a key's
 /// create limit, every other request with a key on its read limit.
@@ -163,6 +169,24 @@ fn routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .route(
             "/v1/worker/jobs/{id}/files",
             put(routes::worker::unnamed_file),
+        )
+        .route(
+            "/v1/worker/runpod/job-take/{pod}",
+            get(routes::runpod::take),
+        )
+        .route(
+            "/v1/worker/runpod/job-take-batch/{pod}",
+            get(routes::runpod::take_batch),
+        )
+        .route(
+            "/v1/worker/runpod/job-stop/{pod}",
+            get(routes::runpod::stop),
+        )
+        .route("/v1/worker/runpod/ping/{pod}", get(routes::runpod::ping))
+        .route(RUNPOD_DONE, post(routes::runpod::done).layer(upload_limit))
+        .route(
+            RUNPOD_STREAM,
+            post(routes::runpod::stream).layer(upload_limit),
         )
         .route("/files/{*key}", get(routes::files::get))
         .route("/storage/auth/token", post(routes::storage::token))

@@ -380,7 +380,7 @@ impl Server {
             signer.clone(),
             base_url,
         );
-        let dispatcher = dispatcher(&core, &config, providers.clone(), inputs);
+        let dispatcher = dispatcher(&core, &config, providers.clone(), inputs.clone());
         let janitor = janitor(&core, &config);
         let workers = worker_service(&core, &config, providers.clone());
         let app = Arc::new(App {
@@ -393,6 +393,7 @@ impl Server {
             signer,
             providers,
             fal,
+            fetcher: inputs,
             config,
         });
         Ok(Self {

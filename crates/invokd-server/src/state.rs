@@ -23,4 +23,6 @@ pub struct App {
     pub providers: Arc<crate::provider_routes::Providers>,
     /// The fal provider, when configured: its webhooks come in through the router.
     pub fal: Option<Arc<invokd_providers::FalProvider>>,
+    /// Fetches the files RunPod workers return, with the input downloads' limits and rules.
+    pub fetcher: crate::input_fetch::InputFetcher,
 }

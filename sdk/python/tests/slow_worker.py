@@ -1,13 +1,16 @@
 """A worker process for the signal tests: ``quick`` jobs finish at once, others wait for their
 cancel (or the end of the grace period). Configured by the environment."""
 
+import sys
 import time
 
 from invokd_worker import Job, start
 
 
 def handler(job: Job) -> dict:
-    print(f"started {job.id}", flush=True)
+    # One write for the whole line: two jobs' prints of a text and its newline interleave.
+    sys.stdout.write(f"started {job.id}\n")
+    sys.stdout.flush()
     if job.input["prompt"] == "no images":
         return {"seed": 3}  # not an image model's output: the gateway's check refuses it
     if job.input["prompt"] == "quick":

@@ -270,7 +270,7 @@ def _wait_started(proc: subprocess.Popen[str], timeout: float = 30) -> None:
 
     def read(out: typing.IO[str]) -> None:
         for line in iter(out.readline, ""):
-            if line.startswith("started "):
+            if "started " in line:
                 started.set()
                 return
 

@@ -147,16 +147,12 @@ async fn check_images(
     for (i, image) in images.iter().enumerate() {
         let path = format!(".images[{i}]");
         let bytes = check_file(&path, image, "image/", blobs).await?;
-        let (w, h) = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
-            .with_guessed_format()
-            .ok()
-            .and_then(|r| r.into_dimensions().ok())
-            .ok_or_else(|| {
-                problem(
-                    &path,
-                    "its file is not an image invokd can read (JPEG, PNG or WebP)",
-                )
-            })?;
+        let (w, h) = image_dimensions(&bytes).ok_or_else(|| {
+            problem(
+                &path,
+                "its file is not an image invokd can read (JPEG, PNG or WebP)",
+            )
+        })?;
         for (field, actual) in [("width", w), ("height", h)] {
             let said = image.get(field).and_then(Value::as_u64);
             if said != Some(u64::from(actual)) {
@@ -171,6 +167,14 @@ async fn check_images(
         }
     }
     Ok(())
+}
+
+/// The width and height of an image invokd can read (JPEG, PNG or WebP).
+pub fn image_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()
+        .and_then(|r| r.into_dimensions().ok())
 }
 
 /// A file object (`{url, content_type, ...}`): its `url` a stored file of this attempt, its

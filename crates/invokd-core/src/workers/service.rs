@@ -123,7 +123,7 @@ pub const CONNECTED_WITHIN: Duration = Duration::from_secs(90);
 /// The worker endpoints' domain.
 #[derive(Clone)]
 pub struct WorkerService {
-    store: Arc<dyn Store>,
+    pub(super) store: Arc<dyn Store>,
     lifecycle: Lifecycle,
     catalog: Arc<Catalog>,
     blobs: Arc<dyn BlobStore>,
@@ -135,6 +135,8 @@ pub struct WorkerService {
     remote: Arc<Mutex<HashMap<JobId, RemoteRun>>>,
     /// What each worker last said of itself through this process, and when it was written.
     seen: Arc<Mutex<HashMap<String, (WorkerPresence, Instant)>>>,
+    /// What RunPod's workers hold, for their stop channels.
+    pub(super) runpod: Arc<Mutex<super::runpod::RunpodPods>>,
 }
 
 struct RemoteRun {
@@ -142,7 +144,7 @@ struct RemoteRun {
     touched: Instant,
 }
 
-fn valid_worker_id(id: &str) -> bool {
+pub(super) fn valid_worker_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()
@@ -177,6 +179,7 @@ impl WorkerService {
             config,
             remote: Arc::default(),
             seen: Arc::default(),
+            runpod: Arc::default(),
         }
     }
 

@@ -10,5 +10,6 @@ pub mod fal_webhook;
 pub mod files;
 pub mod health;
 pub mod models;
+pub mod runpod;
 pub mod storage;
 pub mod worker;

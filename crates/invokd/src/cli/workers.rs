@@ -1,5 +1,6 @@
 //! `invokd workers token create|list|revoke` and `invokd workers list`: worker tokens and the
-//! workers seen, through the admin API with the admin token.
+//! workers seen, through the admin API with the admin token; `invokd workers runpod-env`: the
+//! environment an unmodified RunPod worker is started with.
 
 use clap::{Args, Subcommand};
 use invokd_api::worker::{CreateWorkerToken, WorkerTokenView, WorkerView};
@@ -26,6 +27,69 @@ enum Cmd {
     },
     /// The workers seen in the last day: what they run, when last seen, their jobs.
     List,
+    /// Print the environment that points an unmodified `runpod` SDK worker at this gateway.
+    RunpodEnv(RunpodEnv),
+}
+
+#[derive(Debug, Args)]
+struct RunpodEnv {
+    /// The worker token (`invw_...`) the worker authenticates with.
+    #[arg(long)]
+    token: String,
+    /// A model id or `prefix*` pattern the worker serves, within the token's (repeat for more;
+    /// default: every model of the token).
+    #[arg(long = "models", num_args = 1..)]
+    models: Vec<String>,
+    /// The worker's id, one per worker process (default: a fresh one).
+    #[arg(long)]
+    pod_id: Option<String>,
+    /// How often the worker pings, in ms: at most a third of the gateway's lease
+    /// (`--lease-seconds`, 30 by default), and at least 1000 (the SDK counts whole seconds).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1000..))]
+    ping_interval_ms: u64,
+}
+
+/// The environment variables of a RunPod worker for the gateway at `api_url`, in order.
+fn runpod_env(api_url: &str, e: &RunpodEnv) -> Vec<(&'static str, String)> {
+    let base = format!("{}/v1/worker/runpod", api_url.trim_end_matches('/'));
+    // Model patterns are plain in a query but for these few characters.
+    let models: String = e
+        .models
+        .join(",")
+        .chars()
+        .map(|c| match c {
+            '%' | '&' | '#' | '+' | ' ' | '=' | '?' => format!("%{:02X}", c as u32),
+            c => c.to_string(),
+        })
+        .collect();
+    let query = format!("?models={models}");
+    let pod = e.pod_id.clone().unwrap_or_else(|| {
+        format!(
+            "runpod-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        )
+    });
+    vec![
+        (
+            "RUNPOD_WEBHOOK_GET_JOB",
+            format!("{base}/job-take/$ID{query}"),
+        ),
+        (
+            "RUNPOD_WEBHOOK_POST_OUTPUT",
+            format!("{base}/job-done/$RUNPOD_POD_ID/$ID{query}"),
+        ),
+        (
+            "RUNPOD_WEBHOOK_POST_STREAM",
+            format!("{base}/job-stream/$RUNPOD_POD_ID/$ID{query}"),
+        ),
+        (
+            "RUNPOD_WEBHOOK_PING",
+            format!("{base}/ping/$RUNPOD_POD_ID{query}"),
+        ),
+        ("RUNPOD_PING_INTERVAL", e.ping_interval_ms.to_string()),
+        ("RUNPOD_POD_ID", pod),
+        ("RUNPOD_AI_API_KEY", e.token.clone()),
+    ]
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,8 +160,26 @@ fn worker_table(workers: &[WorkerView]) -> Table {
 }
 
 pub async fn run(session: &Session, a: WorkersArgs) -> anyhow::Result<()> {
-    let admin = session.admin(a.admin_token.token.as_deref())?;
     let json = session.output() == Output::Json;
+    if let Cmd::RunpodEnv(e) = &a.command {
+        let env = runpod_env(&session.api_url()?, e);
+        if json {
+            let map: serde_json::Map<String, serde_json::Value> = env
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.into()))
+                .collect();
+            output::json(&map)?;
+        } else {
+            // Single quotes: the templates' `$ID` and `$RUNPOD_POD_ID` are the SDK's to fill.
+            let lines: Vec<String> = env
+                .iter()
+                .map(|(k, v)| format!("export {k}='{}'", v.replace('\'', "'\\''")))
+                .collect();
+            output::out(&lines.join("\n"))?;
+        }
+        return Ok(());
+    }
+    let admin = session.admin(a.admin_token.token.as_deref())?;
     match a.command {
         Cmd::Token {
             command: TokenCmd::Create { name, models },
@@ -141,6 +223,7 @@ pub async fn run(session: &Session, a: WorkersArgs) -> anyhow::Result<()> {
                 worker_table(&list.workers).print()?;
             }
         }
+        Cmd::RunpodEnv(_) => {}
     }
     Ok(())
 }
