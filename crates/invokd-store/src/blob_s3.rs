@@ -84,7 +84,33 @@ async fn send(
     what: &str,
     also_ok: &[StatusCode],
 ) -> Result<reqwest::Response, BlobError> {
-    let res = req.send().await.map_err(|e| remote(what, e))?;
+    // S3 asks its clients to try again after a 500, 502, 503 or 504, as AWS's own SDKs do (a
+    // busy or starting server answers them); every request here (PUT, GET, DELETE of one key,
+    // a listing) may be sent twice.
+    const RETRIES: u32 = 3;
+    let mut req = req;
+    let mut tries = 0;
+    let res = loop {
+        let again = if tries < RETRIES {
+            req.try_clone()
+        } else {
+            None
+        };
+        let res = req.send().await;
+        let transient = match &res {
+            Ok(r) => matches!(r.status().as_u16(), 500 | 502 | 503 | 504),
+            Err(e) => e.is_connect() || e.is_timeout(),
+        };
+        match again {
+            Some(next) if transient => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100 << (2 * tries))).await;
+                req = next;
+            }
+            _ => break res,
+        }
+    };
+    let res = res.map_err(|e| remote(what, e))?;
     let status = res.status();
     if status.is_success() || also_ok.contains(&status) {
         return Ok(res);
