@@ -359,7 +359,6 @@ pub async fn fail(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<FailRequest>,
 ) -> Result<Json<EndedResponse>, ApiError> {
-    let run = state.workers.held(&token, &id, &body.lease).await?;
     let e = body.error;
     if e.message.trim().is_empty() || e.message.len() > 10_000 {
         return Err(ApiError::new(
@@ -367,6 +366,7 @@ pub async fn fail(
             "error.message: must be 1 to 10,000 characters",
         ));
     }
+    let run = state.workers.held(&token, &id, &body.lease).await?;
     let status = state
         .workers
         .fail(run, e.error_type, e.message, e.retry, log_lines(body.logs))
